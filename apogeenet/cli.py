@@ -1,0 +1,205 @@
+"""The ``apogeenet`` command. Each command parses its options, reads ``params.yaml`` once for
+defaults, and calls library functions; heavy packages are imported inside commands so that
+``--help`` stays fast."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from apogeenet.config import ConfigError, load_params
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="APOGEE Net (Olney et al. 2020): stellar parameters from APOGEE spectra.")
+out = Console()
+err = Console(stderr=True)
+
+ParamsOption = Annotated[Optional[Path], typer.Option(
+    "--params", help="params.yaml to read defaults from (default: ./params.yaml or $APOGEENET_PARAMS).")]
+
+
+class UserError(Exception):
+    """Raised by commands for a mistake in the user's input; printed as one line."""
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from apogeenet.io.apstar import ApStarError
+    from apogeenet.io.tables import TableError
+    from apogeenet.store import StoreError
+    return (UserError, ConfigError, ApStarError, TableError, StoreError, FileExistsError,
+            FileNotFoundError)
+
+
+def main() -> None:
+    """Console-script entry: user mistakes become one line on stderr and exit code 2."""
+    try:
+        app()
+    except _user_errors() as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+@app.command()
+def inspect(
+    files: Annotated[list[Path], typer.Argument(help="apStar files to read.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Print the header facts of apStar files; a bad file gets one error line and exit code 1."""
+    from apogeenet.io.apstar import ApStarError, read_apstar
+
+    records, failed = [], 0
+    for path in files:
+        try:
+            records.append({"file": str(path), **read_apstar(path).facts()})
+        except ApStarError as exc:
+            failed += 1
+            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+    if as_json:
+        for record in records:
+            typer.echo(json.dumps(record))
+    elif records:
+        table = Table(box=None)
+        for key in records[0]:
+            table.add_column(key, no_wrap=True)
+        for record in records:
+            table.add_row(*(f"{v:.6g}" if isinstance(v, float) else str(v) for v in record.values()))
+        (out if out.is_terminal else Console(width=400)).print(table)  # no truncation in pipes
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def download(
+    catalog: Annotated[Path, typer.Option(help="allStar-like table (FITS/CSV/Parquet) with "
+                                               "APOGEE_ID, TELESCOPE, FIELD (LOCATION_ID for dr14).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory to mirror the files into.")],
+    release: Annotated[Optional[str], typer.Option(help="dr14, dr16 or dr17 [params: download.release]")] = None,
+    base_url: Annotated[Optional[str], typer.Option(help="SAS root URL [params: download.base_url]")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Concurrent downloads.")] = None,
+    params: ParamsOption = None,
+) -> None:
+    """Download the apStar files of a catalog from the SDSS Science Archive Server."""
+    from apogeenet.io.sas import apstar_jobs, download_files
+    from apogeenet.io.tables import read_table
+
+    cfg = load_params(params).download
+    release = release or cfg.release
+    try:
+        jobs = apstar_jobs(read_table(catalog), release, out_dir,
+                           base_url=base_url or str(cfg.base_url))
+    except ValueError as exc:
+        raise UserError(f"{catalog}: {exc}") from None
+    results = download_files(jobs, workers=workers or cfg.workers, retries=cfg.retries,
+                             backoff_s=cfg.backoff_s, timeout_s=cfg.timeout_s, progress=True)
+    _report_downloads(results)
+
+
+@app.command("download-catalog")
+def download_catalog(
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the allStar file into.")],
+    release: Annotated[Optional[str], typer.Option(help="dr14, dr16 or dr17 [params: download.release]")] = None,
+    base_url: Annotated[Optional[str], typer.Option(help="SAS root URL [params: download.base_url]")] = None,
+    params: ParamsOption = None,
+) -> None:
+    """Download a release's allStar catalog."""
+    from astropy.io import fits
+
+    from apogeenet.io.sas import DownloadJob, allstar_url, download_files
+
+    cfg = load_params(params).download
+    try:
+        url = allstar_url(release or cfg.release, base_url=base_url or str(cfg.base_url))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+    def validate(path: Path) -> None:
+        with fits.open(path) as hdul:
+            hdul.verify("exception")
+            if len(hdul) < 2 or not isinstance(hdul[1], fits.BinTableHDU):
+                raise ValueError(f"{path}: no table in HDU1")
+
+    job = DownloadJob(url, out_dir / url.rsplit("/", 1)[-1])
+    _report_downloads(download_files([job], workers=1, retries=cfg.retries, backoff_s=cfg.backoff_s,
+                                     timeout_s=cfg.timeout_s, validate=validate, progress=True))
+
+
+def _report_downloads(results) -> None:
+    counts = {s: sum(r.status == s for r in results) for s in ("downloaded", "skipped", "failed")}
+    for r in results:
+        if r.status == "failed":
+            err.print(f"[red]failed:[/red] {r.job.url}: {r.error}", highlight=False, soft_wrap=True)
+    out.print(", ".join(f"{n} {s}" for s, n in counts.items()))
+    if counts["failed"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def ingest(
+    src_dir: Annotated[Path, typer.Argument(help="Tree of apStar files (searched recursively).")],
+    store: Annotated[Path, typer.Argument(help="Store directory (created if missing).")],
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Processes [params: ingest.workers]")] = None,
+    params: ParamsOption = None,
+) -> None:
+    """Ingest a tree of apStar files into a spectra store (incremental)."""
+    from apogeenet.store import ingest as run_ingest
+
+    cfg = load_params(params).ingest
+    report = run_ingest(src_dir, store, workers=workers or cfg.workers,
+                        segment_rows=cfg.segment_rows, progress=True)
+    _print_ingest(report, store)
+
+
+def _print_ingest(report, store: Path) -> None:
+    out.print(f"{report.scanned} files: {report.ingested} ingested, {report.updated} updated, "
+              f"{report.unchanged} unchanged, {report.removed} removed, {report.rejected} rejected "
+              f"in {report.seconds:.1f} s -> {store}", soft_wrap=True)
+    for file, reason in report.rejects:
+        err.print(f"[yellow]rejected:[/yellow] {file}: {reason}", highlight=False, soft_wrap=True)
+
+
+@app.command("demo-tree")
+def demo_tree(
+    out_dir: Annotated[Optional[Path], typer.Argument(help="Where to write it [params: paths.raw]")] = None,
+    n_files: Annotated[Optional[int], typer.Option(min=1, help="Number of files [params: demo.n_files]")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed [params: demo.seed]")] = None,
+    params: ParamsOption = None,
+) -> None:
+    """Write the embedded demo tree of apStar files (deterministic for a given seed and size)."""
+    from apogeenet.demo import make_demo_tree
+
+    cfg = load_params(params)
+    out_dir = out_dir or cfg.paths.raw
+    paths = make_demo_tree(out_dir, n_files or cfg.demo.n_files, cfg.demo.seed if seed is None else seed)
+    out.print(f"{len(paths)} apStar files under {out_dir}")
+
+
+@app.command()
+def info(
+    store: Annotated[Optional[Path], typer.Argument(help="Store directory [params: paths.store]")] = None,
+    params: ParamsOption = None,
+) -> None:
+    """Summarise a spectra store: size, wavelength range, S/N and visits, rejects."""
+    import pandas as pd
+
+    from apogeenet.store import REJECTS_FILE, SpectraStore
+
+    store = store or load_params(params).paths.store
+    spectra = SpectraStore(store)
+    index = spectra.index
+    rejects = store / REJECTS_FILE
+    n_rejects = len(pd.read_parquet(rejects)) if rejects.exists() else 0
+    wave = spectra.wavelength
+    out.print(f"store {store}: {len(spectra)} spectra x {wave.size} pixels "
+              f"({wave[0]:.1f}-{wave[-1]:.1f} A, vacuum), {n_rejects} rejected files", soft_wrap=True)
+    if len(spectra):
+        snr = index["snr"].quantile([0.05, 0.5, 0.95]).round(1).tolist()
+        visits = {int(k): int(v) for k, v in sorted(index["nvisits"].value_counts().items())}
+        telescopes = {str(k): int(v) for k, v in index["telescope"].value_counts().items()}
+        out.print(f"SNR 5/50/95 %: {snr}; NVISITS: {visits}; telescopes: {telescopes}",
+                  soft_wrap=True)

@@ -1,0 +1,79 @@
+"""The one place that reads ``params.yaml``: typed, validated, frozen parameters.
+
+Library functions take plain arguments; the CLI, the flows and the tests call :func:`load_params`
+and pass the values on (STYLE §2).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError
+
+__all__ = ["ConfigError", "Params", "load_params"]
+
+DEFAULT_PARAMS_FILE = Path("params.yaml")
+
+
+class ConfigError(ValueError):
+    """``params.yaml`` is missing a key, has a wrong type or an out-of-range value."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PathsParams(_Section):
+    raw: Path = Path("data/demo")
+    """Raw apStar tree; everything under ``data/`` is versioned by ``data.dvc``."""
+    store: Path = Path("derived/store")
+    """Spectra store written by ``apogeenet ingest`` (outside ``data/``)."""
+
+
+class DemoParams(_Section):
+    n_files: int = Field(200, ge=1)
+    seed: int = 42
+
+
+class IngestParams(_Section):
+    workers: int = Field(2, ge=1)
+    segment_rows: int = Field(2048, ge=1)
+    """Rows buffered in memory and written as one contiguous segment of the store."""
+
+
+class DownloadParams(_Section):
+    release: Literal["dr14", "dr16", "dr17"] = "dr17"
+    base_url: HttpUrl = HttpUrl("https://data.sdss.org/sas")
+    workers: int = Field(4, ge=1, le=32)
+    retries: int = Field(5, ge=0)
+    backoff_s: float = Field(1.0, ge=0)
+    timeout_s: float = Field(60.0, gt=0)
+
+
+class Params(_Section):
+    paths: PathsParams = PathsParams()
+    demo: DemoParams = DemoParams()
+    ingest: IngestParams = IngestParams()
+    download: DownloadParams = DownloadParams()
+
+
+def load_params(path: str | os.PathLike | None = None) -> Params:
+    """Read and validate ``params.yaml``; without a file the defaults above apply.
+
+    ``path`` defaults to ``$APOGEENET_PARAMS`` or ``params.yaml`` in the working directory.
+    """
+    path = Path(path or os.environ.get("APOGEENET_PARAMS") or DEFAULT_PARAMS_FILE)
+    if not path.exists():
+        return Params()
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{path}: {problems}") from None

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from apogeenet.demo import example_files
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("APOGEENET_SHARED", REPO.parent / "shared"))
+REAL_APSTAR = SHARED / "data" / "real" / "apstar_dr13"
+
+
+@pytest.fixture(scope="session")
+def real_apstar_dir() -> Path:
+    if not REAL_APSTAR.is_dir():
+        pytest.skip(f"real apStar files not found at {REAL_APSTAR} (../shared is absent)")
+    return REAL_APSTAR
+
+
+@pytest.fixture(scope="session")
+def multi_visit_file() -> Path:
+    return next(p for p in example_files() if "2M00452143" in p.name)
+
+
+@pytest.fixture(scope="session")
+def single_visit_file() -> Path:
+    return next(p for p in example_files() if "2M03290406" in p.name)
+
+
+@pytest.fixture()
+def fake_sas():
+    from sas_server import FakeSAS, start
+
+    sas = FakeSAS()
+    server = start(sas)
+    yield sas
+    server.shutdown()
+    server.server_close()

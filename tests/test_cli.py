@@ -1,0 +1,57 @@
+"""The ``apogeenet`` command as a user runs it: real processes, real exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from badfiles import make_bad
+
+EXE = shutil.which("apogeenet") or str((__import__("pathlib").Path(sys.executable).parent / "apogeenet"))
+
+
+def run(*args, cwd=None):
+    return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_inspect_prints_good_files_and_one_line_per_bad_one(multi_visit_file, single_visit_file, tmp_path):
+    bad1 = make_bad("truncated", multi_visit_file, tmp_path / "cut.fits")
+    bad2 = make_bad("not_fits", multi_visit_file, tmp_path / "readme.fits")
+    result = run("inspect", "--json", multi_visit_file, bad1, single_visit_file, bad2)
+    assert result.returncode == 1
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["APOGEE_ID"] for r in records] == ["2M00452143+1634446", "2M03290406+3117075"]
+    assert set(records[0]) == {"file", "APOGEE_ID", "TELESCOPE", "FIELD", "NVISITS", "SNR", "RA",
+                               "DEC", "n_pixels", "n_good_pixels"}
+    assert records[1]["NVISITS"] == 1 and records[0]["n_pixels"] == 8575
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 2 and "Traceback" not in result.stderr
+    assert "cut.fits: truncated" in errors[0] and "readme.fits: not a FITS file" in errors[1]
+
+
+def test_inspect_table_output(multi_visit_file):
+    result = run("inspect", multi_visit_file)
+    assert result.returncode == 0
+    assert "2M00452143+1634446" in result.stdout and "120-45" in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["ingest", "/nonexistent/tree", "store"], "no such directory"),
+    (["download", "--catalog", "/nonexistent.csv", "--out", "x"], "no such file"),
+    (["download", "--catalog", "cat.txt", "--out", "x"], "unknown table format"),
+])
+def test_user_mistakes_give_one_line_and_exit_2(args, message, tmp_path):
+    result = run(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bad_params_file_is_one_line(tmp_path):
+    (tmp_path / "params.yaml").write_text("ingest:\n  workers: 0\n")
+    result = run("ingest", tmp_path, tmp_path / "store", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "ingest.workers" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,76 @@
+"""params.yaml validates, and every DVC stage's command answers --help."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from apogeenet.cli import app
+from apogeenet.config import ConfigError, Params, load_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_repository_params_validate():
+    params = load_params(REPO / "params.yaml")
+    assert isinstance(params, Params)
+    assert params.download.release in ("dr14", "dr16", "dr17")
+    assert not params.paths.store.is_relative_to("data"), "derived outputs must stay out of data/"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("ingest:\n  workers: 0\n", "ingest.workers"),
+    ("download:\n  release: dr5\n", "download.release"),
+    ("demo:\n  n_file: 3\n", "demo.n_file"),
+    ("ingest: [\n", "not valid YAML"),
+])
+def test_bad_params_name_the_key(tmp_path, text, message):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_params(path)
+
+
+def test_every_dvc_stage_command_answers_help():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert stages, "dvc.yaml has no stages"
+    for name, stage in stages.items():
+        argv = shlex.split(stage["cmd"])
+        assert argv[0] == "apogeenet", f"stage {name} should call the installed command"
+        result = CliRunner().invoke(app, [argv[1], "--help"])
+        assert result.exit_code == 0, (name, result.output)
+
+
+def test_dvc_stage_params_exist_in_params_yaml():
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for name, stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items():
+        for key in stage.get("params", []):
+            node = params
+            for part in key.split("."):
+                assert part in node, f"stage {name}: params.yaml has no {key}"
+                node = node[part]
+
+
+def test_data_dvc_tracks_the_raw_folder_and_stages_stay_outside_it():
+    tracked = yaml.safe_load((REPO / "data.dvc").read_text())["outs"]
+    assert [o["path"] for o in tracked] == ["data"]
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    resolve = lambda text: re.sub(r"\$\{(\w+)\.(\w+)\}", lambda m: params[m[1]][m[2]], text)  # noqa: E731
+    for stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].values():
+        for out in stage.get("outs", []):
+            path = resolve(next(iter(out)) if isinstance(out, dict) else out)
+            assert not Path(path).is_relative_to("data"), path
+
+
+def test_help_is_fast_enough_to_be_pleasant():
+    result = subprocess.run(["python", "-X", "importtime", "-c", "import apogeenet.cli"],
+                            capture_output=True, text=True, cwd=REPO)
+    heavy = [m for m in ("torch", "mlflow", "prefect", "great_expectations", "astropy.io.fits")
+             if f" {m}\n" in result.stderr]
+    assert heavy == [], f"importing the CLI pulls in {heavy}"
