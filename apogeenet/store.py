@@ -12,8 +12,10 @@ datasets are written uncompressed and contiguous so that readers memory-map them
 random batch with one fancy-indexing copy (the training and inference hot path). A file whose
 content changes is rewritten in place; a file that no longer exists leaves the index.
 
-Ingest is incremental: a file whose size and modification time match the index is not opened;
-one whose bytes hash to the indexed SHA-256 is not parsed again.
+Ingest is incremental: a file whose size and modification time match the stat cache
+(``.stat-cache.parquet``, ignored by DVC through ``.dvcignore``) is not opened; one whose bytes
+hash to the indexed SHA-256 is not parsed again. Index, rejects and spectra depend only on the
+files' contents, so the same tree gives byte-identical stores (and a stable ``dvc.lock``).
 """
 
 from __future__ import annotations
@@ -40,10 +42,12 @@ __all__ = ["IngestReport", "SpectraBatch", "SpectraStore", "StoreError", "ingest
 SPECTRA_FILE = "spectra.h5"
 INDEX_FILE = "index.parquet"
 REJECTS_FILE = "rejects.parquet"
+STAT_CACHE_FILE = ".stat-cache.parquet"
 _ARRAYS = {"flux": np.float32, "error": np.float32, "mask": np.int32}
 INDEX_COLUMNS = ["apogee_id", "telescope", "field", "location_id", "nvisits", "snr", "ra", "dec",
-                 "n_good_pixels", "file", "sha256", "size", "mtime_ns", "segment", "offset"]
-REJECT_COLUMNS = ["file", "reason", "size", "mtime_ns"]
+                 "n_good_pixels", "file", "sha256", "segment", "offset"]
+REJECT_COLUMNS = ["file", "reason"]
+STAT_COLUMNS = ["file", "size", "mtime_ns"]
 
 
 class StoreError(ValueError):
@@ -219,8 +223,10 @@ def ingest(src_dir: str | os.PathLike, store_dir: str | os.PathLike, *, workers:
         raise StoreError(f"{src_dir}: no such directory")
     store_dir.mkdir(parents=True, exist_ok=True)
     index_file, rejects_file = store_dir / INDEX_FILE, store_dir / REJECTS_FILE
+    stat_file = store_dir / STAT_CACHE_FILE
     index = pd.read_parquet(index_file) if index_file.exists() else _empty(INDEX_COLUMNS)
     rejects = pd.read_parquet(rejects_file) if rejects_file.exists() else _empty(REJECT_COLUMNS)
+    cached = pd.read_parquet(stat_file) if stat_file.exists() else _empty(STAT_COLUMNS)
 
     files = _scan(src_dir)
     rel_of = {p: p.relative_to(src_dir).as_posix() for p in files}
@@ -233,14 +239,13 @@ def ingest(src_dir: str | os.PathLike, store_dir: str | os.PathLike, *, workers:
     rejects = rejects[rejects["file"].isin(present)].reset_index(drop=True)
 
     by_file = {f: i for i, f in enumerate(index["file"])}
-    stat_of = {(f, int(s), int(m)) for f, s, m in
-               zip(index["file"], index["size"], index["mtime_ns"])}
-    stat_of |= {(f, int(s), int(m)) for f, s, m in
-                zip(rejects["file"], rejects["size"], rejects["mtime_ns"])}
+    known_files = set(by_file) | set(rejects["file"])
+    stats = {f: (int(s), int(m)) for f, s, m in
+             zip(cached["file"], cached["size"], cached["mtime_ns"]) if f in known_files}
     jobs = []
     for path in files:
         rel, stat = rel_of[path], path.stat()
-        if (rel, stat.st_size, stat.st_mtime_ns) in stat_of:
+        if stats.get(rel) == (stat.st_size, stat.st_mtime_ns):
             report.unchanged += 1
             continue
         known = index.at[by_file[rel], "sha256"] if rel in by_file else None
@@ -252,6 +257,7 @@ def ingest(src_dir: str | os.PathLike, store_dir: str | os.PathLike, *, workers:
         if report.removed:
             _write_atomic(index, index_file)
             _write_atomic(rejects, rejects_file)
+            _write_atomic(_stat_frame(stats), stat_file)
         report.seconds = time.perf_counter() - started
         return report
 
@@ -276,6 +282,7 @@ def ingest(src_dir: str | os.PathLike, store_dir: str | os.PathLike, *, workers:
         kept = [r for i, r in enumerate(index_rows) if i not in dropped]
         _write_atomic(pd.DataFrame(kept, columns=INDEX_COLUMNS), index_file)
         _write_atomic(pd.DataFrame(list(reject_rows.values()), columns=REJECT_COLUMNS), rejects_file)
+        _write_atomic(_stat_frame(stats), stat_file)
 
     def results() -> Iterator[_Loaded]:
         if workers == 1 or len(jobs) == 1:
@@ -289,13 +296,12 @@ def ingest(src_dir: str | os.PathLike, store_dir: str | os.PathLike, *, workers:
         for loaded in results():
             bar.advance()
             row = by_file.get(loaded.file)
+            stats[loaded.file] = (loaded.size, loaded.mtime_ns)
             if loaded.same_content:  # touched, not changed
-                index_rows[row].update(size=loaded.size, mtime_ns=loaded.mtime_ns)
                 report.unchanged += 1
                 continue
             if loaded.reason:
-                reject_rows[loaded.file] = {"file": loaded.file, "reason": loaded.reason,
-                                            "size": loaded.size, "mtime_ns": loaded.mtime_ns}
+                reject_rows[loaded.file] = {"file": loaded.file, "reason": loaded.reason}
                 report.newly_rejected += 1
                 if row is not None:
                     dropped.add(row)
@@ -327,8 +333,12 @@ def _next_segment(store_dir: Path) -> int:
 
 
 def _index_row(loaded: _Loaded, segment: int, offset: int) -> dict:
-    return {**loaded.facts, "file": loaded.file, "sha256": loaded.sha256, "size": loaded.size,
-            "mtime_ns": loaded.mtime_ns, "segment": int(segment), "offset": int(offset)}
+    return {**loaded.facts, "file": loaded.file, "sha256": loaded.sha256,
+            "segment": int(segment), "offset": int(offset)}
+
+
+def _stat_frame(stats: dict[str, tuple[int, int]]) -> pd.DataFrame:
+    return pd.DataFrame([(f, s, m) for f, (s, m) in sorted(stats.items())], columns=STAT_COLUMNS)
 
 
 def _overwrite(store_dir: Path, segment: int, offset: int, arrays: tuple) -> None:

@@ -129,3 +129,13 @@ def test_out_of_range_rows_raise(tree, tmp_path):
     ingest(tree, tmp_path / "store", workers=1)
     with pytest.raises(IndexError):
         SpectraStore(tmp_path / "store").read([24])
+
+
+def test_store_depends_only_on_file_contents(tree, tmp_path):
+    """Same bytes, different mtimes and worker counts -> byte-identical store (stable dvc.lock)."""
+    copy = tmp_path / "copy"
+    shutil.copytree(tree, copy, copy_function=shutil.copy)  # fresh mtimes
+    ingest(tree, tmp_path / "a", workers=1)
+    ingest(copy, tmp_path / "b", workers=2)
+    for name in ("spectra.h5", "index.parquet", "rejects.parquet"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name

@@ -1,33 +1,6 @@
-"""Input and output: apStar files (§2.1) and the SDSS Science Archive Server."""
+"""Input and output: apStar files (§2.1), catalog tables and the SDSS Science Archive Server."""
 
-from apogeenet.io.apstar import (
-    APSTAR_CDELT1,
-    APSTAR_CRVAL1,
-    APSTAR_NPIX,
-    BAD_PIXEL_ERROR,
-    ApStar,
-    ApStarError,
-    content_hash,
-    good_pixels,
-    read_apstar,
-    read_apstar_bytes,
-    twomass_id,
-    wavelength_grid,
-    write_apstar,
-)
+from apogeenet.io import apstar
+from apogeenet.io.apstar import *  # noqa: F403  (the apStar API is the package's I/O surface)
 
-__all__ = [
-    "APSTAR_CDELT1",
-    "APSTAR_CRVAL1",
-    "APSTAR_NPIX",
-    "BAD_PIXEL_ERROR",
-    "ApStar",
-    "ApStarError",
-    "content_hash",
-    "good_pixels",
-    "read_apstar",
-    "read_apstar_bytes",
-    "twomass_id",
-    "wavelength_grid",
-    "write_apstar",
-]
+__all__ = list(apstar.__all__)
