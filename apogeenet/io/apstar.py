@@ -177,23 +177,22 @@ def read_apstar_bytes(raw: bytes, path: str | os.PathLike = "<bytes>") -> ApStar
     """Parse an apStar file already in memory (see :func:`read_apstar`)."""
     if len(raw) < 2880 or not raw.startswith(b"SIMPLE  ="):
         raise ApStarError(path, "not a FITS file")
-    with warnings.catch_warnings():
-        # astropy only warns about truncation; the size check below turns it into an error.
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as caught:
+        # astropy only warns about a truncated file; that warning becomes our error.
+        warnings.simplefilter("always")
         try:
             with fits.open(io.BytesIO(raw), memmap=False, lazy_load_hdus=False) as hdul:
-                return _parse(hdul, len(raw), path)
+                truncated = [w for w in caught if "truncated" in str(w.message)]
+                if truncated:
+                    raise ApStarError(path, f"truncated ({truncated[0].message})")
+                return _parse(hdul, path)
         except ApStarError:
             raise
         except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:
             raise ApStarError(path, f"not a readable FITS file ({exc})") from None
 
 
-def _parse(hdul: fits.HDUList, size: int, path: str | os.PathLike) -> ApStar:
-    expected = max(info["datLoc"] + info["datSpan"] for info in
-                   (hdul.fileinfo(i) for i in range(len(hdul))))
-    if size < expected:
-        raise ApStarError(path, f"truncated: {size} bytes of the {expected} its headers describe")
+def _parse(hdul: fits.HDUList, path: str | os.PathLike) -> ApStar:
     if len(hdul) < 4:
         raise ApStarError(path, f"missing HDU: {len(hdul)} HDUs, need flux, error and mask in 1-3")
     hdr = hdul[0].header
