@@ -60,7 +60,7 @@ def main(argv: list[str]) -> int:
         if argv[0] == "test":
             sh(BIN / "python", "-m", "pytest", "-n", "2", *argv[1:], env=env)
         else:
-            sh(BIN / "apogeenet", "demo-tree", env=env)
+            sh(BIN / "apogeenet", "synth", env=env)
             sh(BIN / "dvc", "repro", env=env)
             sh(BIN / "apogeenet", "info", env=env)
     except subprocess.CalledProcessError as exc:

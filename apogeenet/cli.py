@@ -163,20 +163,24 @@ def _print_ingest(report, store: Path) -> None:
         err.print(f"[yellow]rejected:[/yellow] {file}: {reason}", highlight=False, soft_wrap=True)
 
 
-@app.command("demo-tree")
-def demo_tree(
-    out_dir: Annotated[Optional[Path], typer.Argument(help="Where to write it [params: paths.raw]")] = None,
-    n_files: Annotated[Optional[int], typer.Option(min=1, help="Number of files [params: demo.n_files]")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed [params: demo.seed]")] = None,
+@app.command()
+def synth(
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Survey directory [params: paths.raw]")] = None,
+    n_stars: Annotated[Optional[int], typer.Option(min=1, help="Stars [params: synth.n_stars]")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed [params: synth.seed]")] = None,
     params: ParamsOption = None,
 ) -> None:
-    """Write the embedded demo tree of apStar files (deterministic for a given seed and size)."""
-    from apogeenet.demo import make_demo_tree
+    """Make the synthetic survey: apStar files, allStar, Payne, membership and truth tables
+    (deterministic: same seed and size give byte-identical files)."""
+    from apogeenet.synth.survey import make_survey
 
     cfg = load_params(params)
     out_dir = out_dir or cfg.paths.raw
-    paths = make_demo_tree(out_dir, n_files or cfg.demo.n_files, cfg.demo.seed if seed is None else seed)
-    out.print(f"{len(paths)} apStar files under {out_dir}")
+    _, report = make_survey(out_dir, n_stars or cfg.synth.n_stars,
+                            cfg.synth.seed if seed is None else seed, cfg.synth.fractions,
+                            chunk=cfg.synth.chunk, progress=True)
+    out.print(f"{report.n_stars} stars {report.counts} in {report.seconds:.0f} s -> {out_dir}",
+              soft_wrap=True)
 
 
 @app.command()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
 
 __all__ = ["ConfigError", "Params", "load_params"]
 
@@ -27,15 +27,34 @@ class _Section(BaseModel):
 
 
 class PathsParams(_Section):
-    raw: Path = Path("data/demo")
-    """Raw apStar tree; everything under ``data/`` is versioned by ``data.dvc``."""
+    raw: Path = Path("data/synth")
+    """The survey (catalogs and apStar tree); everything under ``data/`` is versioned by ``data.dvc``."""
+    spectra: Path = Path("data/synth/apStar")
+    """The apStar tree that ``ingest`` reads."""
     store: Path = Path("derived/store")
     """Spectra store written by ``apogeenet ingest`` (outside ``data/``)."""
 
 
-class DemoParams(_Section):
-    n_files: int = Field(200, ge=1)
+POPULATIONS = ("giant", "dwarf", "mdwarf", "yso", "field")
+
+
+class SynthParams(_Section):
+    n_stars: int = Field(2000, ge=1, le=1_000_000)
     seed: int = 42
+    chunk: int = Field(256, ge=1)
+    """Stars whose spectra are computed together (bounds memory)."""
+    fractions: dict[str, float] = {"giant": 0.35, "dwarf": 0.25, "mdwarf": 0.2, "yso": 0.15,
+                                   "field": 0.05}
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = set(value) - set(POPULATIONS)
+        if unknown:
+            raise ValueError(f"unknown population(s) {sorted(unknown)}; use {list(POPULATIONS)}")
+        if any(v < 0 for v in value.values()) or abs(sum(value.values()) - 1) > 1e-6:
+            raise ValueError(f"fractions must be >= 0 and sum to 1, got {sum(value.values()):.4f}")
+        return value
 
 
 class IngestParams(_Section):
@@ -55,7 +74,7 @@ class DownloadParams(_Section):
 
 class Params(_Section):
     paths: PathsParams = PathsParams()
-    demo: DemoParams = DemoParams()
+    synth: SynthParams = SynthParams()
     ingest: IngestParams = IngestParams()
     download: DownloadParams = DownloadParams()
 

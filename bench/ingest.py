@@ -1,6 +1,6 @@
 """Ingest and batch-read throughput of the spectra store (issue "Foundation", item 8).
 
-Prints JSON: files/s ingested with 1 and 2 processes for N demo files (2000 by default), and
+Prints JSON: files/s ingested with 1 and 2 processes for N synthetic-survey files (2000 by default), and
 spectra/s reading random batches of 128 rows from the store versus opening the same spectra
 from their FITS files, all measured in the same run on this machine.
 
@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from apogeenet.demo import make_demo_tree
 from apogeenet.io import read_apstar
+from apogeenet.config import SynthParams
 from apogeenet.store import SpectraStore, ingest
+from apogeenet.synth.survey import make_survey
 
 
 def main() -> None:
@@ -36,7 +37,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="apogeenet-bench-") as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()
-        make_demo_tree(tmp / "tree", args.n_files, seed=0)
+        make_survey(tmp / "survey", args.n_files, seed=0, fractions=SynthParams().fractions)
+        (tmp / "survey" / "apStar").rename(tmp / "tree")
         made = time.perf_counter() - t0
         result: dict[str, object] = {
             "n_files": args.n_files,

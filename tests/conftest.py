@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from apogeenet.demo import example_files
+from apogeenet.examples import example_files
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("APOGEENET_SHARED", REPO.parent / "shared"))

@@ -27,7 +27,9 @@ def test_repository_params_validate():
 @pytest.mark.parametrize("text, message", [
     ("ingest:\n  workers: 0\n", "ingest.workers"),
     ("download:\n  release: dr5\n", "download.release"),
-    ("demo:\n  n_file: 3\n", "demo.n_file"),
+    ("synth:\n  n_star: 3\n", "synth.n_star"),
+    ("synth:\n  fractions: {giant: 0.5}\n", "sum to 1"),
+    ("synth:\n  fractions: {giants: 1.0}\n", "unknown population"),
     ("ingest: [\n", "not valid YAML"),
 ])
 def test_bad_params_name_the_key(tmp_path, text, message):

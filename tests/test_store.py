@@ -10,25 +10,25 @@ import pandas as pd
 import pytest
 from badfiles import make_bad
 
-from apogeenet.demo import make_demo_tree
 from apogeenet.io import read_apstar
 from apogeenet.store import SpectraStore, StoreError, ingest
+from apogeenet.synth.survey import make_survey
 
 CORRUPT = ["not_fits", "truncated", "missing_hdu", "wrong_grid", "zero_flux"]
 
 
 @pytest.fixture(scope="module")
-def demo_tree(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tree")
-    make_demo_tree(root, 24, seed=7)
-    return root
+def survey_tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("survey")
+    make_survey(root, 24, seed=7, fractions={"giant": 0.5, "mdwarf": 0.25, "yso": 0.25})
+    return root / "apStar"
 
 
 @pytest.fixture()
-def tree(demo_tree, tmp_path, multi_visit_file):
-    """24 good demo files plus the 5 corrupt kinds, in nested folders."""
+def tree(survey_tree, tmp_path, multi_visit_file):
+    """24 good synthetic apStar files plus the 5 corrupt kinds, in nested folders."""
     root = tmp_path / "src"
-    shutil.copytree(demo_tree, root)
+    shutil.copytree(survey_tree, root)
     (root / "bad").mkdir()
     for kind in CORRUPT:
         make_bad(kind, multi_visit_file, root / "bad" / f"{kind}.fits")

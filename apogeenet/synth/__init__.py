@@ -1,0 +1,1 @@
+"""The synthetic APOGEE survey: the embedded default that a fresh clone runs on."""
