@@ -10,7 +10,6 @@ from their FITS files, all measured in the same run on this machine.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -18,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from benchio import emit
 
 from apogeenet.io import read_apstar
 from apogeenet.config import SynthParams
@@ -78,11 +78,7 @@ def main() -> None:
             "fits_read_spectra_per_s": round(fits_rate),
             "store_over_fits_speedup": round(store_rate / fits_rate, 1),
         })
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,11 @@ catalogs written); ``spectra_per_s`` is the physics and noise alone, without wri
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from benchio import emit
 
 from apogeenet.config import SynthParams
 from apogeenet.synth.learnability import ridge_learnability
@@ -37,13 +36,7 @@ def main() -> None:
         size = sum(p.stat().st_size for p in Path(tmp).rglob("*.fits"))
 
     t0 = time.perf_counter()
-    stars = draw_survey(0, args.n_stars, fractions)
-    synth = SpectrumSynthesizer(0)
-    for start in range(0, len(stars), 256):
-        block = stars.iloc[start:start + 256]
-        truth = synth.noiseless(block)
-        for k, (i, star) in enumerate(block.iterrows()):
-            synth.observe(i, truth[k], star["snr_target"], int(star["nvisits"]))
+    SpectrumSynthesizer(0).combined(draw_survey(0, args.n_stars, fractions))
     physics_s = time.perf_counter() - t0
 
     result: dict[str, object] = {
@@ -54,18 +47,9 @@ def main() -> None:
     }
     if args.learnability:
         stars = draw_survey(1, args.learnability, fractions)
-        synth = SpectrumSynthesizer(1)
-        pix = synth.emulator.pixel_index
-        truth = np.vstack([synth.noiseless(stars.iloc[i:i + 256]) for i in range(0, len(stars), 256)])
-        flux = np.vstack([synth.observe(i, truth[i], stars["snr_target"][i], 1)[0][pix]
-                          for i in range(len(stars))])
-        table = ridge_learnability(flux, stars).round(4).reset_index()
+        table = ridge_learnability(SpectrumSynthesizer(1).combined(stars), stars).round(4).reset_index()
         result["ridge_learnability"] = table.to_dict("records")
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -100,6 +100,18 @@ class SpectrumSynthesizer:
             return flux[0], error[0], mask[0]
         return flux, error, mask
 
+    def combined(self, stars: pd.DataFrame, *, chunk: int = 256) -> np.ndarray:
+        """Noisy combined spectra (row 0) on the emulator's pixels, (n, 7214), at each star's
+        ``snr_target`` and ``nvisits``; row i is star i of a table indexed 0 … n − 1."""
+        out = np.empty((len(stars), self.emulator.wavelength.size), np.float32)
+        for start in range(0, len(stars), chunk):
+            block = stars.iloc[start:start + chunk]
+            truth = self.noiseless(block)
+            for k, (number, star) in enumerate(block.iterrows()):
+                flux, _, _ = self.observe(number, truth[k], star["snr_target"], int(star["nvisits"]))
+                out[start + k] = (flux if flux.ndim == 1 else flux[0])[self.emulator.pixel_index]
+        return out
+
 
 def _apstar(star: pd.Series, flux, error, mask) -> ApStar:
     combined_f, combined_e = (flux, error) if flux.ndim == 1 else (flux[0], error[0])
