@@ -183,6 +183,50 @@ def synth(
               soft_wrap=True)
 
 
+@app.command("label-mdwarfs")
+def label_mdwarfs(
+    input_table: Annotated[Path, typer.Argument(metavar="INPUT", help="FITS, CSV or Parquet table with g, r, J, H, K.")],
+    output_table: Annotated[Path, typer.Argument(metavar="OUTPUT", help="Where to write it (format from the suffix).")],
+    recipe: Annotated[Optional[str], typer.Option(help="released | paper [params: labels.recipe]")] = None,
+    select: Annotated[bool, typer.Option(help="Also apply the §2.3 selection (needs parallax, "
+                                              "parallax_error, field).")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+    params: ParamsOption = None,
+) -> None:
+    """Photometric M-dwarf labels (paper §2.3): adds TEFF, LOGG, FE_H and LABEL_FLAGS columns."""
+    from apogeenet.io.tables import read_table, write_table
+    from apogeenet.labels.mdwarfs import absolute_k, find_columns, mdwarf_labels, select_mdwarfs
+
+    cfg = load_params(params).labels
+    recipe = recipe or cfg.recipe
+    if recipe not in ("released", "paper"):
+        raise UserError(f"--recipe must be 'released' or 'paper', not {recipe!r}")
+    table = read_table(input_table)
+    needed = ("g", "r", "J", "H", "K") + (("parallax", "parallax_error", "field") if select else ())
+    try:
+        cols = find_columns(table, needed)
+    except ValueError as exc:
+        raise UserError(f"{input_table}: {exc}") from None
+    try:
+        plx = find_columns(table, ("parallax",))["parallax"]
+        m_k = absolute_k(table[cols["K"]], table[plx])
+    except ValueError:
+        m_k = None
+    labels = mdwarf_labels(*(table[cols[b]] for b in ("g", "r", "J", "H", "K")), m_k=m_k, recipe=recipe)
+    result = table.drop(columns=[c for c in labels.columns if c in table.columns]).join(labels)
+    if select:
+        selection = select_mdwarfs(table[cols["J"]], table[cols["K"]], table[cols["g"]],
+                                   table[cols["parallax"]], table[cols["parallax_error"]],
+                                   table[cols["field"]], excluded_fields=set(cfg.young_fields))
+        result = result.drop(columns=[c for c in selection.columns if c in result.columns]).join(selection)
+    write_table(result, output_table, units={"TEFF": "K", "M_K": "mag"}, overwrite=overwrite)
+    flagged = int((labels["LABEL_FLAGS"] != 0).sum())
+    summary = f"{len(result)} stars labelled ({recipe} recipe), {flagged} flagged outside a relation's range"
+    if select:
+        summary += f", {int(result['SELECTED'].sum())} selected"
+    out.print(f"{summary} -> {output_table}", soft_wrap=True)
+
+
 @app.command()
 def info(
     store: Annotated[Optional[Path], typer.Argument(help="Store directory [params: paths.store]")] = None,

@@ -72,9 +72,17 @@ class DownloadParams(_Section):
     timeout_s: float = Field(60.0, gt=0)
 
 
+class LabelsParams(_Section):
+    recipe: Literal["released", "paper"] = "released"
+    """M-dwarf relations: as the released catalog did them, or eqs. 1-3 as printed (§2.3)."""
+    young_fields: tuple[str, ...] = ("ORIONA", "ORIONB", "IC348", "N1333", "N2264", "PLEIADES")
+    """APOGEE fields of star-forming regions and young clusters, left out of the M-dwarf sample."""
+
+
 class Params(_Section):
     paths: PathsParams = PathsParams()
     synth: SynthParams = SynthParams()
+    labels: LabelsParams = LabelsParams()
     ingest: IngestParams = IngestParams()
     download: DownloadParams = DownloadParams()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 from astropy.table import Table
 
-__all__ = ["TableError", "read_table"]
+__all__ = ["TableError", "read_table", "table_format", "write_table"]
 
 _FORMATS = {".fits": "fits", ".fit": "fits", ".fits.gz": "fits", ".csv": "csv",
             ".parquet": "parquet", ".pq": "parquet"}
@@ -18,6 +18,17 @@ class TableError(ValueError):
     """A catalog that cannot be read; the message names the file and the reason."""
 
 
+def table_format(path: str | os.PathLike) -> str:
+    """'fits', 'csv' or 'parquet' from the file name; TableError for anything else."""
+    path = Path(path)
+    suffix = "".join(path.suffixes[-2:]).lower() if path.name.lower().endswith(".gz") \
+        else path.suffix.lower()
+    kind = _FORMATS.get(suffix)
+    if kind is None:
+        raise TableError(f"{path}: unknown table format {suffix!r} (use FITS, CSV or Parquet)")
+    return kind
+
+
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """Read a FITS (first table HDU), CSV or Parquet catalog into a DataFrame.
 
@@ -25,11 +36,7 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     columns (allStar has several) are dropped, since a DataFrame column holds scalars.
     """
     path = Path(path)
-    suffix = "".join(path.suffixes[-2:]).lower() if path.name.lower().endswith(".gz") \
-        else path.suffix.lower()
-    kind = _FORMATS.get(suffix)
-    if kind is None:
-        raise TableError(f"{path}: unknown table format {suffix!r} (use FITS, CSV or Parquet)")
+    kind = table_format(path)
     if not path.exists():
         raise TableError(f"{path}: no such file")
     try:
@@ -47,3 +54,37 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
             frame[name] = frame[name].map(lambda v: v.decode() if isinstance(v, bytes) else v)
             frame[name] = frame[name].str.strip()
     return frame
+
+
+def write_table(frame: pd.DataFrame, path: str | os.PathLike, *, units: dict[str, str] | None = None,
+                overwrite: bool = False) -> Path:
+    """Write a DataFrame as FITS, CSV or Parquet (by suffix), through a temporary file.
+
+    ``units`` (column -> unit string) go into the FITS column units and the Parquet schema
+    metadata; CSV has nowhere to keep them.
+    """
+    path = Path(path)
+    kind = table_format(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists (use --overwrite to replace it)")
+    units = units or {}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if kind == "fits":
+        table = Table.from_pandas(frame)
+        for name, unit in units.items():
+            if name in table.colnames:
+                table[name].unit = unit
+        table.write(tmp, format="fits", overwrite=True)
+    elif kind == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        arrow = pa.Table.from_pandas(frame, preserve_index=False)
+        meta = {**(arrow.schema.metadata or {}),
+                **{f"unit:{k}".encode(): v.encode() for k, v in units.items()}}
+        pq.write_table(arrow.replace_schema_metadata(meta), tmp)
+    else:
+        frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path
