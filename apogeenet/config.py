@@ -33,6 +33,10 @@ class PathsParams(_Section):
     """The apStar tree that ``ingest`` reads."""
     store: Path = Path("derived/store")
     """Spectra store written by ``apogeenet ingest`` (outside ``data/``)."""
+    labels: Path = Path("derived/labels")
+    """Label catalog, Table 1 and the YSO network (``apogeenet label``)."""
+    validation: Path = Path("derived/validation")
+    """Great Expectations results and Data Docs (``apogeenet validate``)."""
 
 
 POPULATIONS = ("giant", "dwarf", "mdwarf", "yso", "field")
@@ -79,10 +83,30 @@ class LabelsParams(_Section):
     """APOGEE fields of star-forming regions and young clusters, left out of the M-dwarf sample."""
 
 
+class YSOParams(_Section):
+    """The photometric network of §2.4 (trained on isochrone photometry)."""
+
+    n_train: int = Field(42000, ge=100)
+    n_test: int = Field(5000, ge=100)
+    epochs: int = Field(60, ge=1)
+    batch_size: int = Field(512, ge=1)
+    learning_rate: float = Field(3e-3, gt=0)
+    seed: int = 7
+
+
+class ValidateParams(_Section):
+    split_tolerance: float = Field(0.02, gt=0, lt=1)
+    """Largest allowed difference between a source's split fraction and its target (§3)."""
+    min_finite_fraction: float = Field(0.8, gt=0, le=1)
+    """Smallest fraction of pixels with data in a spectrum."""
+
+
 class Params(_Section):
     paths: PathsParams = PathsParams()
     synth: SynthParams = SynthParams()
     labels: LabelsParams = LabelsParams()
+    yso: YSOParams = YSOParams()
+    validate: ValidateParams = ValidateParams()
     ingest: IngestParams = IngestParams()
     download: DownloadParams = DownloadParams()
 

@@ -21,15 +21,15 @@ import pandas as pd
 from dust_extinction.parameter_averages import G23
 from scipy.interpolate import RegularGridInterpolator
 
-__all__ = ["BANDS", "absolute_from_labels", "extinction", "extinction_curve", "parsec_grid", "parsec_stars",
+from apogeenet.isochrones import shipped_parsec
+
+__all__ = ["BANDS", "absolute_from_labels", "extinction", "extinction_curve", "parsec_stars",
            "wise_from_ks"]
 
 #: Band name -> effective wavelength in µm (2MASS, Gaia DR2, PS1, WISE).
 BANDS: dict[str, float] = {"J": 1.235, "H": 1.662, "K": 2.159, "G": 0.673, "BP": 0.532,
                            "RP": 0.797, "g": 0.481, "r": 0.617, "W1": 3.353, "W2": 4.603,
                            "W3": 11.561}
-_PARSEC_COLUMNS = {"2mass_jmag": "J", "2mass_hmag": "H", "2mass_kmag": "K", "gaia_gmag": "G",
-                   "gaia_bpmag": "BP", "gaia_rpmag": "RP", "ps1_gmag": "g", "ps1_rmag": "r"}
 _BC_COLUMNS = {"2MASS_J": "J", "2MASS_H": "H", "2MASS_Ks": "K", "Gaia_G_DR2Rev": "G",
                "Gaia_BP_DR2Rev": "BP", "Gaia_RP_DR2Rev": "RP", "WISE_W1": "W1", "WISE_W2": "W2",
                "WISE_W3": "W3", "Bessell_B": "B", "Bessell_V": "V", "Bessell_R": "R"}
@@ -38,13 +38,6 @@ _G_CGS, _MSUN_G, _RSUN_CM = 6.674e-8, 1.989e33, 6.957e10
 
 def _data(name: str) -> str:
     return str(files("apogeenet") / "data" / "isochrones" / name)
-
-
-@cache
-def parsec_grid() -> pd.DataFrame:
-    """The shipped PARSEC grid with bands renamed to J, H, K, G, BP, RP, g, r."""
-    grid = pd.read_csv(_data("parsec_solar_1-100Myr_500Myr.csv.gz"))
-    return grid.rename(columns=_PARSEC_COLUMNS).drop(columns=["sdss_gmag", "sdss_rmag"])
 
 
 @cache
@@ -73,35 +66,9 @@ def wise_from_ks(ks: np.ndarray, teff: np.ndarray, logg: np.ndarray) -> dict[str
 
 
 def parsec_stars(age_myr: np.ndarray, mass: np.ndarray, *, main_sequence_only: bool = False) -> pd.DataFrame:
-    """Interpolate the PARSEC grid at (age, mass): linear in mass along the two bracketing
-    isochrones, then linear in age. Masses are clipped to each isochrone's range.
-
-    Returns Teff, logg, radius, logL and absolute J, H, K, G, BP, RP, g, r, W1, W2, W3.
-    """
-    grid = parsec_grid()
-    if main_sequence_only:
-        grid = grid[grid["logg"] > 4.0]
-    age_myr, mass = np.asarray(age_myr, float), np.asarray(mass, float)
-    ages = np.unique(grid["age"])
-    columns = ["Teff", "logg", "radius", "logL", "J", "H", "K", "G", "BP", "RP", "g", "r"]
-    lo_idx = np.clip(np.searchsorted(ages, age_myr, side="right") - 1, 0, ages.size - 1)
-    hi_idx = np.clip(lo_idx + 1, 0, ages.size - 1)
-    lo_age, hi_age = ages[lo_idx], ages[hi_idx]
-    weight = np.where(hi_age > lo_age, (age_myr - lo_age) / np.maximum(hi_age - lo_age, 1e-9), 0.0)
-    weight = np.clip(weight, 0.0, 1.0)
-    result = np.zeros((age_myr.size, len(columns)))
-    tracks = {age: track.sort_values("mass") for age, track in grid.groupby("age")}
-    for which, idx in ((1 - weight, lo_age), (weight, hi_age)):
-        for age in np.unique(idx):
-            pick = idx == age
-            track = tracks[age]
-            for k, column in enumerate(columns):
-                result[pick, k] += which[pick] * np.interp(mass[pick], track["mass"], track[column])
-    stars = pd.DataFrame(result, columns=columns)
-    for band, values in wise_from_ks(stars["K"].to_numpy(), stars["Teff"].to_numpy(),
-                                     stars["logg"].to_numpy()).items():
-        stars[band] = values
-    return stars
+    """Teff, logg, radius, logL and absolute J, H, K, G, BP, RP, g, r, W1, W2, W3 of stars at
+    (age, mass) on the shipped PARSEC grid (see :meth:`apogeenet.isochrones.Isochrones.interpolate`)."""
+    return shipped_parsec().interpolate(age_myr, mass, main_sequence_only=main_sequence_only)
 
 
 def absolute_from_labels(teff: np.ndarray, logg: np.ndarray, mass: np.ndarray) -> pd.DataFrame:

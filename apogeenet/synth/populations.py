@@ -232,6 +232,8 @@ def observe(rng: np.random.Generator, stars: pd.DataFrame) -> pd.DataFrame:
     than 17.5/16.5/12.5. Parallax errors follow Gaia DR2 (0.04 mas at G < 15, 0.7 mas at
     G = 20); 8 % of stars have a poor astrometric solution whose error adds 20–100 % of the
     parallax, so about half of those fail parallax/σ > 3.
+    Gaia DR2 radius and luminosity (5 % scatter) are given only where DR2 reported them:
+    R > 0.5 R☉, log L > −1.54 and M_G < 10.
     S/N = 100 · (NVISITS/3)^½ · 10^(−0.2 (H − 11)), with 10 % scatter and 5 % of stars observed
     in poor conditions (× 0.1–0.5), clipped to 3 … 1500.
     """
@@ -261,6 +263,12 @@ def observe(rng: np.random.Generator, stars: pd.DataFrame) -> pd.DataFrame:
     plx = plx_true + rng.normal(0, 1, n) * plx_err
     no_plx = (rng.uniform(size=n) < 0.03) | (g_true > 20.7)
     out["parallax"], out["parallax_error"] = np.where(no_plx, np.nan, plx), np.where(no_plx, np.nan, plx_err)
+    # Gaia DR2 Apsis-FLAME radius and luminosity, reported only where DR2 did (paper §2.4)
+    log_l = stars["logL"].to_numpy()
+    m_g = g_true - mu
+    reported = (stars["radius"].to_numpy() > 0.5) & (log_l > -1.54) & (m_g < 10) & np.isfinite(out["G"])
+    out["gaia_radius"] = np.where(reported, stars["radius"].to_numpy() * rng.lognormal(0, 0.05, n), np.nan)
+    out["gaia_lum"] = np.where(reported, 10**log_l * rng.lognormal(0, 0.05, n), np.nan)
     nvisits = rng.choice([1, 2, 3], size=n, p=[0.3, 0.3, 0.4])
     snr = 100 * np.sqrt(nvisits / 3) * 10 ** (-0.2 * (true_apparent["H"] - 11)) * rng.lognormal(0, 0.1, n)
     snr = np.where(rng.uniform(size=n) < 0.05, snr * rng.uniform(0.1, 0.5, n), snr)

@@ -213,6 +213,8 @@ def _write_catalogs(out_dir: Path, stars: pd.DataFrame, seed: int) -> None:
         **photometry,
         "GAIA_PARALLAX": (f("parallax"), "mas", "Gaia DR2 parallax (NaN: none)"),
         "GAIA_PARALLAX_ERROR": (f("parallax_error"), "mas", "parallax error"),
+        "GAIA_RADIUS": (f("gaia_radius"), "solRad", "Gaia DR2 FLAME radius (NaN: not reported)"),
+        "GAIA_LUM": (f("gaia_lum"), "solLum", "Gaia DR2 FLAME luminosity (NaN: not reported)"),
     })
     allstar.meta["SYNTH"] = (f"apogeenet synthetic survey, seed {seed}")
     _write_table(allstar, out_dir / ALLSTAR_FILE)

@@ -1,0 +1,160 @@
+"""Build the training labels of a survey: Payne (§2.2), M dwarfs (§2.3), YSOs (§2.4), combined.
+
+Inputs are the survey's catalogs (allStar-like table, Payne-format table, Kounkel-format
+membership table); outputs are the label catalog with splits, Table 1, the trained YSO network
+and its held-out precision. YSO [Fe/H] labels are 0 (the isochrones are solar, as the paper
+assumes for nearby star-forming regions). A member's distance is 1/ϖ where ϖ/σ > 5, else the
+median of its region's members that have one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from apogeenet.isochrones import Isochrones
+from apogeenet.labels.catalog import Normalisation, combine_labels, normalisation
+from apogeenet.labels.mdwarfs import Recipe, find_columns, mdwarf_labels, select_mdwarfs
+from apogeenet.labels.payne import payne_labels
+from apogeenet.labels.yso import YSOModel, features_from_catalog, synthetic_photometry, train_yso_net
+
+__all__ = ["LabelSet", "YSOTraining", "member_distances", "mstar_labels", "train_yso", "yso_labels",
+           "build_labels"]
+
+
+@dataclass(frozen=True)
+class YSOTraining:
+    n_train: int = 42000
+    n_test: int = 5000
+    epochs: int = 60
+    batch_size: int = 512
+    learning_rate: float = 3e-3
+    seed: int = 7
+
+
+@dataclass
+class LabelSet:
+    catalog: pd.DataFrame
+    table1: Normalisation
+    mstar: pd.DataFrame          # every allStar row with its selection columns and labels
+    yso: pd.DataFrame            # members with network predictions
+    yso_model: YSOModel
+    yso_precision: dict[str, float]
+    yso_history: list[dict]
+
+
+def mstar_labels(allstar: pd.DataFrame, *, recipe: Recipe, young_fields: set[str]) -> pd.DataFrame:
+    """Selection and labels of §2.3 for every row of an allStar-like table."""
+    cols = find_columns(allstar, ("g", "r", "J", "H", "K", "parallax", "parallax_error", "field"))
+    selection = select_mdwarfs(allstar[cols["J"]], allstar[cols["K"]], allstar[cols["g"]],
+                               allstar[cols["parallax"]], allstar[cols["parallax_error"]],
+                               allstar[cols["field"]], excluded_fields=young_fields)
+    labels = mdwarf_labels(*(allstar[cols[b]] for b in ("g", "r", "J", "H", "K")),
+                           m_k=selection["M_K"], recipe=recipe)
+    return pd.concat([allstar[["APOGEE_ID"]].reset_index(drop=True), selection, labels], axis=1)
+
+
+def train_yso(isochrones: Isochrones, cfg: YSOTraining, on_epoch=None) -> tuple[YSOModel, dict, list]:
+    """Train the photometric network and measure it on a separate synthetic sample."""
+    x, y = synthetic_photometry(isochrones, cfg.n_train, cfg.seed)
+    model, history = train_yso_net(x, y, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                                   learning_rate=cfg.learning_rate, seed=cfg.seed, on_epoch=on_epoch)
+    x_test, y_test = synthetic_photometry(isochrones, cfg.n_test, cfg.seed + 1)
+    pred = model.predict(x_test)
+    precision = {f"{name}_rms": float(np.sqrt(np.mean((pred[name] - y_test[name]) ** 2)))
+                 for name in ("log_age", "log_mass", "av", "log_teff", "logg")}
+    return model, precision, history
+
+
+def member_distances(members: pd.DataFrame, allstar: pd.DataFrame) -> np.ndarray:
+    """Distance (pc) per member: 1/ϖ where ϖ/σ > 5, else the region's median of those."""
+    cols = find_columns(allstar, ("parallax", "parallax_error"))
+    joined = members.merge(allstar, on="APOGEE_ID", how="left", suffixes=("", "_ALLSTAR"))
+    plx, err = joined[cols["parallax"]].to_numpy(float), joined[cols["parallax_error"]].to_numpy(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        good = plx / err > 5
+        distance = np.where(good, 1000.0 / plx, np.nan)
+    region = joined["REGION"].to_numpy(str)
+    for name in np.unique(region):
+        pick = region == name
+        fallback = np.nanmedian(distance[pick & good]) if (pick & good).any() else np.nanmedian(distance[good])
+        distance[pick & ~good] = fallback
+    return distance
+
+
+def yso_labels(members: pd.DataFrame, allstar: pd.DataFrame, model: YSOModel) -> pd.DataFrame:
+    """Network predictions for the members found in the allStar table (G required)."""
+    members = members.rename(columns=str.upper)
+    members = members[members["APOGEE_ID"].isin(allstar["APOGEE_ID"])].reset_index(drop=True)
+    distance = member_distances(members[["APOGEE_ID", "REGION"]], allstar)
+    joined = members[["APOGEE_ID", "REGION"]].merge(allstar, on="APOGEE_ID", how="left")
+    x = features_from_catalog(joined, distance)
+    pred = model.predict(x)
+    has_g = np.isfinite(joined["GAIA_G"].to_numpy(float)) & np.isfinite(distance)
+    out = pd.DataFrame({"APOGEE_ID": joined["APOGEE_ID"], "REGION": joined["REGION"],
+                        "DISTANCE": distance, "TEFF": pred["teff"], "LOGG": pred["logg"], "FE_H": 0.0,
+                        "AGE": pred["age"], "MASS": pred["mass"], "AV": pred["av"]})
+    return out[has_g].reset_index(drop=True)
+
+
+def build_labels(allstar: pd.DataFrame, payne: pd.DataFrame, members: pd.DataFrame,
+                 isochrones: Isochrones, *, recipe: Recipe, young_fields: set[str],
+                 yso: YSOTraining, fractions=None, previous_splits: dict[str, str] | None = None,
+                 on_epoch=None) -> LabelSet:
+    """Everything of §2: the three label sources, the combined catalog with splits, Table 1."""
+    allstar = allstar.rename(columns={c: c.upper() for c in allstar.columns if c.lower() == "apogee_id"})
+    mstar = mstar_labels(allstar, recipe=recipe, young_fields=young_fields)
+    model, precision, history = train_yso(isochrones, yso, on_epoch=on_epoch)
+    ysos = yso_labels(members, allstar, model)
+    parts = {"PAYNE": payne_labels(payne), "MSTAR": mstar[mstar["SELECTED"]], "YSO": ysos}
+    catalog = combine_labels(parts, fractions, previous_splits)
+    return LabelSet(catalog, normalisation(catalog), mstar, ysos, model, precision, history)
+
+
+LABELS_FILE = "labels.parquet"
+TABLE1_FILE = "table1.json"
+YSO_NET_FILE = "yso_net.pt"
+METRICS_FILE = "metrics.json"
+MSTAR_FILE = "mstar_selection.parquet"
+YSO_FILE = "yso_members.parquet"
+
+
+def label_metrics(label_set: LabelSet) -> dict:
+    """Counts per source and split, flagged M dwarfs and the YSO network's held-out precision."""
+    catalog = label_set.catalog
+    counts = catalog.groupby(["SOURCE", "SPLIT"]).size()
+    metrics: dict = {"n_labels": int(len(catalog))}
+    for (source, split), n in counts.items():
+        metrics[f"{source.lower()}_{split}"] = int(n)
+    mstar = catalog[catalog["SOURCE"] == "MSTAR"]
+    metrics["mstar_flagged"] = int((mstar["LABEL_FLAGS"] != 0).sum())
+    metrics.update({f"yso_net_{k}": round(v, 5) for k, v in label_set.yso_precision.items()})
+    metrics["table1"] = {k: round(v, 4) for k, v in label_set.table1.to_dict().items()}
+    return metrics
+
+
+def save_label_set(label_set: LabelSet, out_dir) -> dict:
+    """Write the catalog (Parquet and FITS with units), Table 1, the YSO network, the M-dwarf
+    selection, the YSO predictions and ``metrics.json``; returns the metrics."""
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from apogeenet.io.tables import write_table
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    units = {"TEFF": "K"}
+    write_table(label_set.catalog, out_dir / LABELS_FILE, units=units, overwrite=True)
+    write_table(label_set.catalog, out_dir / "labels.fits", units=units, overwrite=True)
+    write_table(label_set.mstar, out_dir / MSTAR_FILE, units={"TEFF": "K", "M_K": "mag"}, overwrite=True)
+    write_table(label_set.yso, out_dir / YSO_FILE, units={"TEFF": "K", "DISTANCE": "pc", "AGE": "Myr",
+                                                          "MASS": "solMass", "AV": "mag"}, overwrite=True)
+    (out_dir / TABLE1_FILE).write_text(json.dumps(label_set.table1.to_dict(), indent=2) + "\n")
+    torch.save(label_set.yso_model.state(), out_dir / YSO_NET_FILE)
+    metrics = label_metrics(label_set)
+    (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics

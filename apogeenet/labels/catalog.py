@@ -1,0 +1,124 @@
+"""One label catalog with splits and the Table 1 normalisation (Olney et al. 2020, §2–§3.1).
+
+Sources are PAYNE (§2.2), MSTAR (§2.3) and YSO (§2.4); a star that qualifies twice keeps the
+label of the more specific procedure, YSO over MSTAR over PAYNE. Splits are 80/10/10 % for PAYNE
+and 60/20/20 % for MSTAR and YSO (§3), assigned in the order of a SHA-256 of the APOGEE ID and
+kept from any earlier catalog, so adding stars never moves the ones already there. Table 1 is the mean and σ of each label over the training
+split of all sources (eq. 4 standardises with them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["LABEL_COLUMNS", "SOURCES", "SPLITS", "Normalisation", "assign_splits", "combine_labels",
+           "normalisation", "stable_unit"]
+
+SOURCES = ("PAYNE", "MSTAR", "YSO")
+SPLITS = ("train", "dev", "test")
+LABEL_COLUMNS = ("TEFF", "LOGG", "FE_H")
+DEFAULT_FRACTIONS = {"PAYNE": (0.8, 0.1, 0.1), "MSTAR": (0.6, 0.2, 0.2), "YSO": (0.6, 0.2, 0.2)}
+_PRIORITY = {"YSO": 0, "MSTAR": 1, "PAYNE": 2}
+
+
+def stable_unit(apogee_id: str) -> float:
+    """A number in [0, 1) fixed by the APOGEE ID alone (first 8 bytes of its SHA-256)."""
+    digest = hashlib.sha256(apogee_id.strip().encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def assign_splits(apogee_ids, sources, fractions: dict[str, tuple[float, float, float]] | None = None,
+                  previous: dict[str, str] | None = None) -> np.ndarray:
+    """'train', 'dev' or 'test' per star.
+
+    A star in ``previous`` (APOGEE_ID -> split of an earlier catalog) keeps its split, so adding
+    stars never moves existing ones. New stars of each source are taken in the order of
+    :func:`stable_unit` and each goes to the split furthest below its target count, so every
+    source's fractions stay within one star of the target instead of drifting with binomial noise.
+    """
+    fractions = fractions or DEFAULT_FRACTIONS
+    previous = previous or {}
+    ids = [str(i) for i in apogee_ids]
+    sources = list(sources)
+    out = np.empty(len(ids), dtype=object)
+    for source in sorted(set(sources)):
+        target = np.asarray(fractions[source], float)
+        rows = [i for i, s in enumerate(sources) if s == source]
+        counts = np.zeros(3)
+        new = []
+        for i in rows:
+            if ids[i] in previous:
+                out[i] = previous[ids[i]]
+                counts[SPLITS.index(out[i])] += 1
+            else:
+                new.append(i)
+        for i in sorted(new, key=lambda i: (stable_unit(ids[i]), ids[i])):
+            k = int(np.argmax(target * (counts.sum() + 1) - counts))
+            out[i] = SPLITS[k]
+            counts[k] += 1
+    return out
+
+
+def combine_labels(parts: dict[str, pd.DataFrame],
+                   fractions: dict[str, tuple[float, float, float]] | None = None,
+                   previous: dict[str, str] | None = None) -> pd.DataFrame:
+    """APOGEE_ID, TEFF, LOGG, FE_H, SOURCE, LABEL_FLAGS, SPLIT from per-source tables.
+
+    Each part has APOGEE_ID, TEFF, LOGG, FE_H and optionally LABEL_FLAGS. Rows with a missing
+    label are dropped (they cannot train); duplicates keep the highest-priority source.
+    """
+    frames = []
+    for source, part in parts.items():
+        if source not in SOURCES:
+            raise ValueError(f"unknown source {source!r}; use {SOURCES}")
+        frame = part[["APOGEE_ID", *LABEL_COLUMNS]].copy()
+        frame["LABEL_FLAGS"] = part["LABEL_FLAGS"].to_numpy(np.int32) if "LABEL_FLAGS" in part else 0
+        frame["SOURCE"] = source
+        frames.append(frame)
+    catalog = pd.concat(frames, ignore_index=True)
+    catalog = catalog[np.isfinite(catalog[list(LABEL_COLUMNS)].to_numpy(float)).all(axis=1)]
+    catalog = (catalog.assign(_rank=catalog["SOURCE"].map(_PRIORITY))
+               .sort_values(["_rank", "APOGEE_ID"]).drop_duplicates("APOGEE_ID")
+               .drop(columns="_rank").sort_values("APOGEE_ID").reset_index(drop=True))
+    catalog["SPLIT"] = assign_splits(catalog["APOGEE_ID"], catalog["SOURCE"], fractions, previous)
+    return catalog[["APOGEE_ID", *LABEL_COLUMNS, "SOURCE", "LABEL_FLAGS", "SPLIT"]]
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Table 1: mean and σ of each label over the training split (eq. 4)."""
+
+    teff_mean: float
+    teff_std: float
+    logg_mean: float
+    logg_std: float
+    fe_h_mean: float
+    fe_h_std: float
+
+    @property
+    def mean(self) -> np.ndarray:
+        return np.array([self.teff_mean, self.logg_mean, self.fe_h_mean])
+
+    @property
+    def std(self) -> np.ndarray:
+        return np.array([self.teff_std, self.logg_std, self.fe_h_std])
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def normalisation(catalog: pd.DataFrame) -> Normalisation:
+    """Table 1 from the training split of a label catalog."""
+    train = catalog[catalog["SPLIT"] == "train"]
+    if train.empty:
+        raise ValueError("the label catalog has no training stars")
+    values = {}
+    for column in LABEL_COLUMNS:
+        key = column.lower()
+        values[f"{key}_mean"] = float(train[column].mean())
+        values[f"{key}_std"] = float(train[column].std(ddof=0))
+    return Normalisation(**values)

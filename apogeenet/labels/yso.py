@@ -1,0 +1,195 @@
+"""YSO labels from photometry with a network trained on isochrones (Olney et al. 2020, §2.4).
+
+Training stars are drawn from isochrones: mass U(0.08, 3) M☉ clipped to the grid's mass range
+(0.09–2.4 M☉ for the shipped PARSEC grid), age U(1, 100) Myr, A_V U(0, 20), distance
+U(50, 1000) pc, [Fe/H] = 0. Inputs (12): apparent G, BP, RP, J, H, K, W1, W2, W3, each replaced
+by its limiting magnitude when fainter (G 19, BP 20.5, RP 17.5, J 17, H 16, K 16, W1 16, W2 16,
+W3 13.5; G is required); the stellar radius and log L only where Gaia DR2 reported them
+(R > 0.5 R☉, log L > −1.54, M_G < 10), else their limits 0.5 and −1.54; and the distance.
+Outputs (5): log age, log mass, A_V, log Teff and log g. The network has three convolutional
+layers with max pooling and two fully connected layers; inputs and outputs are standardised
+with the training set's mean and σ, which travel with the weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from apogeenet.isochrones import Isochrones
+from apogeenet.synth.photometry import extinction
+
+__all__ = ["FEATURES", "LIMITS", "TARGETS", "YSOPhotometryNet", "YSOModel", "features_from_catalog",
+           "synthetic_photometry", "train_yso_net"]
+
+LIMITS = {"G": 19.0, "BP": 20.5, "RP": 17.5, "J": 17.0, "H": 16.0, "K": 16.0, "W1": 16.0,
+          "W2": 16.0, "W3": 13.5}
+RADIUS_LIMIT, LOGL_LIMIT, MG_LIMIT = 0.5, -1.54, 10.0
+FEATURES = (*LIMITS, "radius", "logL", "distance")
+TARGETS = ("log_age", "log_mass", "av", "log_teff", "logg")
+
+
+def _features(mags: dict[str, np.ndarray], radius: np.ndarray, log_l: np.ndarray,
+              distance: np.ndarray) -> np.ndarray:
+    """Apply the limits of §2.4 and stack the 12 inputs, (n, 12)."""
+    columns = []
+    for band, limit in LIMITS.items():
+        values = np.asarray(mags[band], float)
+        columns.append(np.where(np.isfinite(values) & (values < limit), values, limit))
+    mu = 5 * np.log10(np.asarray(distance, float) / 10)
+    m_g = np.asarray(mags["G"], float) - mu
+    reported = (np.isfinite(radius) & (radius > RADIUS_LIMIT) & np.isfinite(log_l)
+                & (log_l > LOGL_LIMIT) & (m_g < MG_LIMIT))
+    columns.append(np.where(reported, radius, RADIUS_LIMIT))
+    columns.append(np.where(reported, log_l, LOGL_LIMIT))
+    columns.append(np.asarray(distance, float))
+    return np.column_stack(columns)
+
+
+def synthetic_photometry(isochrones: Isochrones, n: int, seed: int) -> tuple[np.ndarray, pd.DataFrame]:
+    """Features (n, 12) and the true targets of ``n`` isochrone stars detected in G (see the
+    module docstring); stars fainter than G = 19 are drawn again."""
+    rng = np.random.default_rng(seed)
+    xs, ys, kept = [], [], 0
+    while kept < n:
+        x, y = _draw(isochrones, rng, 2 * (n - kept) + 100)
+        xs.append(x)
+        ys.append(y)
+        kept += len(x)
+    return np.vstack(xs)[:n], pd.concat(ys, ignore_index=True).iloc[:n]
+
+
+def _draw(isochrones: Isochrones, rng: np.random.Generator, n: int) -> tuple[np.ndarray, pd.DataFrame]:
+    lo, hi = isochrones.mass_range()
+    mass = np.clip(rng.uniform(0.08, 3.0, n), lo, hi)
+    age = rng.uniform(1.0, 100.0, n)
+    av = rng.uniform(0.0, 20.0, n)
+    distance = rng.uniform(50.0, 1000.0, n)
+    stars = isochrones.interpolate(age, mass)
+    mu = 5 * np.log10(distance / 10)
+    ext = extinction(av)
+    mags = {band: stars[band].to_numpy() + mu + ext[band] for band in LIMITS}
+    x = _features(mags, stars["radius"].to_numpy(), stars["logL"].to_numpy(), distance)
+    targets = pd.DataFrame({"log_age": np.log10(age), "log_mass": np.log10(mass), "av": av,
+                            "log_teff": np.log10(stars["Teff"].to_numpy()),
+                            "logg": stars["logg"].to_numpy()})
+    keep = mags["G"] < LIMITS["G"]  # G is required
+    return x[keep], targets[keep].reset_index(drop=True)
+
+
+def features_from_catalog(catalog: pd.DataFrame, distance_pc: np.ndarray) -> np.ndarray:
+    """The 12 inputs for real (or synthetic-survey) stars from allStar-like columns
+    GAIA_G, GAIA_BP, GAIA_RP, J, H, K, W1, W2, W3, GAIA_RADIUS and GAIA_LUM (NaN: not reported)."""
+    names = {"G": "GAIA_G", "BP": "GAIA_BP", "RP": "GAIA_RP", "J": "J", "H": "H", "K": "K",
+             "W1": "W1", "W2": "W2", "W3": "W3"}
+    frame = catalog.rename(columns=str.upper)
+    missing = [c for c in [*names.values(), "GAIA_RADIUS", "GAIA_LUM"] if c not in frame.columns]
+    if missing:
+        raise ValueError(f"catalog lacks column(s) {', '.join(missing)} for the YSO network")
+    mags = {band: frame[col].to_numpy(float) for band, col in names.items()}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_l = np.log10(frame["GAIA_LUM"].to_numpy(float))
+    return _features(mags, frame["GAIA_RADIUS"].to_numpy(float), log_l, distance_pc)
+
+
+class YSOPhotometryNet(nn.Module):
+    """Three Conv1d layers with max pooling over the 12 inputs, then two fully connected layers."""
+
+    def __init__(self, n_outputs: int = len(TARGETS)) -> None:
+        super().__init__()  # 12 inputs -> pooled to 6, 3, 1 positions of 128 channels
+        self.conv = nn.Sequential(
+            nn.Conv1d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool1d(2),
+            nn.Conv1d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool1d(2),
+            nn.Conv1d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool1d(3),
+        )
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(128, 256), nn.ReLU(),
+                                  nn.Linear(256, n_outputs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(x.unsqueeze(1)))
+
+
+@dataclass
+class YSOModel:
+    """The network with the standardisation it was trained with; predictions in physical units."""
+
+    net: YSOPhotometryNet
+    x_mean: np.ndarray
+    x_std: np.ndarray
+    y_mean: np.ndarray
+    y_std: np.ndarray
+
+    def predict(self, x: np.ndarray) -> pd.DataFrame:
+        """Age [Myr], mass [M☉], A_V, Teff [K], log g and the log targets, one row per star."""
+        self.net.eval()
+        with torch.no_grad():
+            z = torch.as_tensor((x - self.x_mean) / self.x_std, dtype=torch.float32)
+            y = self.net(z).numpy() * self.y_std + self.y_mean
+        out = pd.DataFrame(y, columns=list(TARGETS))
+        out["age"], out["mass"], out["teff"] = 10 ** out["log_age"], 10 ** out["log_mass"], 10 ** out["log_teff"]
+        return out
+
+    def state(self) -> dict:
+        return {"weights": self.net.state_dict(), "x_mean": self.x_mean, "x_std": self.x_std,
+                "y_mean": self.y_mean, "y_std": self.y_std, "features": FEATURES, "targets": TARGETS}
+
+    @classmethod
+    def from_state(cls, state: dict) -> YSOModel:
+        if tuple(state["features"]) != FEATURES or tuple(state["targets"]) != TARGETS:
+            raise ValueError("saved YSO network has different inputs or outputs than this version")
+        net = YSOPhotometryNet()
+        net.load_state_dict(state["weights"])
+        return cls(net, *(np.asarray(state[k]) for k in ("x_mean", "x_std", "y_mean", "y_std")))
+
+
+def train_yso_net(x: np.ndarray, y: pd.DataFrame, *, epochs: int, batch_size: int,
+                  learning_rate: float, seed: int, dev_fraction: float = 0.1,
+                  on_epoch=None) -> tuple[YSOModel, list[dict]]:
+    """Adam with a one-cycle learning-rate schedule (peak ``learning_rate``) on the MSE of
+    standardised targets; keeps the weights of the best dev epoch.
+
+    ``on_epoch(epoch, train_loss, dev_loss)`` is called after every epoch (for logging).
+    Returns the model and the per-epoch history.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    n_dev = int(len(x) * dev_fraction)
+    order = torch.randperm(len(x), generator=generator).numpy()
+    dev, train = order[:n_dev], order[n_dev:]
+    x_mean, x_std = x[train].mean(0), x[train].std(0) + 1e-9
+    y_arr = y[list(TARGETS)].to_numpy(float)
+    y_mean, y_std = y_arr[train].mean(0), y_arr[train].std(0) + 1e-9
+    xs = torch.as_tensor((x - x_mean) / x_std, dtype=torch.float32)
+    ys = torch.as_tensor((y_arr - y_mean) / y_std, dtype=torch.float32)
+    net = YSOPhotometryNet()
+    optimiser = torch.optim.Adam(net.parameters(), lr=learning_rate)
+    steps = epochs * -(-len(train) // batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=learning_rate, total_steps=steps)
+    loss_fn = nn.MSELoss()
+    best, best_state, history = np.inf, None, []
+    for epoch in range(epochs):
+        net.train()
+        perm = torch.as_tensor(train)[torch.randperm(len(train), generator=generator)]
+        total = 0.0
+        for start in range(0, len(perm), batch_size):
+            idx = perm[start:start + batch_size]
+            optimiser.zero_grad()
+            loss = loss_fn(net(xs[idx]), ys[idx])
+            loss.backward()
+            optimiser.step()
+            scheduler.step()
+            total += float(loss.detach()) * len(idx)
+        net.eval()
+        with torch.no_grad():
+            dev_loss = float(loss_fn(net(xs[dev]), ys[dev]))
+        history.append({"epoch": epoch, "train_loss": total / len(train), "dev_loss": dev_loss})
+        if on_epoch:
+            on_epoch(epoch, total / len(train), dev_loss)
+        if dev_loss < best:
+            best, best_state = dev_loss, {k: v.clone() for k, v in net.state_dict().items()}
+    net.load_state_dict(best_state)
+    return YSOModel(net, x_mean, x_std, y_mean, y_std), history
