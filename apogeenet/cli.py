@@ -31,9 +31,11 @@ class UserError(Exception):
 def _user_errors() -> tuple[type[Exception], ...]:
     from apogeenet.io.apstar import ApStarError
     from apogeenet.io.tables import TableError
+    from apogeenet.isochrones import IsochroneError
+    from apogeenet.stages import StageError
     from apogeenet.store import StoreError
-    return (UserError, ConfigError, ApStarError, TableError, StoreError, FileExistsError,
-            FileNotFoundError)
+    return (UserError, ConfigError, ApStarError, TableError, StoreError, StageError, IsochroneError,
+            FileExistsError, FileNotFoundError)
 
 
 def main() -> None:
@@ -237,48 +239,34 @@ def label(
     params: ParamsOption = None,
 ) -> None:
     """Build the training labels (paper §2.2-2.4): Payne, M-dwarf and YSO labels, splits, Table 1."""
-    from apogeenet.isochrones import shipped_parsec
-    from apogeenet.io.tables import read_table
-    from apogeenet.labels.build import LABELS_FILE, YSOTraining, build_labels, save_label_set
-    from apogeenet.synth.survey import ALLSTAR_FILE, MEMBERS_FILE, PAYNE_FILE
+    from apogeenet.stages import label_stage
 
     cfg = load_params(params)
-    survey = cfg.paths.raw
-    tables = {name: read_table(path or survey / default) for name, path, default in
-              (("allstar", allstar, ALLSTAR_FILE), ("payne", payne, PAYNE_FILE),
-               ("members", members, MEMBERS_FILE))}
-    out_dir = out_dir or cfg.paths.labels
-    yso = YSOTraining(**cfg.yso.model_dump())
-    previous = out_dir / LABELS_FILE  # earlier splits are kept: adding stars never moves them
-    splits = dict(zip(*read_table(previous)[["APOGEE_ID", "SPLIT"]].to_numpy().T)) if previous.exists() else None
-
-    def run(on_epoch=None):
-        try:
-            return build_labels(tables["allstar"], tables["payne"], tables["members"], shipped_parsec(),
-                                recipe=cfg.labels.recipe, young_fields=set(cfg.labels.young_fields),
-                                yso=yso, previous_splits=splits, on_epoch=on_epoch)
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
-
-    if track:
-        import mlflow
-
-        from apogeenet.tracking import mlflow_run
-
-        with mlflow_run("labels", "label"):
-            mlflow.log_params({"recipe": cfg.labels.recipe, **{f"yso.{k}": v for k, v in cfg.yso.model_dump().items()}})
-            label_set = run(lambda e, tr, dv: mlflow.log_metrics({"yso_train_loss": tr, "yso_dev_loss": dv}, step=e))
-            metrics = save_label_set(label_set, out_dir)
-            mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-            mlflow.log_artifacts(str(out_dir), artifact_path="labels")
-    else:
-        label_set = run()
-        metrics = save_label_set(label_set, out_dir)
-    counts = {k: v for k, v in metrics.items() if k.split("_")[0] in ("payne", "mstar", "yso") and k.split("_")[-1] in ("train", "dev", "test")}
-    out.print(f"{metrics['n_labels']} labels {counts}", soft_wrap=True)
+    metrics = label_stage(cfg, allstar=allstar, payne=payne, members=members, out_dir=out_dir, track=track)
+    counts = {k: v for k, v in metrics.items()
+              if k.split("_")[0] in ("payne", "mstar", "yso") and k.split("_")[-1] in ("train", "dev", "test")}
+    out.print(f"{metrics['n_labels']} labels {counts}; {metrics['yso_outside_grid']} YSO predictions "
+              f"outside the isochrone grid left out", soft_wrap=True)
     out.print(f"YSO network held-out RMS: log Teff {metrics['yso_net_log_teff_rms']:.4f} dex, "
-              f"log g {metrics['yso_net_logg_rms']:.4f} dex; Table 1 {metrics['table1']} -> {out_dir}",
-              soft_wrap=True)
+              f"log g {metrics['yso_net_logg_rms']:.4f} dex; Table 1 {metrics['table1']} "
+              f"-> {out_dir or cfg.paths.labels}", soft_wrap=True)
+
+
+@app.command()
+def validate(
+    allstar: Annotated[Optional[Path], typer.Option(help="allStar-like catalog [survey's allStar-synth.fits]")] = None,
+    params: ParamsOption = None,
+) -> None:
+    """Great Expectations gates: M-dwarf cuts, label ranges, catalog integrity and splits, spectra
+    store. Writes Data Docs and summary.json; exits 1 with the failing expectations if any fail."""
+    from apogeenet.stages import validate_stage
+
+    report = validate_stage(load_params(params), allstar=allstar)
+    for line in report.summary_lines():
+        (out if report.success else err).print(line, highlight=False, soft_wrap=True)
+    out.print(f"Data Docs: {report.docs}", soft_wrap=True)
+    if not report.success:
+        raise typer.Exit(1)
 
 
 @app.command()

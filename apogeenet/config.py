@@ -106,7 +106,7 @@ class Params(_Section):
     synth: SynthParams = SynthParams()
     labels: LabelsParams = LabelsParams()
     yso: YSOParams = YSOParams()
-    validate: ValidateParams = ValidateParams()
+    validation: ValidateParams = ValidateParams()
     ingest: IngestParams = IngestParams()
     download: DownloadParams = DownloadParams()
 

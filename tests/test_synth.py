@@ -175,7 +175,7 @@ def test_labels_are_learnable_by_a_linear_model():
     """Ridge regression on 2 000 synthetic spectra beats the training mean by far (issue 3 §6)."""
     stars = draw_survey(1, 2000, FRACTIONS)
     result = ridge_learnability(SpectrumSynthesizer(1).combined(stars), stars)
-    assert (result.loc["all", "gain"] > 4).all()
+    assert (result.loc["all", "gain"] > 3).all()
     for population in ("giant", "dwarf", "mdwarf", "yso"):
         assert result.loc[(population, "teff"), "gain"] > 4
         assert result.loc[(population, "logg"), "gain"] > 2.5

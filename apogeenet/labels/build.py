@@ -84,8 +84,13 @@ def member_distances(members: pd.DataFrame, allstar: pd.DataFrame) -> np.ndarray
     return distance
 
 
-def yso_labels(members: pd.DataFrame, allstar: pd.DataFrame, model: YSOModel) -> pd.DataFrame:
-    """Network predictions for the members found in the allStar table (G required)."""
+def yso_labels(members: pd.DataFrame, allstar: pd.DataFrame, model: YSOModel,
+               isochrones: Isochrones) -> pd.DataFrame:
+    """Network predictions for the members found in the allStar table (G required).
+
+    ``IN_GRID`` is False where the prediction leaves the (Teff, log g) range of the isochrones
+    the network was trained on (1-100 Myr): an extrapolation, kept in this table, not trained on.
+    """
     members = members.rename(columns=str.upper)
     members = members[members["APOGEE_ID"].isin(allstar["APOGEE_ID"])].reset_index(drop=True)
     distance = member_distances(members[["APOGEE_ID", "REGION"]], allstar)
@@ -96,6 +101,9 @@ def yso_labels(members: pd.DataFrame, allstar: pd.DataFrame, model: YSOModel) ->
     out = pd.DataFrame({"APOGEE_ID": joined["APOGEE_ID"], "REGION": joined["REGION"],
                         "DISTANCE": distance, "TEFF": pred["teff"], "LOGG": pred["logg"], "FE_H": 0.0,
                         "AGE": pred["age"], "MASS": pred["mass"], "AV": pred["av"]})
+    young = isochrones.table[isochrones.table["age"] <= 100]
+    out["IN_GRID"] = (out["TEFF"].between(young["Teff"].min(), young["Teff"].max())
+                      & out["LOGG"].between(young["logg"].min(), young["logg"].max()))
     return out[has_g].reset_index(drop=True)
 
 
@@ -107,8 +115,8 @@ def build_labels(allstar: pd.DataFrame, payne: pd.DataFrame, members: pd.DataFra
     allstar = allstar.rename(columns={c: c.upper() for c in allstar.columns if c.lower() == "apogee_id"})
     mstar = mstar_labels(allstar, recipe=recipe, young_fields=young_fields)
     model, precision, history = train_yso(isochrones, yso, on_epoch=on_epoch)
-    ysos = yso_labels(members, allstar, model)
-    parts = {"PAYNE": payne_labels(payne), "MSTAR": mstar[mstar["SELECTED"]], "YSO": ysos}
+    ysos = yso_labels(members, allstar, model, isochrones)
+    parts = {"PAYNE": payne_labels(payne), "MSTAR": mstar[mstar["SELECTED"]], "YSO": ysos[ysos["IN_GRID"]]}
     catalog = combine_labels(parts, fractions, previous_splits)
     return LabelSet(catalog, normalisation(catalog), mstar, ysos, model, precision, history)
 
@@ -130,6 +138,7 @@ def label_metrics(label_set: LabelSet) -> dict:
         metrics[f"{source.lower()}_{split}"] = int(n)
     mstar = catalog[catalog["SOURCE"] == "MSTAR"]
     metrics["mstar_flagged"] = int((mstar["LABEL_FLAGS"] != 0).sum())
+    metrics["yso_outside_grid"] = int((~label_set.yso["IN_GRID"]).sum())
     metrics.update({f"yso_net_{k}": round(v, 5) for k, v in label_set.yso_precision.items()})
     metrics["table1"] = {k: round(v, 4) for k, v in label_set.table1.to_dict().items()}
     return metrics

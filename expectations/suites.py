@@ -1,0 +1,61 @@
+"""The expectation suites, built from ``params.yaml`` values so the cuts live in one place.
+
+* ``mdwarf_cuts``: every selected M dwarf satisfies the §2.3 photometric and parallax cuts and
+  is outside the young fields;
+* ``labels_payne``, ``labels_mstar``, ``labels_yso``: label ranges per source (and the §2.2 cut);
+* ``catalog_integrity``: unique IDs, no missing values, known sources and splits, every star with
+  a spectrum, split fractions within the tolerance of 80/10/10 and 60/20/20;
+* ``spectra_store``: 8575 pixels, enough pixels with data, S/N > 0.
+"""
+
+from __future__ import annotations
+
+import great_expectations as gx
+from great_expectations import expectations as gxe
+
+from apogeenet.labels.mdwarfs import MIN_PARALLAX_OVER_ERROR, SELECTION_BOX
+
+__all__ = ["LABEL_RANGES", "build_suites"]
+
+#: Physically plausible label ranges per source: (TEFF K, LOGG dex, FE_H dex).
+LABEL_RANGES = {
+    "payne": ((3000, 8000), (-0.5, 5.5), (-2.5, 1.0)),
+    "mstar": ((2300, 4600), (4.0, 5.8), (-1.5, 0.8)),
+    "yso": ((2300, 11000), (2.0, 5.2), (-0.01, 0.01)),
+}
+
+
+def _between(column, lo, hi, *, strict=False, mostly=1.0):
+    return gxe.ExpectColumnValuesToBeBetween(column=column, min_value=lo, max_value=hi,
+                                             strict_min=strict, strict_max=strict, mostly=mostly)
+
+
+def build_suites(*, young_fields: list[str], store_ids: list[str], split_tolerance: float,
+                 min_finite_fraction: float) -> dict[str, gx.ExpectationSuite]:
+    cuts = [_between(column, *SELECTION_BOX[key], strict=True)
+            for column, key in (("J_K", "J-K"), ("G_K", "g-K"), ("M_K", "M_K"))]
+    cuts += [gxe.ExpectColumnValuesToBeBetween(column="PARALLAX_OVER_ERROR",
+                                               min_value=MIN_PARALLAX_OVER_ERROR, strict_min=True),
+             gxe.ExpectColumnValuesToNotBeInSet(column="FIELD", value_set=list(young_fields))]
+    expectations = {"mdwarf_cuts": cuts}
+    for source, (teff, logg, fe_h) in LABEL_RANGES.items():
+        ranges = [_between(column, lo, hi) for column, (lo, hi) in
+                  (("TEFF", teff), ("LOGG", logg), ("FE_H", fe_h))]
+        if source == "payne":
+            ranges.append(gxe.ExpectColumnValuesToBeInSet(column="PASSES_PAYNE_CUT", value_set=[True]))
+        expectations[f"labels_{source}"] = ranges
+    expectations["catalog_integrity"] = [
+        gxe.ExpectColumnValuesToBeUnique(column="APOGEE_ID"),
+        *(gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("APOGEE_ID", "TEFF", "LOGG", "FE_H", "SOURCE", "SPLIT")),
+        gxe.ExpectColumnValuesToBeInSet(column="SOURCE", value_set=["PAYNE", "MSTAR", "YSO"]),
+        gxe.ExpectColumnValuesToBeInSet(column="SPLIT", value_set=["train", "dev", "test"]),
+        gxe.ExpectColumnValuesToBeInSet(column="APOGEE_ID", value_set=list(store_ids)),
+    ]
+    expectations["split_fractions"] = [_between("FRACTION_MINUS_TARGET", -split_tolerance, split_tolerance)]
+    expectations["spectra_store"] = [
+        _between("N_PIXELS", 8575, 8575),
+        _between("FINITE_FRACTION", min_finite_fraction, 1.0),
+        gxe.ExpectColumnValuesToBeBetween(column="SNR", min_value=0, strict_min=True),
+    ]
+    return {name: gx.ExpectationSuite(name=name, expectations=list(items))
+            for name, items in expectations.items()}

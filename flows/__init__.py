@@ -1,0 +1,1 @@
+"""Prefect flows: thin orchestration around ``apogeenet.stages`` (no arithmetic here)."""

@@ -1,0 +1,84 @@
+"""The label stage end to end on a small survey: CLI/DVC command, GE gates, Prefect flow, MLflow."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from apogeenet.cli import app
+from apogeenet.config import load_params
+from apogeenet.stages import label_stage, validate_stage
+from apogeenet.store import ingest
+from apogeenet.synth.survey import make_survey
+
+SMALL_YSO = {"n_train": 600, "n_test": 200, "epochs": 2, "batch_size": 128, "learning_rate": 0.003, "seed": 1}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("project")
+    make_survey(root / "data" / "synth", 120, seed=9, fractions={"giant": 0.4, "dwarf": 0.1,
+                                                                 "mdwarf": 0.3, "yso": 0.2})
+    ingest(root / "data" / "synth" / "apStar", root / "derived" / "store", workers=1)
+    params = {"paths": {k: str(root / v) for k, v in {
+        "raw": "data/synth", "spectra": "data/synth/apStar", "store": "derived/store",
+        "labels": "derived/labels", "validation": "derived/validation"}.items()},
+        "yso": SMALL_YSO, "validation": {"split_tolerance": 0.2}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+def test_label_then_validate_writes_everything(project):
+    cfg = load_params(project / "params.yaml")
+    metrics = label_stage(cfg, track=False)
+    labels = pd.read_parquet(cfg.paths.labels / "labels.parquet")
+    assert metrics["n_labels"] == len(labels) > 40
+    assert set(labels["SOURCE"]) == {"PAYNE", "MSTAR", "YSO"}
+    table1 = json.loads((cfg.paths.labels / "table1.json").read_text())
+    train = labels[labels["SPLIT"] == "train"]
+    assert table1["teff_mean"] == pytest.approx(train["TEFF"].mean())
+    report = validate_stage(cfg)
+    assert report.success, report.summary_lines()
+    assert (cfg.paths.validation / "summary.json").exists()
+    assert (cfg.paths.validation / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").exists()
+    again = label_stage(cfg, track=False)  # splits are kept from the earlier catalog
+    relabelled = pd.read_parquet(cfg.paths.labels / "labels.parquet")
+    assert again["n_labels"] == metrics["n_labels"]
+    assert dict(zip(labels["APOGEE_ID"], labels["SPLIT"])) == dict(zip(relabelled["APOGEE_ID"], relabelled["SPLIT"]))
+
+
+def test_a_failing_gate_stops_with_a_readable_summary(project):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["validation"]["min_finite_fraction"] = 0.99  # synthetic spectra have 7214/8575 pixels
+    bad = project / "strict.yaml"
+    bad.write_text(yaml.safe_dump(params))
+    result = CliRunner().invoke(app, ["validate", "--params", str(bad)])
+    assert result.exit_code == 1
+    assert "spectra_store: FAILED" in result.output
+    assert "expect_column_values_to_be_between(FINITE_FRACTION): 120 of 120 rows unexpected" in result.output
+    summary = json.loads((project / "derived" / "validation" / "summary.json").read_text())
+    assert summary["success"] is False and summary["failures"][0]["suite"] == "spectra_store"
+
+
+@pytest.mark.slow
+def test_prefect_label_flow_logs_to_mlflow(project, tmp_path, monkeypatch):
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.label import label_flow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    with prefect_test_harness():
+        metrics = label_flow(str(project / "params.yaml"), track=True)
+    assert metrics["validation"]["catalog_integrity"]["success"]
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["labels"])
+    assert len(runs) == 1 and runs["status"][0] == "FINISHED"
+    assert runs["metrics.n_labels"][0] == metrics["n_labels"]
+    assert "metrics.yso_net_logg_rms" in runs.columns
