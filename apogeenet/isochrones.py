@@ -110,21 +110,29 @@ _PARSEC_BANDS = {"J": ("Jmag",), "H": ("Hmag",), "K": ("Ksmag",), "G": ("Gmag",)
                  "r": ("rP1mag",), "W1": ("W1mag",), "W2": ("W2mag",), "W3": ("W3mag",)}
 
 
-def read_parsec_cmd(path: str | os.PathLike) -> Isochrones:
-    """Read a PARSEC isochrone file from the CMD web interface (see the module docstring)."""
-    path = Path(path)
+def _read_columns(path: Path, is_header, kind: str, example: str, needed: set[str]) -> pd.DataFrame:
+    """Whitespace-separated table whose column names sit on a (commented) header line."""
     try:
         lines = path.read_text().splitlines()
     except OSError as exc:
         raise IsochroneError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    header = next((ln.lstrip("#").split() for ln in lines if re.match(r"^#?\s*Zini\s", ln)), None)
-    if header is None:
-        raise IsochroneError(f"{path}: no PARSEC header line ('# Zini MH logAge Mini ...')")
-    body = "\n".join(ln for ln in lines if ln.strip() and not ln.lstrip().startswith(("#", "Zini")))
+    header_line = next((ln for ln in lines if is_header(ln)), None)
+    if header_line is None:
+        raise IsochroneError(f"{path}: no {kind} header line ('{example}')")
+    header = header_line.lstrip("#").split()
+    body = "\n".join(ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")
+                     and ln != header_line)
     data = pd.read_csv(io.StringIO(body), sep=r"\s+", names=header, engine="python")
-    needed = {"logAge", "Mini", "logL", "logTe", "logg"}
     if not needed <= set(data.columns):
         raise IsochroneError(f"{path}: missing column(s) {sorted(needed - set(data.columns))}")
+    return data
+
+
+def read_parsec_cmd(path: str | os.PathLike) -> Isochrones:
+    """Read a PARSEC isochrone file from the CMD web interface (see the module docstring)."""
+    path = Path(path)
+    data = _read_columns(path, lambda ln: re.match(r"^#?\s*Zini\s", ln) is not None, "PARSEC",
+                         "# Zini MH logAge Mini ...", {"logAge", "Mini", "logL", "logTe", "logg"})
     frame = pd.DataFrame({"age": 10 ** data["logAge"] / 1e6, "mass": data["Mini"],
                           "Teff": 10 ** data["logTe"], "logg": data["logg"], "logL": data["logL"]})
     for band, names in _PARSEC_BANDS.items():
@@ -145,18 +153,9 @@ _MIST_BANDS = {"2MASS_J": "J", "2MASS_H": "H", "2MASS_Ks": "K", "Gaia_G_DR2Rev":
 def read_mist_iso(path: str | os.PathLike) -> Isochrones:
     """Read a MIST ``*.iso.cmd`` (or ``*.iso``) file (see the module docstring)."""
     path = Path(path)
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise IsochroneError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    header = next((ln.lstrip("#").split() for ln in lines if ln.lstrip("# ").startswith("EEP ")), None)
-    if header is None:
-        raise IsochroneError(f"{path}: no MIST header line ('# EEP log10_isochrone_age_yr ...')")
-    body = "\n".join(ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#"))
-    data = pd.read_csv(io.StringIO(body), sep=r"\s+", names=header, engine="python")
-    needed = {"log10_isochrone_age_yr", "initial_mass", "log_Teff", "log_g", "log_L"}
-    if not needed <= set(data.columns):
-        raise IsochroneError(f"{path}: missing column(s) {sorted(needed - set(data.columns))}")
+    data = _read_columns(path, lambda ln: ln.lstrip("# ").startswith("EEP "), "MIST",
+                         "# EEP log10_isochrone_age_yr ...",
+                         {"log10_isochrone_age_yr", "initial_mass", "log_Teff", "log_g", "log_L"})
     frame = pd.DataFrame({"age": 10 ** data["log10_isochrone_age_yr"] / 1e6, "mass": data["initial_mass"],
                           "Teff": 10 ** data["log_Teff"], "logg": data["log_g"], "logL": data["log_L"]})
     if "log_R" in data:
