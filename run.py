@@ -26,6 +26,7 @@ QUIET_ENV = {  # STACK.md: keep MLflow, Prefect and DVC offline and quiet
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DVC_NO_ANALYTICS": "1",
     "PREFECT_HOME": str(ROOT / ".prefect"),
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
 }
 
 

@@ -7,6 +7,12 @@ import pytest
 
 from apogeenet.examples import example_files
 
+# Offline and quiet (STACK.md); Prefect's temporary server starts slowly on a loaded machine.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("APOGEENET_SHARED", REPO.parent / "shared"))
 REAL_APSTAR = SHARED / "data" / "real" / "apstar_dr13"

@@ -1,0 +1,70 @@
+"""The APOGEE Net network (Olney et al. 2020, §3.2 and Appendix B), written from the description.
+
+Input: one channel of 8575 raw apStar flux values (the combined spectrum, row 0). Twelve Conv1d
+layers (kernel 3, padding 1) with channels 8, 8, 16, 16, 16, 16, 32, 32, 32, 32, 64, 64, each
+followed by ReLU, and a max-pool of 2 after every second one (8575 → 4287 → … → 133 positions);
+then fully connected 64·133 → 512 → 512 → 3 with ReLU and dropout 0.1 after the first two. The
+outputs are the standardised targets (eq. 4); :class:`apogeenet.train` converts them back.
+
+Bad pixels: APOGEE writes flux 0 and error 1e10 where there is no data, so the raw flux the
+network sees already carries 0 there — the convention the paper's model was trained with. The
+one documented handling here is :func:`prepare_flux`: every pixel that is not good (non-finite
+flux, or error outside (0, 1e10)) is set to 0, so NaNs and sentinel values never reach the
+network and real and synthetic files look alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from apogeenet.io.apstar import APSTAR_NPIX, good_pixels
+
+__all__ = ["APOGEE_NET_CHANNELS", "ApogeeNet", "parameter_count", "prepare_flux"]
+
+APOGEE_NET_CHANNELS = (8, 8, 16, 16, 16, 16, 32, 32, 32, 32, 64, 64)
+
+
+def _pooled_length(n_pixels: int, n_pools: int) -> int:
+    for _ in range(n_pools):
+        n_pixels //= 2
+    return n_pixels
+
+
+class ApogeeNet(nn.Module):
+    """Appendix B of the paper; ``forward`` maps (batch, 8575) flux to (batch, n_outputs)."""
+
+    def __init__(self, n_outputs: int = 3, *, n_pixels: int = APSTAR_NPIX, dropout: float = 0.1) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_channels = 1
+        for i, channels in enumerate(APOGEE_NET_CHANNELS):
+            layers += [nn.Conv1d(in_channels, channels, kernel_size=3, padding=1), nn.ReLU()]
+            if i % 2 == 1:
+                layers.append(nn.MaxPool1d(2))
+            in_channels = channels
+        self.features = nn.Sequential(*layers)
+        flat = APOGEE_NET_CHANNELS[-1] * _pooled_length(n_pixels, len(APOGEE_NET_CHANNELS) // 2)
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(flat, 512), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(512, 512), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(512, n_outputs),
+        )
+        self.n_pixels = n_pixels
+
+    def forward(self, flux: torch.Tensor) -> torch.Tensor:
+        if flux.ndim != 2 or flux.shape[1] != self.n_pixels:
+            raise ValueError(f"expected flux of shape (batch, {self.n_pixels}), got {tuple(flux.shape)}")
+        return self.head(self.features(flux.unsqueeze(1)))
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def prepare_flux(flux: np.ndarray, error: np.ndarray) -> np.ndarray:
+    """Raw flux with every pixel that is not good set to 0, float32, shape kept."""
+    flux = np.asarray(flux, dtype=np.float32)
+    return np.where(good_pixels(flux, np.asarray(error)), flux, np.float32(0)).astype(np.float32, copy=False)
