@@ -37,6 +37,8 @@ class PathsParams(_Section):
     """Label catalog, Table 1 and the YSO network (``apogeenet label``)."""
     validation: Path = Path("derived/validation")
     """Great Expectations results and Data Docs (``apogeenet validate``)."""
+    model: Path = Path("derived/model")
+    """Trained network, checkpoints, Tables 2/3 and plots (``apogeenet train``)."""
 
 
 POPULATIONS = ("giant", "dwarf", "mdwarf", "yso", "field")
@@ -101,12 +103,49 @@ class ValidateParams(_Section):
     """Smallest fraction of pixels with data in a spectrum."""
 
 
+class TrainProfile(_Section):
+    optimizer: Literal["sgd", "adam"] = "adam"
+    learning_rate: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    batch_size: int = Field(128, ge=1)
+    max_epochs: int = Field(30, ge=1)
+    patience: int = Field(5, ge=1)
+
+
+class TrainParams(_Section):
+    """APOGEE Net training (§3.3): the paper's profile and a demo profile that converges on CPU."""
+
+    profile: str = "demo"
+    profiles: dict[str, TrainProfile] = {
+        "paper": TrainProfile(optimizer="sgd", learning_rate=1e-3, max_epochs=1000),
+        "demo": TrainProfile(optimizer="adam", learning_rate=1e-3, max_epochs=30),
+    }
+    dropout: float = Field(0.1, ge=0, lt=1)
+    seed: int = 0
+    amp: bool = False
+    """bfloat16 autocast on CUDA."""
+
+    @field_validator("profile")
+    @classmethod
+    def _known(cls, value: str, info) -> str:
+        profiles = info.data.get("profiles") if info.data else None
+        if profiles is not None and value not in profiles:
+            raise ValueError(f"unknown profile {value!r}; define it under train.profiles")
+        return value
+
+    def active(self) -> TrainProfile:
+        if self.profile not in self.profiles:
+            raise ValueError(f"train.profile {self.profile!r} is not one of {sorted(self.profiles)}")
+        return self.profiles[self.profile]
+
+
 class Params(_Section):
     paths: PathsParams = PathsParams()
     synth: SynthParams = SynthParams()
     labels: LabelsParams = LabelsParams()
     yso: YSOParams = YSOParams()
     validation: ValidateParams = ValidateParams()
+    train: TrainParams = TrainParams()
     ingest: IngestParams = IngestParams()
     download: DownloadParams = DownloadParams()
 

@@ -1,0 +1,151 @@
+"""Evaluation as in the paper's Tables 2 and 3 and Figures 3–4 (Olney et al. 2020, §3.5–4).
+
+* Table 2: mean squared error of the standardised targets (eq. 4) per group and split.
+* Table 3: scatter of prediction − label in physical units per parameter, group and split. The
+  paper's "scatter" is reported here two ways: the RMS (``*_scatter``) and a robust σ,
+  1.4826 × the median absolute deviation (``*_robust_sigma``), which outliers do not dominate.
+
+Groups: ``full`` (every source), ``payne``, ``mstar`` and ``yso``. Metric names are stable:
+``{split}/{group}/mse`` and ``{split}/{group}/{teff|logg|fe_h}_{scatter|robust_sigma}``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from apogeenet.labels.catalog import LABEL_COLUMNS, SPLITS, Normalisation
+
+__all__ = ["GROUPS", "PARAMETERS", "evaluation_tables", "kiel_plot", "label_vs_prediction_plot",
+           "metrics_from_tables", "robust_sigma", "tables_markdown"]
+
+GROUPS = {"full": None, "payne": ("PAYNE",), "mstar": ("MSTAR",), "yso": ("YSO",)}
+PARAMETERS = {"TEFF": "teff", "LOGG": "logg", "FE_H": "fe_h"}
+_UNITS = {"teff": "K", "logg": "dex", "fe_h": "dex"}
+
+
+def robust_sigma(residuals: np.ndarray) -> float:
+    """1.4826 × median |r − median r| (σ for Gaussian residuals)."""
+    residuals = np.asarray(residuals, float)
+    if residuals.size == 0:
+        return float("nan")
+    return float(1.4826 * np.median(np.abs(residuals - np.median(residuals))))
+
+
+def evaluation_tables(frame: pd.DataFrame, table1: Normalisation) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Table 2 and Table 3 from a frame with SOURCE, SPLIT, the labels and ``PRED_<label>``.
+
+    Returns (table2 indexed by group with one column per split; table3 indexed by
+    (group, parameter, statistic) with one column per split).
+    """
+    labels = frame[list(LABEL_COLUMNS)].to_numpy(float)
+    preds = frame[[f"PRED_{c}" for c in LABEL_COLUMNS]].to_numpy(float)
+    z_err = (preds - labels) / table1.std
+    rows2, rows3 = {}, []
+    for group, sources in GROUPS.items():
+        in_group = np.ones(len(frame), bool) if sources is None else frame["SOURCE"].isin(sources).to_numpy()
+        rows2[group] = {}
+        stats = {}
+        for split in SPLITS:
+            pick = in_group & (frame["SPLIT"] == split).to_numpy()
+            rows2[group][split] = float(np.mean(z_err[pick] ** 2)) if pick.any() else np.nan
+            for k, column in enumerate(LABEL_COLUMNS):
+                residual = preds[pick, k] - labels[pick, k]
+                rms = float(np.sqrt(np.mean(residual**2))) if pick.any() else np.nan
+                stats.setdefault((PARAMETERS[column], "scatter"), {})[split] = rms
+                stats.setdefault((PARAMETERS[column], "robust_sigma"), {})[split] = robust_sigma(residual)
+            rows2[group][f"n_{split}"] = int(pick.sum())
+        for (parameter, statistic), values in stats.items():
+            rows3.append({"group": group, "parameter": parameter, "statistic": statistic, **values})
+    table2 = pd.DataFrame.from_dict(rows2, orient="index")
+    table3 = pd.DataFrame(rows3).set_index(["group", "parameter", "statistic"])
+    return table2, table3
+
+
+def metrics_from_tables(table2: pd.DataFrame, table3: pd.DataFrame) -> dict[str, float]:
+    """Flat metric names for MLflow and DVC (see the module docstring)."""
+    metrics = {}
+    for group, row in table2.iterrows():
+        for split in SPLITS:
+            if np.isfinite(row[split]):
+                metrics[f"{split}/{group}/mse"] = float(row[split])
+    for (group, parameter, statistic), row in table3.iterrows():
+        for split in SPLITS:
+            if np.isfinite(row[split]):
+                metrics[f"{split}/{group}/{parameter}_{statistic}"] = float(row[split])
+    return metrics
+
+
+def tables_markdown(table2: pd.DataFrame, table3: pd.DataFrame) -> str:
+    """Both tables laid out like the paper's (groups as rows, splits as columns)."""
+    lines = ["Table 2. MSE of the standardised targets", "",
+             "| group | train | dev | test | n train | n dev | n test |", "|---|---|---|---|---|---|---|"]
+    for group, row in table2.iterrows():
+        lines.append(f"| {group} | " + " | ".join(f"{row[s]:.4f}" for s in SPLITS) + " | "
+                     + " | ".join(str(int(row[f'n_{s}'])) for s in SPLITS) + " |")
+    lines += ["", "Table 3. Scatter of prediction − label (RMS; robust σ = 1.4826 MAD)", "",
+              "| group | parameter | train | dev | test | robust σ train | robust σ dev | robust σ test |",
+              "|---|---|---|---|---|---|---|---|"]
+    for group in GROUPS:
+        for parameter in PARAMETERS.values():
+            rms, rob = table3.loc[(group, parameter, "scatter")], table3.loc[(group, parameter, "robust_sigma")]
+            fmt = "{:.0f}" if parameter == "teff" else "{:.3f}"
+            cells = [fmt.format(rms[s]) if np.isfinite(rms[s]) else "–" for s in SPLITS]
+            cells += [fmt.format(rob[s]) if np.isfinite(rob[s]) else "–" for s in SPLITS]
+            lines.append(f"| {group} | {parameter} ({_UNITS[parameter]}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def label_vs_prediction_plot(frame: pd.DataFrame, path: str | Path, split: str = "test") -> Path:
+    """Fig. 4 (left): label against prediction per parameter, one row per group."""
+    plt = _figure()
+    data = frame[frame["SPLIT"] == split]
+    groups = [g for g in ("payne", "mstar", "yso") if (data["SOURCE"] == g.upper()).any()]
+    fig, axes = plt.subplots(len(groups), 3, figsize=(12, 3.6 * len(groups)), squeeze=False)
+    for i, group in enumerate(groups):
+        part = data[data["SOURCE"] == group.upper()]
+        for j, column in enumerate(LABEL_COLUMNS):
+            ax = axes[i, j]
+            ax.scatter(part[column], part[f"PRED_{column}"], s=6, alpha=0.6)
+            lo = np.nanmin([part[column].min(), part[f"PRED_{column}"].min()])
+            hi = np.nanmax([part[column].max(), part[f"PRED_{column}"].max()])
+            ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+            ax.set_xlabel(f"label {column}")
+            ax.set_ylabel(f"predicted {column}")
+            ax.set_title(f"{group} ({split}, n={len(part)})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def kiel_plot(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Fig. 3: Kiel diagrams (Teff, log g) of the labels and of the predictions, by source."""
+    plt = _figure()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharex=True, sharey=True)
+    colours = {"PAYNE": "tab:blue", "MSTAR": "tab:red", "YSO": "tab:green"}
+    for ax, prefix, title in ((axes[0], "", "labels"), (axes[1], "PRED_", "APOGEE Net predictions")):
+        for source, colour in colours.items():
+            part = frame[frame["SOURCE"] == source]
+            ax.scatter(part[f"{prefix}TEFF"], part[f"{prefix}LOGG"], s=4, alpha=0.6, c=colour, label=source)
+        ax.set_title(title)
+        ax.set_xlabel("Teff (K)")
+    axes[0].invert_xaxis()  # shared axes: invert once
+    axes[0].invert_yaxis()
+    axes[0].set_ylabel("log g (dex)")
+    axes[0].legend(markerscale=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

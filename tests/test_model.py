@@ -1,0 +1,36 @@
+"""The APOGEE Net architecture of Appendix B and its bad-pixel handling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from apogeenet.model import ApogeeNet, parameter_count, prepare_flux
+
+
+def test_parameter_count_matches_appendix_b():
+    # convs 32 424 + FC (64·133·512 + 512) + (512·512 + 512) + (512·3 + 3)
+    assert parameter_count(ApogeeNet(3)) == 4_655_275
+
+
+def test_layers_and_shapes():
+    model = ApogeeNet(3)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv1d)]
+    assert [c.out_channels for c in convs] == [8, 8, 16, 16, 16, 16, 32, 32, 32, 32, 64, 64]
+    assert all(c.kernel_size == (3,) and c.padding == (1,) for c in convs)
+    assert sum(isinstance(m, torch.nn.MaxPool1d) for m in model.modules()) == 6
+    dropouts = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert dropouts == [0.1, 0.1]
+    model.eval()
+    assert model(torch.zeros(2, 8575)).shape == (2, 3)
+    with pytest.raises(ValueError, match="8575"):
+        model(torch.zeros(2, 8000))
+
+
+def test_bad_pixels_become_zero():
+    flux = np.array([[1.0, np.nan, 5.0, 7.0]], dtype=">f4")
+    error = np.array([[0.1, 0.1, 1e10, 0.0]])
+    out = prepare_flux(flux, error)
+    assert out.dtype == np.float32 and out.dtype.isnative
+    assert out.tolist() == [[1.0, 0.0, 0.0, 0.0]]
