@@ -270,6 +270,33 @@ def validate(
 
 
 @app.command()
+def train(
+    init: Annotated[Optional[str], typer.Option(help="Start from a model.pt or an MLflow model URI "
+                                                     "(e.g. models:/apogeenet@champion).")] = None,
+    profile: Annotated[Optional[str], typer.Option(help="Training profile [params: train.profile]")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output directory [params: paths.model]")] = None,
+    track: Annotated[bool, typer.Option(help="Log to MLflow and register the model.")] = True,
+    params: ParamsOption = None,
+) -> None:
+    """Train APOGEE Net (paper §3.3) on the label catalog; writes model.pt, Tables 2/3 and plots.
+    An interrupted run resumes from its last checkpoint."""
+    from apogeenet.stages import train_stage
+
+    cfg = load_params(params)
+    if profile:
+        if profile not in cfg.train.profiles:
+            raise UserError(f"unknown profile {profile!r}; params.yaml defines {sorted(cfg.train.profiles)}")
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"profile": profile})})
+    result = train_stage(cfg, init_model=init, out_dir=out_dir, track=track, progress=True)
+    out.print(f"best dev loss {result['best_dev_loss']:.4f} at epoch {result['best_epoch']}; "
+              f"test MSE full {result.get('test/full/mse', float('nan')):.4f}", soft_wrap=True)
+    if "version" in result:
+        out.print(f"registered apogeenet version {result['version']} (candidate); champion is version "
+                  f"{result['champion_version']}", soft_wrap=True)
+    out.print(((out_dir or cfg.paths.model) / "tables.md").read_text(), soft_wrap=True)
+
+
+@app.command()
 def info(
     store: Annotated[Optional[Path], typer.Argument(help="Store directory [params: paths.store]")] = None,
     params: ParamsOption = None,

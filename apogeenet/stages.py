@@ -87,3 +87,144 @@ def validate_stage(cfg: Params, *, allstar: Path | None = None):
                           split_tolerance=cfg.validation.split_tolerance,
                           min_finite_fraction=cfg.validation.min_finite_fraction)
     return run_suites(frames, suites, cfg.paths.validation)
+
+
+def _training_data(cfg: Params):
+    """The store joined to the label catalog, and Table 1."""
+    import json
+
+    from apogeenet.io.tables import read_table
+    from apogeenet.labels.build import LABELS_FILE, TABLE1_FILE
+    from apogeenet.labels.catalog import Normalisation
+    from apogeenet.store import SpectraStore
+    from apogeenet.train import LabelledSpectra
+
+    labels_dir = cfg.paths.labels
+    for needed in (labels_dir / LABELS_FILE, labels_dir / TABLE1_FILE):
+        if not needed.exists():
+            raise StageError(f"{needed} is missing: run `apogeenet label` first")
+    table1 = Normalisation(**json.loads((labels_dir / TABLE1_FILE).read_text()))
+    return LabelledSpectra(SpectraStore(cfg.paths.store), read_table(labels_dir / LABELS_FILE), table1)
+
+
+def predictions_frame(data, predictor) -> "pd.DataFrame":
+    """The label catalog (stars with a spectrum) with PRED_TEFF, PRED_LOGG, PRED_FE_H."""
+    import numpy as np
+
+    from apogeenet.model import prepare_flux
+
+    preds = []
+    for start in range(0, len(data), 256):
+        positions = np.arange(start, min(start + 256, len(data)))
+        spectra = data.store.read(data.rows[positions])
+        preds.append(predictor.predict(prepare_flux(spectra.flux, spectra.error)))
+    import pandas as pd
+
+    pred = pd.concat(preds, ignore_index=True).add_prefix("PRED_")
+    return pd.concat([data.catalog.reset_index(drop=True), pred], axis=1)
+
+
+def evaluate_predictor(data, predictor, out_dir: Path) -> dict:
+    """Tables 2 and 3 (Markdown and CSV), plots and metrics.json for one model."""
+    import json
+
+    from apogeenet.evaluate import (evaluation_tables, kiel_plot, label_vs_prediction_plot,
+                                    metrics_from_tables, tables_markdown)
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame = predictions_frame(data, predictor)
+    table2, table3 = evaluation_tables(frame, data.table1)
+    table2.to_csv(out_dir / "table2.csv")
+    table3.to_csv(out_dir / "table3.csv")
+    (out_dir / "tables.md").write_text(tables_markdown(table2, table3))
+    frame.to_parquet(out_dir / "predictions.parquet", index=False)
+    label_vs_prediction_plot(frame, out_dir / "label_vs_prediction.png")
+    kiel_plot(frame, out_dir / "kiel.png")
+    metrics = metrics_from_tables(table2, table3)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return metrics
+
+
+def data_version(cfg: Params) -> str:
+    """The DVC hash of the raw inputs (data.dvc) and a hash of the label catalog, for MLflow tags."""
+    import hashlib
+
+    import yaml
+
+    from apogeenet.labels.build import LABELS_FILE
+
+    dvc_file = Path("data.dvc")
+    raw = yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"] if dvc_file.exists() else "untracked"
+    labels = cfg.paths.labels / LABELS_FILE
+    label_hash = hashlib.sha256(labels.read_bytes()).hexdigest()[:12] if labels.exists() else "none"
+    return f"data={raw};labels={label_hash}"
+
+
+def train_stage(cfg: Params, *, init_model: str | None = None, out_dir: Path | None = None,
+                track: bool = True, run_name: str = "pretrain", progress: bool = False) -> dict:
+    """§3.3: train (or continue from ``init_model``, a path or MLflow model URI), evaluate
+    Tables 2/3, save ``model.pt``; with ``track``, log everything to MLflow and register."""
+    import dataclasses
+
+    import numpy as np
+
+    from apogeenet.serving import Predictor
+    from apogeenet.train import TrainConfig, train_model
+
+    data = _training_data(cfg)
+    out_dir = Path(out_dir or cfg.paths.model)
+    profile = cfg.train.active()
+    train_cfg = TrainConfig(**profile.model_dump(), dropout=cfg.train.dropout, seed=cfg.train.seed,
+                            amp=cfg.train.amp)
+    train_pos, dev_pos = data.select(split="train"), data.select(split="dev")
+    init_state = _initial_state(init_model) if init_model else None
+
+    def dev_loss_of(predictor: Predictor) -> float:
+        from apogeenet.train import predict_standardised
+
+        pred = predict_standardised(predictor.model, data, dev_pos)
+        return float(np.mean((pred - data.targets[dev_pos]) ** 2))
+
+    def fit(on_epoch=None):
+        result = train_model(data, train_pos, dev_pos, train_cfg, out_dir / "checkpoints",
+                             init_state=init_state, on_epoch=on_epoch, progress=progress)
+        predictor = Predictor(result.model, data.table1)
+        predictor.save(out_dir / "model.pt")
+        metrics = evaluate_predictor(data, predictor, out_dir)
+        return result, predictor, metrics
+
+    if not track:
+        result, _, metrics = fit()
+        return {"best_dev_loss": result.best_dev_loss, "best_epoch": result.best_epoch, **metrics}
+    import mlflow
+
+    from apogeenet.registry import log_and_register
+    from apogeenet.tracking import mlflow_run
+
+    with mlflow_run("train", run_name, tags={"data_version": data_version(cfg)}):
+        mlflow.log_params({"profile": cfg.train.profile, **dataclasses.asdict(train_cfg),
+                           "n_train": len(train_pos), "n_dev": len(dev_pos),
+                           "init_model": init_model or "", **{f"table1.{k}": v for k, v in data.table1.to_dict().items()}})
+        result, predictor, metrics = fit(lambda r: mlflow.log_metrics(
+            {"train_loss": r["train_loss"], "dev_loss": r["dev_loss"], "samples_per_s": r["samples_per_s"]},
+            step=r["epoch"]))
+        mlflow.log_metrics({k: v for k, v in metrics.items()})
+        mlflow.log_metric("best_dev_loss", result.best_dev_loss)
+        for name in ("tables.md", "table2.csv", "table3.csv", "label_vs_prediction.png", "kiel.png", "metrics.json"):
+            mlflow.log_artifact(str(out_dir / name), artifact_path="evaluation")
+        example = data.batch(dev_pos[:2])[0].numpy()
+        registry = log_and_register(predictor, example, dev_loss_of=dev_loss_of)
+        mlflow.set_tags({"registered_version": registry["version"], "champion": str(registry["promoted"])})
+    return {"best_dev_loss": result.best_dev_loss, "best_epoch": result.best_epoch, **registry, **metrics}
+
+
+def _initial_state(init_model: str) -> dict:
+    """Weights from a ``model.pt`` path or an MLflow model URI (``models:/apogeenet@champion``)."""
+    from apogeenet.serving import Predictor
+
+    if "://" in init_model or init_model.startswith("models:/"):
+        from apogeenet.registry import load_predictor
+
+        return load_predictor(init_model).model.state_dict()
+    return Predictor.load(init_model).model.state_dict()

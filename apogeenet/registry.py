@@ -1,0 +1,80 @@
+"""MLflow model logging and the registry (edge module: imported only by stages and flows).
+
+The logged model is a pyfunc whose input is raw apStar flux (n, 8575) float32 — the combined
+spectrum, bad pixels 0 — and whose output is a table of TEFF [K], LOGG and FE_H in physical
+units. It carries the weights and Table 1, so ``mlflow.pyfunc.load_model("models:/apogeenet@champion")``
+needs nothing else. Versions are registered under ``apogeenet``; alias ``candidate`` always
+points at the newest, ``champion`` moves only when the new model's dev loss beats the current
+champion's, both measured on the same (current) dev set.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema, TensorSpec
+
+from apogeenet.serving import Predictor
+
+__all__ = ["MODEL_NAME", "ApogeeNetPyfunc", "load_predictor", "log_and_register"]
+
+MODEL_NAME = "apogeenet"
+
+
+class ApogeeNetPyfunc(mlflow.pyfunc.PythonModel):
+    """Raw flux (n, 8575) -> DataFrame TEFF, LOGG, FE_H in physical units."""
+
+    def load_context(self, context) -> None:
+        self.predictor = Predictor.load(context.artifacts["model"])
+
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        if isinstance(model_input, dict):  # a named tensor input arrives as {"flux": array}
+            model_input = model_input["flux"]
+        flux = model_input.to_numpy() if isinstance(model_input, pd.DataFrame) else np.asarray(model_input)
+        flux = np.nan_to_num(np.atleast_2d(flux).astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        return self.predictor.predict(flux)
+
+
+def _signature() -> ModelSignature:
+    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 8575), "flux")]),
+                          outputs=Schema([ColSpec("double", c) for c in ("TEFF", "LOGG", "FE_H")]))
+
+
+def load_predictor(uri: str) -> Predictor:
+    """The :class:`Predictor` behind a registered or logged model URI (e.g. ``models:/apogeenet@champion``)."""
+    wrapped = mlflow.pyfunc.load_model(uri).unwrap_python_model()
+    return wrapped.predictor
+
+
+def log_and_register(predictor: Predictor, example_flux: np.ndarray, *, dev_loss_of) -> dict:
+    """Log the model in the active run, register a new version, set ``candidate`` and maybe
+    ``champion``. ``dev_loss_of(predictor)`` measures a model on the current dev set.
+
+    Returns {"version", "champion_version", "promoted", "dev_loss", "champion_dev_loss"}.
+    """
+    client = mlflow.MlflowClient()
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = predictor.save(Path(tmp) / "model.pt")
+        info = mlflow.pyfunc.log_model(name="model", python_model=ApogeeNetPyfunc(),
+                                       artifacts={"model": str(weights)}, signature=_signature(),
+                                       input_example=example_flux[:2].astype(np.float32),
+                                       registered_model_name=MODEL_NAME)
+    version = str(info.registered_model_version)
+    client.set_registered_model_alias(MODEL_NAME, "candidate", version)
+    dev_loss = float(dev_loss_of(predictor))
+    try:
+        champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
+        champion_loss = float(dev_loss_of(load_predictor(f"models:/{MODEL_NAME}@champion")))
+    except mlflow.exceptions.MlflowException:
+        champion, champion_loss = None, float("inf")
+    promoted = dev_loss < champion_loss
+    if promoted:
+        client.set_registered_model_alias(MODEL_NAME, "champion", version)
+    return {"version": version, "promoted": promoted, "dev_loss": dev_loss,
+            "champion_version": version if promoted else str(champion.version),
+            "champion_dev_loss": dev_loss if promoted else champion_loss}

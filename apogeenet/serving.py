@@ -1,0 +1,53 @@
+"""A trained APOGEE Net as one self-contained object: weights + Table 1, physical predictions.
+
+:class:`Predictor` is what training writes (``model.pt``) and what inference loads; the MLflow
+pyfunc wrapper in :mod:`apogeenet.registry` takes flux arrays and returns Teff, log g and
+[Fe/H] in physical units through it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from apogeenet.labels.catalog import LABEL_COLUMNS, Normalisation
+from apogeenet.model import ApogeeNet
+
+__all__ = ["Predictor"]
+
+
+@dataclass
+class Predictor:
+    model: ApogeeNet
+    table1: Normalisation
+
+    def predict(self, flux: np.ndarray, batch_size: int = 256) -> pd.DataFrame:
+        """TEFF [K], LOGG, FE_H for prepared flux (n, 8575) (bad pixels already 0)."""
+        flux = np.atleast_2d(np.asarray(flux, dtype=np.float32))
+        device = next(self.model.parameters()).device
+        self.model.eval()
+        out = np.empty((len(flux), 3), np.float64)
+        with torch.no_grad():
+            for start in range(0, len(flux), batch_size):
+                chunk = torch.from_numpy(flux[start:start + batch_size]).to(device)
+                out[start:start + len(chunk)] = self.model(chunk).double().cpu().numpy()
+        physical = out * self.table1.std + self.table1.mean
+        return pd.DataFrame(physical, columns=list(LABEL_COLUMNS))
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": self.model.state_dict(), "table1": self.table1.to_dict(),
+                    "architecture": "ApogeeNet-AppendixB", "n_outputs": 3}, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Predictor:
+        saved = torch.load(path, map_location=device, weights_only=False)
+        model = ApogeeNet(saved.get("n_outputs", 3))
+        model.load_state_dict(saved["model"])
+        return cls(model.to(device).eval(), Normalisation(**saved["table1"]))

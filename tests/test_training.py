@@ -1,0 +1,117 @@
+"""Training machinery (§3.3): early stopping, best checkpoint, resume; evaluation tables (§3.5);
+the MLflow pyfunc and registry aliases."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from apogeenet.evaluate import evaluation_tables, metrics_from_tables, robust_sigma, tables_markdown
+from apogeenet.labels.catalog import Normalisation, combine_labels
+from apogeenet.serving import Predictor
+from apogeenet.store import SpectraStore, ingest
+from apogeenet.synth.survey import make_survey
+from apogeenet.train import LabelledSpectra, TrainConfig, train_model
+from apogeenet.model import ApogeeNet
+
+TABLE1 = Normalisation(4700.0, 900.0, 3.5, 1.2, -0.1, 0.25)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    stars, _ = make_survey(root / "survey", 24, seed=2, fractions={"giant": 0.5, "dwarf": 0.5})
+    ingest(root / "survey" / "apStar", root / "store", workers=1)
+    part = pd.DataFrame({"APOGEE_ID": stars["apogee_id"], "TEFF": stars["teff"],
+                         "LOGG": stars["logg"], "FE_H": stars["fe_h"]})
+    catalog = combine_labels({"PAYNE": part})
+    return LabelledSpectra(SpectraStore(root / "store"), catalog, TABLE1)
+
+
+def test_targets_are_standardised_with_table1(small):
+    expected = (small.catalog["TEFF"].to_numpy() - 4700.0) / 900.0
+    np.testing.assert_allclose(small.targets[:, 0], expected, rtol=1e-6)
+    flux, target = small.batch(np.array([0, 3]))
+    assert flux.shape == (2, 8575) and flux.dtype == torch.float32 and target.shape == (2, 3)
+
+
+def test_early_stopping_keeps_the_best_and_resumes(small, tmp_path):
+    train, dev = small.select(split="train"), small.select(split="dev")
+    dev = dev if len(dev) else train[:2]
+    cfg = TrainConfig(max_epochs=3, patience=5, batch_size=8)
+    first = train_model(small, train, dev, cfg, tmp_path / "ck")
+    assert len(first.history) == 3 and (tmp_path / "ck" / "best.pt").exists()
+    assert first.best_dev_loss == min(h["dev_loss"] for h in first.history)
+    # "kill" after 3 epochs, then ask for 5: it resumes at epoch 3, not 0
+    resumed = train_model(small, train, dev, TrainConfig(max_epochs=5, patience=5, batch_size=8), tmp_path / "ck")
+    assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3, 4]
+    assert resumed.history[:3] == first.history
+    # patience: a run whose dev loss cannot improve stops after `patience` epochs
+    stop = train_model(small, train, dev, TrainConfig(max_epochs=50, patience=2, batch_size=8,
+                                                      learning_rate=1e-12), tmp_path / "stuck")
+    assert len(stop.history) <= 2 + 1 + stop.best_epoch
+
+
+def test_tables_from_known_predictions():
+    frame = pd.DataFrame({
+        "SOURCE": ["PAYNE"] * 4 + ["MSTAR"] * 2, "SPLIT": ["train", "train", "test", "test", "test", "test"],
+        "TEFF": [5000.0] * 6, "LOGG": [2.0] * 6, "FE_H": [0.0] * 6,
+        "PRED_TEFF": [5000.0, 5000, 5090, 4910, 5180, 4820], "PRED_LOGG": [2.0] * 6, "PRED_FE_H": [0.0] * 6})
+    table2, table3 = evaluation_tables(frame, TABLE1)
+    assert table2.loc["payne", "test"] == pytest.approx((90 / 900) ** 2 / 3)
+    assert table2.loc["mstar", "test"] == pytest.approx((180 / 900) ** 2 / 3)
+    assert table3.loc[("payne", "teff", "scatter"), "test"] == pytest.approx(90.0)
+    assert table3.loc[("full", "teff", "scatter"), "test"] == pytest.approx(np.sqrt((2 * 90**2 + 2 * 180**2) / 4))
+    metrics = metrics_from_tables(table2, table3)
+    assert metrics["test/mstar/teff_scatter"] == pytest.approx(180.0)
+    assert "test/yso/mse" not in metrics  # empty groups are not invented
+    assert "| payne | teff (K) | 0 | – | 90 |" in tables_markdown(table2, table3)
+    assert robust_sigma(np.array([-1.0, 0.0, 1.0, 100.0])) == pytest.approx(1.4826)
+
+
+def test_predictor_round_trip_in_physical_units(tmp_path):
+    torch.manual_seed(0)
+    predictor = Predictor(ApogeeNet(3), TABLE1)
+    flux = np.random.default_rng(0).uniform(10, 500, (3, 8575)).astype(np.float32)
+    before = predictor.predict(flux)
+    again = Predictor.load(predictor.save(tmp_path / "model.pt")).predict(flux)
+    pd.testing.assert_frame_equal(before, again)
+    z = predictor.model.eval()(torch.from_numpy(flux)).detach().numpy()
+    np.testing.assert_allclose(before["TEFF"], z[:, 0] * 900 + 4700, rtol=1e-5)
+
+
+def test_registry_aliases_candidate_and_champion(tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    from apogeenet.registry import MODEL_NAME, log_and_register
+    from apogeenet.tracking import mlflow_run
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    flux = np.random.default_rng(1).uniform(10, 500, (2, 8575)).astype(np.float32)
+
+    def constant_model(c):  # predicts the standardised value c for every star
+        model = ApogeeNet(3)
+        last = model.head[-1]
+        torch.nn.init.zeros_(last.weight)
+        torch.nn.init.constant_(last.bias, c)
+        return Predictor(model, TABLE1)
+
+    def dev_loss_of(predictor):  # "dev set" whose standardised labels are all 0
+        with torch.no_grad():
+            return float((predictor.model.eval()(torch.from_numpy(flux)) ** 2).mean())
+
+    results = []
+    for i, c in enumerate([0.7, 0.95, 0.5]):  # dev losses 0.49, 0.90, 0.25
+        with mlflow_run("test", f"run{i}", root=tmp_path):
+            results.append(log_and_register(constant_model(c), flux, dev_loss_of=dev_loss_of))
+    assert [r["promoted"] for r in results] == [True, False, True]
+    assert results[1]["champion_dev_loss"] == pytest.approx(0.49)
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias(MODEL_NAME, "candidate").version) == "3"
+    assert str(client.get_model_version_by_alias(MODEL_NAME, "champion").version) == "3"
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
+    out = model.predict(flux)
+    assert list(out.columns) == ["TEFF", "LOGG", "FE_H"] and len(out) == 2
