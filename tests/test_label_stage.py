@@ -29,12 +29,13 @@ def project(tmp_path_factory):
         "labels": "derived/labels", "validation": "derived/validation"}.items()},
         "yso": SMALL_YSO, "validation": {"split_tolerance": 0.2}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
+    label_stage(load_params(root / "params.yaml"), track=False)  # every test starts from labels
     return root
 
 
 def test_label_then_validate_writes_everything(project):
     cfg = load_params(project / "params.yaml")
-    metrics = label_stage(cfg, track=False)
+    metrics = json.loads((cfg.paths.labels / "metrics.json").read_text())
     labels = pd.read_parquet(cfg.paths.labels / "labels.parquet")
     assert metrics["n_labels"] == len(labels) > 40
     assert set(labels["SOURCE"]) == {"PAYNE", "MSTAR", "YSO"}
