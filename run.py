@@ -64,6 +64,11 @@ def main(argv: list[str]) -> int:
             sh(BIN / "apogeenet", "synth", env=env)
             sh(BIN / "dvc", "repro", env=env)
             sh(BIN / "apogeenet", "info", env=env)
+            tables = ROOT / "derived" / "model" / "tables.md"
+            if tables.exists():
+                print(tables.read_text())
+                print(f"model, tables and plots: {tables.parent}; MLflow: "
+                      f"mlflow ui --backend-store-uri sqlite:///{ROOT / 'mlruns' / 'mlflow.db'}")
     except subprocess.CalledProcessError as exc:
         return exc.returncode
     return 0

@@ -110,6 +110,8 @@ class TrainProfile(_Section):
     batch_size: int = Field(128, ge=1)
     max_epochs: int = Field(30, ge=1)
     patience: int = Field(5, ge=1)
+    grad_clip: float = Field(0.0, ge=0)
+    """Largest gradient norm (0: no clipping)."""
 
 
 class TrainParams(_Section):
@@ -118,7 +120,8 @@ class TrainParams(_Section):
     profile: str = "demo"
     profiles: dict[str, TrainProfile] = {
         "paper": TrainProfile(optimizer="sgd", learning_rate=1e-3, max_epochs=1000),
-        "demo": TrainProfile(optimizer="adam", learning_rate=1e-3, max_epochs=30),
+        "demo": TrainProfile(optimizer="adam", learning_rate=1e-3, batch_size=32, max_epochs=30,
+                             grad_clip=1.0),
     }
     dropout: float = Field(0.1, ge=0, lt=1)
     seed: int = 0

@@ -6,6 +6,15 @@ followed by ReLU, and a max-pool of 2 after every second one (8575 → 4287 → 
 then fully connected 64·133 → 512 → 512 → 3 with ReLU and dropout 0.1 after the first two. The
 outputs are the standardised targets (eq. 4); :class:`apogeenet.train` converts them back.
 
+Initialisation (the paper does not give one): He (Kaiming) normal weights for every Conv1d and
+Linear layer and zero biases. PyTorch's default shrinks activations by ≈0.58 per layer, so after
+twelve convolutions the signal is ~1e-3 of the input and training on the 2 000-star survey did not
+leave the mean-prediction loss in 10 epochs; with He initialisation it does within one or two.
+
+Input scale: the network sees raw flux divided by one constant, ``flux_scale`` (the median good
+pixel of the training spectra, stored with the model) — a change of flux unit that keeps every
+spectrum's shape and the flux ratios between stars.
+
 Bad pixels: APOGEE writes flux 0 and error 1e10 where there is no data, so the raw flux the
 network sees already carries 0 there — the convention the paper's model was trained with. The
 one documented handling here is :func:`prepare_flux`: every pixel that is not good (non-finite
@@ -53,6 +62,10 @@ class ApogeeNet(nn.Module):
             nn.Linear(512, n_outputs),
         )
         self.n_pixels = n_pixels
+        for module in self.modules():
+            if isinstance(module, (nn.Conv1d, nn.Linear)):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                nn.init.zeros_(module.bias)
 
     def forward(self, flux: torch.Tensor) -> torch.Tensor:
         if flux.ndim != 2 or flux.shape[1] != self.n_pixels:

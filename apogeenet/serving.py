@@ -24,10 +24,12 @@ __all__ = ["Predictor"]
 class Predictor:
     model: ApogeeNet
     table1: Normalisation
+    flux_scale: float = 1.0
+    """The network's flux unit (see :mod:`apogeenet.model`)."""
 
     def predict(self, flux: np.ndarray, batch_size: int = 256) -> pd.DataFrame:
-        """TEFF [K], LOGG, FE_H for prepared flux (n, 8575) (bad pixels already 0)."""
-        flux = np.atleast_2d(np.asarray(flux, dtype=np.float32))
+        """TEFF [K], LOGG, FE_H for prepared raw flux (n, 8575) (bad pixels already 0)."""
+        flux = np.atleast_2d(np.asarray(flux, dtype=np.float32)) / np.float32(self.flux_scale)
         device = next(self.model.parameters()).device
         self.model.eval()
         out = np.empty((len(flux), 3), np.float64)
@@ -42,7 +44,8 @@ class Predictor:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"model": self.model.state_dict(), "table1": self.table1.to_dict(),
-                    "architecture": "ApogeeNet-AppendixB", "n_outputs": 3}, path)
+                    "flux_scale": self.flux_scale, "architecture": "ApogeeNet-AppendixB",
+                    "n_outputs": 3}, path)
         return path
 
     @classmethod
@@ -50,4 +53,4 @@ class Predictor:
         saved = torch.load(path, map_location=device, weights_only=False)
         model = ApogeeNet(saved.get("n_outputs", 3))
         model.load_state_dict(saved["model"])
-        return cls(model.to(device).eval(), Normalisation(**saved["table1"]))
+        return cls(model.to(device).eval(), Normalisation(**saved["table1"]), float(saved.get("flux_scale", 1.0)))

@@ -178,18 +178,22 @@ def train_stage(cfg: Params, *, init_model: str | None = None, out_dir: Path | N
     train_cfg = TrainConfig(**profile.model_dump(), dropout=cfg.train.dropout, seed=cfg.train.seed,
                             amp=cfg.train.amp)
     train_pos, dev_pos = data.select(split="train"), data.select(split="dev")
-    init_state = _initial_state(init_model) if init_model else None
+    init_state, data.flux_scale = (_initial_state(init_model) if init_model
+                                   else (None, data.median_flux(train_pos)))
 
     def dev_loss_of(predictor: Predictor) -> float:
-        from apogeenet.train import predict_standardised
+        """Standardised MSE on this run's dev set, through the predictor's own flux unit."""
+        from apogeenet.model import prepare_flux
 
-        pred = predict_standardised(predictor.model, data, dev_pos)
-        return float(np.mean((pred - data.targets[dev_pos]) ** 2))
+        spectra = data.store.read(data.rows[dev_pos])
+        physical = predictor.predict(prepare_flux(spectra.flux, spectra.error)).to_numpy()
+        z = (physical - data.table1.mean) / data.table1.std
+        return float(np.mean((z - data.targets[dev_pos]) ** 2))
 
     def fit(on_epoch=None):
         result = train_model(data, train_pos, dev_pos, train_cfg, out_dir / "checkpoints",
                              init_state=init_state, on_epoch=on_epoch, progress=progress)
-        predictor = Predictor(result.model, data.table1)
+        predictor = Predictor(result.model, data.table1, data.flux_scale)
         predictor.save(out_dir / "model.pt")
         metrics = evaluate_predictor(data, predictor, out_dir)
         return result, predictor, metrics
@@ -204,6 +208,7 @@ def train_stage(cfg: Params, *, init_model: str | None = None, out_dir: Path | N
 
     with mlflow_run("train", run_name, tags={"data_version": data_version(cfg)}):
         mlflow.log_params({"profile": cfg.train.profile, **dataclasses.asdict(train_cfg),
+                           "flux_scale": data.flux_scale,
                            "n_train": len(train_pos), "n_dev": len(dev_pos),
                            "init_model": init_model or "", **{f"table1.{k}": v for k, v in data.table1.to_dict().items()}})
         result, predictor, metrics = fit(lambda r: mlflow.log_metrics(
@@ -219,12 +224,15 @@ def train_stage(cfg: Params, *, init_model: str | None = None, out_dir: Path | N
     return {"best_dev_loss": result.best_dev_loss, "best_epoch": result.best_epoch, **registry, **metrics}
 
 
-def _initial_state(init_model: str) -> dict:
-    """Weights from a ``model.pt`` path or an MLflow model URI (``models:/apogeenet@champion``)."""
+def _initial_state(init_model: str) -> tuple[dict, float]:
+    """Weights and flux unit from a ``model.pt`` path or an MLflow model URI
+    (``models:/apogeenet@champion``)."""
     from apogeenet.serving import Predictor
 
     if "://" in init_model or init_model.startswith("models:/"):
         from apogeenet.registry import load_predictor
 
-        return load_predictor(init_model).model.state_dict()
-    return Predictor.load(init_model).model.state_dict()
+        predictor = load_predictor(init_model)
+    else:
+        predictor = Predictor.load(init_model)
+    return predictor.model.state_dict(), predictor.flux_scale

@@ -7,8 +7,8 @@ learning rate and momentum are parameters: the paper's profile is SGD at 1e-3, b
 demo profile uses Adam, which converges on a few thousand stars (see params.yaml).
 
 Batches stream from the spectra store (memory-mapped rows), never from FITS files. Training
-resumes from ``last.pt`` in the checkpoint directory after an interruption; ``best.pt`` holds
-the best weights so far. CUDA is used when present (optionally with bfloat16 autocast), the CPU
+resumes from ``last.pt`` in the checkpoint directory after an interruption (only if that
+checkpoint has the same configuration, apart from max_epochs and patience, and data sizes); ``best.pt`` holds the best weights so far. CUDA is used when present (optionally with bfloat16 autocast), the CPU
 otherwise.
 """
 
@@ -44,6 +44,7 @@ class TrainConfig:
     dropout: float = 0.1
     seed: int = 0
     amp: bool = False                # bfloat16 autocast on CUDA
+    grad_clip: float = 0.0           # max gradient norm; 0 = no clipping
 
 
 @dataclass
@@ -57,7 +58,8 @@ class TrainResult:
 class LabelledSpectra:
     """Store rows joined to a label catalog; batches of prepared flux and standardised targets."""
 
-    def __init__(self, store: SpectraStore, catalog: pd.DataFrame, table1: Normalisation) -> None:
+    def __init__(self, store: SpectraStore, catalog: pd.DataFrame, table1: Normalisation,
+                 flux_scale: float = 1.0) -> None:
         index = store.index.reset_index(drop=True)
         row_of = pd.Series(np.arange(len(index)), index=index["apogee_id"].to_numpy())
         row_of = row_of[~row_of.index.duplicated()]
@@ -66,6 +68,7 @@ class LabelledSpectra:
         self.catalog = catalog
         self.rows = row_of.loc[catalog["APOGEE_ID"]].to_numpy()
         self.table1 = table1
+        self.flux_scale = float(flux_scale)
         labels = catalog[list(LABEL_COLUMNS)].to_numpy(np.float64)
         self.targets = ((labels - table1.mean) / table1.std).astype(np.float32)
 
@@ -83,8 +86,14 @@ class LabelledSpectra:
 
     def batch(self, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         spectra = self.store.read(self.rows[positions])
-        flux = prepare_flux(spectra.flux, spectra.error)
+        flux = prepare_flux(spectra.flux, spectra.error) / np.float32(self.flux_scale)
         return torch.from_numpy(flux), torch.from_numpy(self.targets[positions])
+
+    def median_flux(self, positions: np.ndarray, limit: int = 500) -> float:
+        """Median good-pixel flux of (up to ``limit`` of) these spectra: the model's flux unit."""
+        spectra = self.store.read(self.rows[np.sort(positions)[:limit]])
+        flux = prepare_flux(spectra.flux, spectra.error)
+        return float(np.median(flux[flux > 0]))
 
 
 def best_device() -> torch.device:
@@ -148,8 +157,13 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
     optimizer = _optimizer(model, cfg)
     generator = torch.Generator().manual_seed(cfg.seed)
     state = {"epoch": 0, "best_dev_loss": math.inf, "best_epoch": -1, "bad_epochs": 0, "history": []}
-    if last.exists():  # resume after a kill
-        saved = load_checkpoint(last)
+    signature = {**{k: v for k, v in asdict(cfg).items() if k not in ("max_epochs", "patience")},
+                 "n_train": int(len(train_positions)), "n_dev": int(len(dev_positions)),
+                 "flux_scale": data.flux_scale}
+    saved = load_checkpoint(last) if last.exists() else None
+    if saved is not None and saved.get("signature") != signature:
+        saved = None  # a checkpoint of another configuration or data set: start afresh
+    if saved is not None:  # resume after a kill
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         generator.set_state(saved["generator"])
@@ -171,6 +185,8 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
                 with _autocast(device, cfg.amp):
                     loss = loss_fn(model(flux).float(), target)
                 loss.backward()
+                if cfg.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 optimizer.step()
                 total += float(loss.detach()) * len(flux)
                 seen += len(flux)
@@ -187,7 +203,7 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
             state["bad_epochs"] += 1
         state["epoch"] += 1
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "generator": generator.get_state(), "state": state}, last)
+                    "generator": generator.get_state(), "state": state, "signature": signature}, last)
         if on_epoch:
             on_epoch(record)
     model.load_state_dict(load_checkpoint(best_path)["model"])

@@ -115,3 +115,28 @@ def test_registry_aliases_candidate_and_champion(tmp_path, monkeypatch):
     model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
     out = model.predict(flux)
     assert list(out.columns) == ["TEFF", "LOGG", "FE_H"] and len(out) == 2
+
+
+def test_flux_unit_travels_with_the_model(tmp_path):
+    torch.manual_seed(0)
+    flux = np.random.default_rng(2).uniform(10, 500, (2, 8575)).astype(np.float32)
+    scaled = Predictor(ApogeeNet(3), TABLE1, flux_scale=250.0)
+    plain = Predictor(scaled.model, TABLE1)
+    pd.testing.assert_frame_equal(scaled.predict(flux), plain.predict(flux / 250.0))
+    assert Predictor.load(scaled.save(tmp_path / "m.pt")).flux_scale == 250.0
+
+
+@pytest.mark.slow
+def test_short_training_lowers_the_dev_loss_clearly(tmp_path):
+    """The demo profile learns on a small synthetic survey (issue 5: keep this test)."""
+    stars, _ = make_survey(tmp_path / "survey", 400, seed=4, fractions={"giant": 0.5, "dwarf": 0.5})
+    ingest(tmp_path / "survey" / "apStar", tmp_path / "store", workers=1)
+    part = pd.DataFrame({"APOGEE_ID": stars["apogee_id"], "TEFF": stars["teff"],
+                         "LOGG": stars["logg"], "FE_H": stars["fe_h"]})
+    data = LabelledSpectra(SpectraStore(tmp_path / "store"), combine_labels({"PAYNE": part}), TABLE1)
+    train, dev = data.select(split="train"), np.concatenate([data.select(split="dev"), data.select(split="test")])
+    data.flux_scale = data.median_flux(train)
+    cfg = TrainConfig(optimizer="adam", learning_rate=1e-3, batch_size=32, max_epochs=12, patience=12, grad_clip=1.0)
+    result = train_model(data, train, dev, cfg, tmp_path / "ck")
+    mean_loss = float(np.mean((data.targets[dev] - data.targets[train].mean(0)) ** 2))
+    assert result.best_dev_loss < 0.6 * mean_loss, (result.best_dev_loss, mean_loss)
