@@ -297,6 +297,27 @@ def train(
 
 
 @app.command()
+def adapt(
+    init: Annotated[Optional[str], typer.Option(help="Model to adapt: model.pt or MLflow URI "
+                                                     "[models:/apogeenet@champion; derived/model/model.pt with --no-track]")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output directory [params: paths.adapted]")] = None,
+    track: Annotated[bool, typer.Option(help="Log to MLflow (nested run per round) and register.")] = True,
+    params: ParamsOption = None,
+) -> None:
+    """Adapt a trained model to M dwarfs and YSOs (paper §3.4): rounds on MSTAR + YSO + 5 % Payne."""
+    from apogeenet.stages import adapt_stage
+
+    cfg = load_params(params)
+    result = adapt_stage(cfg, init_model=init, out_dir=out_dir, track=track)
+    out.print(f"{result['rounds']} rounds; MSTAR+YSO dev loss {result['initial_focus_dev_loss']:.4f} -> "
+              f"{result['adapted_focus_dev_loss']:.4f} (best round {result['best_round']})", soft_wrap=True)
+    if "version" in result:
+        out.print(f"registered apogeenet version {result['version']} (candidate); champion is version "
+                  f"{result['champion_version']}", soft_wrap=True)
+    out.print(((out_dir or cfg.paths.adapted) / "tables.md").read_text(), soft_wrap=True)
+
+
+@app.command()
 def info(
     store: Annotated[Optional[Path], typer.Argument(help="Store directory [params: paths.store]")] = None,
     params: ParamsOption = None,

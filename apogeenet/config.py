@@ -39,6 +39,8 @@ class PathsParams(_Section):
     """Great Expectations results and Data Docs (``apogeenet validate``)."""
     model: Path = Path("derived/model")
     """Trained network, checkpoints, Tables 2/3 and plots (``apogeenet train``)."""
+    adapted: Path = Path("derived/adapted")
+    """The adapted network (§3.4) and its Tables 2/3 (``apogeenet adapt``)."""
 
 
 POPULATIONS = ("giant", "dwarf", "mdwarf", "yso", "field")
@@ -142,6 +144,16 @@ class TrainParams(_Section):
         return self.profiles[self.profile]
 
 
+class AdaptParams(_Section):
+    """Model adaptation (§3.4)."""
+
+    payne_fraction: float = Field(0.05, gt=0, le=1)
+    patience_rounds: int = Field(2, ge=1)
+    """Stop after this many rounds without a better MSTAR + YSO dev loss."""
+    max_rounds: int = Field(6, ge=1)
+    seed: int = 1
+
+
 class Params(_Section):
     paths: PathsParams = PathsParams()
     synth: SynthParams = SynthParams()
@@ -149,6 +161,7 @@ class Params(_Section):
     yso: YSOParams = YSOParams()
     validation: ValidateParams = ValidateParams()
     train: TrainParams = TrainParams()
+    adapt: AdaptParams = AdaptParams()
     ingest: IngestParams = IngestParams()
     download: DownloadParams = DownloadParams()
 

@@ -167,8 +167,6 @@ def train_stage(cfg: Params, *, init_model: str | None = None, out_dir: Path | N
     Tables 2/3, save ``model.pt``; with ``track``, log everything to MLflow and register."""
     import dataclasses
 
-    import numpy as np
-
     from apogeenet.serving import Predictor
     from apogeenet.train import TrainConfig, train_model
 
@@ -182,13 +180,7 @@ def train_stage(cfg: Params, *, init_model: str | None = None, out_dir: Path | N
                                    else (None, data.median_flux(train_pos)))
 
     def dev_loss_of(predictor: Predictor) -> float:
-        """Standardised MSE on this run's dev set, through the predictor's own flux unit."""
-        from apogeenet.model import prepare_flux
-
-        spectra = data.store.read(data.rows[dev_pos])
-        physical = predictor.predict(prepare_flux(spectra.flux, spectra.error)).to_numpy()
-        z = (physical - data.table1.mean) / data.table1.std
-        return float(np.mean((z - data.targets[dev_pos]) ** 2))
+        return _standardised_dev_loss(data, predictor)
 
     def fit(on_epoch=None):
         result = train_model(data, train_pos, dev_pos, train_cfg, out_dir / "checkpoints",
@@ -218,7 +210,7 @@ def train_stage(cfg: Params, *, init_model: str | None = None, out_dir: Path | N
         mlflow.log_metric("best_dev_loss", result.best_dev_loss)
         for name in ("tables.md", "table2.csv", "table3.csv", "label_vs_prediction.png", "kiel.png", "metrics.json"):
             mlflow.log_artifact(str(out_dir / name), artifact_path="evaluation")
-        example = data.batch(dev_pos[:2])[0].numpy()
+        example = data.batch(dev_pos[:2])[0].numpy() * data.flux_scale  # raw flux, as users pass it
         registry = log_and_register(predictor, example, dev_loss_of=dev_loss_of)
         mlflow.set_tags({"registered_version": registry["version"], "champion": str(registry["promoted"])})
     return {"best_dev_loss": result.best_dev_loss, "best_epoch": result.best_epoch, **registry, **metrics}
@@ -236,3 +228,80 @@ def _initial_state(init_model: str) -> tuple[dict, float]:
     else:
         predictor = Predictor.load(init_model)
     return predictor.model.state_dict(), predictor.flux_scale
+
+
+def adapt_stage(cfg: Params, *, init_model: str | None = None, out_dir: Path | None = None,
+                track: bool = True) -> dict:
+    """§3.4 from ``init_model`` (default: the registry's champion when tracking, else the trained
+    ``model.pt``); evaluates Tables 2/3 and, with ``track``, logs a parent run with one nested run
+    per round and registers the adapted model (champion only if it beats the champion's dev loss)."""
+    import dataclasses
+    import json
+
+    from apogeenet.adapt import AdaptConfig, adapt_model
+    from apogeenet.serving import Predictor
+    from apogeenet.train import TrainConfig
+
+    data = _training_data(cfg)
+    out_dir = Path(out_dir or cfg.paths.adapted)
+    init_model = init_model or ("models:/apogeenet@champion" if track else str(cfg.paths.model / "model.pt"))
+    init_state, data.flux_scale = _initial_state(init_model)
+    train_cfg = TrainConfig(**cfg.train.active().model_dump(), dropout=cfg.train.dropout,
+                            seed=cfg.train.seed, amp=cfg.train.amp)
+    adapt_cfg = AdaptConfig(**cfg.adapt.model_dump())
+
+    def finish(result) -> dict:
+        predictor = Predictor(result.model, data.table1, data.flux_scale)
+        predictor.save(out_dir / "model.pt")
+        metrics = evaluate_predictor(data, predictor, out_dir)
+        summary = {"initial_focus_dev_loss": result.initial_focus_loss,
+                   "adapted_focus_dev_loss": result.best_focus_loss, "best_round": result.best_round,
+                   "rounds": len(result.rounds)}
+        (out_dir / "metrics.json").write_text(json.dumps({**summary, **metrics}, indent=2, sort_keys=True) + "\n")
+        return predictor, {**summary, **metrics}
+
+    if not track:
+        result = adapt_model(data, init_state, train_cfg, adapt_cfg, out_dir / "checkpoints")
+        return finish(result)[1]
+    import mlflow
+
+    from apogeenet.registry import log_and_register
+    from apogeenet.tracking import mlflow_run
+
+    def on_round(record, history):
+        with mlflow.start_run(run_name=f"round {record['round']}", nested=True):
+            mlflow.log_params({"round": record["round"], "n_train": record["n_train"],
+                               "n_payne": record["n_payne"]})
+            for h in history:
+                mlflow.log_metrics({"train_loss": h["train_loss"], "dev_loss": h["dev_loss"]}, step=h["epoch"])
+            mlflow.log_metrics({"focus_dev_loss": record["focus_dev_loss"], "best_dev_loss": record["dev_loss"]})
+
+    with mlflow_run("train", "adapt", tags={"data_version": data_version(cfg), "init_model": init_model}):
+        mlflow.log_params({**{f"adapt.{k}": v for k, v in dataclasses.asdict(adapt_cfg).items()},
+                           **dataclasses.asdict(train_cfg), "flux_scale": data.flux_scale})
+        result = adapt_model(data, init_state, train_cfg, adapt_cfg, out_dir / "checkpoints",
+                             on_round=on_round)
+        predictor, metrics = finish(result)
+        mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        for name in ("tables.md", "table2.csv", "table3.csv", "label_vs_prediction.png", "kiel.png", "metrics.json"):
+            mlflow.log_artifact(str(out_dir / name), artifact_path="evaluation")
+
+        def dev_loss_of(p):
+            return _standardised_dev_loss(data, p)
+
+        registry = log_and_register(predictor, data.batch(data.select(split="dev")[:2])[0].numpy()
+                                    * data.flux_scale, dev_loss_of=dev_loss_of)
+    return {**registry, **metrics}
+
+
+def _standardised_dev_loss(data, predictor) -> float:
+    """Standardised MSE on the dev set through the predictor's own flux unit."""
+    import numpy as np
+
+    from apogeenet.model import prepare_flux
+
+    dev = data.select(split="dev")
+    spectra = data.store.read(data.rows[dev])
+    physical = predictor.predict(prepare_flux(spectra.flux, spectra.error)).to_numpy()
+    z = (physical - data.table1.mean) / data.table1.std
+    return float(np.mean((z - data.targets[dev]) ** 2))

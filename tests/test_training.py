@@ -140,3 +140,21 @@ def test_short_training_lowers_the_dev_loss_clearly(tmp_path):
     result = train_model(data, train, dev, cfg, tmp_path / "ck")
     mean_loss = float(np.mean((data.targets[dev] - data.targets[train].mean(0)) ** 2))
     assert result.best_dev_loss < 0.6 * mean_loss, (result.best_dev_loss, mean_loss)
+
+
+def test_adaptation_rounds_follow_section_3_4(small, tmp_path):
+    from apogeenet.adapt import AdaptConfig, adapt_model
+
+    part = small.catalog[["APOGEE_ID", "TEFF", "LOGG", "FE_H"]]
+    mixed = combine_labels({"PAYNE": part.iloc[:12], "MSTAR": part.iloc[12:18], "YSO": part.iloc[18:]})
+    data = LabelledSpectra(small.store, mixed, TABLE1, flux_scale=small.median_flux(np.arange(len(small))))
+    torch.manual_seed(0)
+    init = ApogeeNet(3).state_dict()
+    cfg = TrainConfig(max_epochs=2, patience=2, batch_size=8)
+    result = adapt_model(data, init, cfg, AdaptConfig(payne_fraction=0.05, patience_rounds=1, max_rounds=4),
+                         tmp_path / "adapt")
+    n_focus_train = len(data.select(split="train", sources=("MSTAR", "YSO")))
+    assert all(r["n_payne"] == 1 and r["n_train"] == n_focus_train + 1 for r in result.rounds)
+    assert result.best_focus_loss <= result.initial_focus_loss
+    losses = [r["focus_dev_loss"] for r in result.rounds]
+    assert len(result.rounds) == 4 or losses[-1] >= min([result.initial_focus_loss, *losses[:-1]])
