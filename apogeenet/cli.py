@@ -290,10 +290,7 @@ def train(
     result = train_stage(cfg, init_model=init, out_dir=out_dir, track=track, progress=True)
     out.print(f"best dev loss {result['best_dev_loss']:.4f} at epoch {result['best_epoch']}; "
               f"test MSE full {result.get('test/full/mse', float('nan')):.4f}", soft_wrap=True)
-    if "version" in result:
-        out.print(f"registered apogeenet version {result['version']} (candidate); champion is version "
-                  f"{result['champion_version']}", soft_wrap=True)
-    out.print(((out_dir or cfg.paths.model) / "tables.md").read_text(), soft_wrap=True)
+    _print_registry_and_tables(result, out_dir or cfg.paths.model)
 
 
 @app.command()
@@ -311,10 +308,14 @@ def adapt(
     result = adapt_stage(cfg, init_model=init, out_dir=out_dir, track=track)
     out.print(f"{result['rounds']} rounds; MSTAR+YSO dev loss {result['initial_focus_dev_loss']:.4f} -> "
               f"{result['adapted_focus_dev_loss']:.4f} (best round {result['best_round']})", soft_wrap=True)
+    _print_registry_and_tables(result, out_dir or cfg.paths.adapted)
+
+
+def _print_registry_and_tables(result: dict, out_dir: Path) -> None:
     if "version" in result:
         out.print(f"registered apogeenet version {result['version']} (candidate); champion is version "
                   f"{result['champion_version']}", soft_wrap=True)
-    out.print(((out_dir or cfg.paths.adapted) / "tables.md").read_text(), soft_wrap=True)
+    out.print((out_dir / "tables.md").read_text(), soft_wrap=True)
 
 
 @app.command()
