@@ -64,11 +64,11 @@ def main(argv: list[str]) -> int:
             sh(BIN / "apogeenet", "synth", env=env)
             sh(BIN / "dvc", "repro", env=env)
             sh(BIN / "apogeenet", "info", env=env)
-            tables = ROOT / "derived" / "model" / "tables.md"
-            if tables.exists():
-                print(tables.read_text())
-                print(f"model, tables and plots: {tables.parent}; MLflow: "
-                      f"mlflow ui --backend-store-uri sqlite:///{ROOT / 'mlruns' / 'mlflow.db'}")
+            for stage in ("model", "adapted"):
+                tables = ROOT / "derived" / stage / "tables.md"
+                if tables.exists():
+                    print(f"== {stage}: {tables.parent} (model.pt, tables, plots)\n{tables.read_text()}")
+            print(f"MLflow: mlflow ui --backend-store-uri sqlite:///{ROOT / 'mlruns' / 'mlflow.db'}")
     except subprocess.CalledProcessError as exc:
         return exc.returncode
     return 0
