@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from apogeenet.config import Params
 
 __all__ = ["StageError", "label_stage", "validate_stage"]
@@ -107,10 +110,8 @@ def _training_data(cfg: Params):
     return LabelledSpectra(SpectraStore(cfg.paths.store), read_table(labels_dir / LABELS_FILE), table1)
 
 
-def predictions_frame(data, predictor) -> "pd.DataFrame":
+def predictions_frame(data, predictor) -> pd.DataFrame:
     """The label catalog (stars with a spectrum) with PRED_TEFF, PRED_LOGG, PRED_FE_H."""
-    import numpy as np
-
     from apogeenet.model import prepare_flux
 
     preds = []
@@ -118,8 +119,6 @@ def predictions_frame(data, predictor) -> "pd.DataFrame":
         positions = np.arange(start, min(start + 256, len(data)))
         spectra = data.store.read(data.rows[positions])
         preds.append(predictor.predict(prepare_flux(spectra.flux, spectra.error)))
-    import pandas as pd
-
     pred = pd.concat(preds, ignore_index=True).add_prefix("PRED_")
     return pd.concat([data.catalog.reset_index(drop=True), pred], axis=1)
 
@@ -296,8 +295,6 @@ def adapt_stage(cfg: Params, *, init_model: str | None = None, out_dir: Path | N
 
 def _standardised_dev_loss(data, predictor) -> float:
     """Standardised MSE on the dev set through the predictor's own flux unit."""
-    import numpy as np
-
     from apogeenet.model import prepare_flux
 
     dev = data.select(split="dev")

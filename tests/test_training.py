@@ -3,7 +3,6 @@ the MLflow pyfunc and registry aliases."""
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pandas as pd

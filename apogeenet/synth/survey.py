@@ -22,6 +22,7 @@ same seed and size give byte-identical files.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -138,8 +139,6 @@ def make_survey(out_dir: str | os.PathLike, n_stars: int, seed: int, fractions: 
     Spectra are computed ``chunk`` stars at a time and written as they are made, so memory stays
     bounded whatever the size. Files already present are rewritten only if their bytes differ.
     """
-    import time
-
     started = time.perf_counter()
     out_dir = Path(out_dir)
     stars = draw_survey(seed, n_stars, fractions)
