@@ -3,6 +3,8 @@
 
     python3 run.py demo   # install into .venv when missing, then run the main job
     python3 run.py test   # install into .venv when missing, then run the test suite
+    python3 run.py server # a local Prefect server on 127.0.0.1:4200 (for the deployments)
+    python3 run.py serve  # serve train/pretrain, train/adapt, evaluate, label against it
 
 The virtual environment is (re)installed when pyproject.toml or requirements/constraints.txt
 change. torch is installed first and pinned so pip takes the local CPU wheel (STACK.md); a GPU
@@ -28,6 +30,7 @@ QUIET_ENV = {  # STACK.md: keep MLflow, Prefect and DVC offline and quiet
     "PREFECT_HOME": str(ROOT / ".prefect"),
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
 }
+PREFECT_API_URL = "http://127.0.0.1:4200/api"
 
 
 def sh(*args: str | Path, **kw) -> None:
@@ -52,7 +55,7 @@ def ensure_venv() -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 1 or argv[0] not in ("demo", "test"):
+    if len(argv) < 1 or argv[0] not in ("demo", "test", "server", "serve"):
         print(__doc__)
         return 2
     ensure_venv()
@@ -60,14 +63,26 @@ def main(argv: list[str]) -> int:
     try:
         if argv[0] == "test":
             sh(BIN / "python", "-m", "pytest", "-n", "2", *argv[1:], env=env)
+        elif argv[0] == "server":
+            sh(BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", "4200",
+               "--analytics-off", "--no-ui", env=env)
+        elif argv[0] == "serve":
+            print(f"then: PREFECT_API_URL={PREFECT_API_URL} {BIN / 'prefect'} deployment run train/adapt --watch")
+            sh(BIN / "python", "-m", "flows.serve", *argv[1:],
+               env={**env, "PREFECT_API_URL": PREFECT_API_URL, "PREFECT_RUNNER_POLL_FREQUENCY": "2"})
         else:
             sh(BIN / "apogeenet", "synth", env=env)
             sh(BIN / "dvc", "repro", env=env)
             sh(BIN / "apogeenet", "info", env=env)
-            for stage in ("model", "adapted"):
-                tables = ROOT / "derived" / stage / "tables.md"
-                if tables.exists():
-                    print(f"== {stage}: {tables.parent} (model.pt, tables, plots)\n{tables.read_text()}")
+            for stage, report in (("model", "tables.md"), ("adapted", "tables.md"),
+                                  ("evaluation", "quality.md"), ("catalog", "summary.md")):
+                path = ROOT / "derived" / stage / report
+                if path.exists():
+                    print(f"== {stage}: {path.parent}\n{path.read_text()}")
+            catalog = ROOT / "derived" / "catalog"
+            print(f"Table 4 catalog: {catalog / 'catalog.fits'} (.parquet, .csv; clean view catalog_clean.*)\n"
+                  f"plots: {', '.join(str(p) for p in sorted(catalog.glob('*.png')))}")
+            sh(BIN / "apogeenet", "models", env=env)
             print(f"MLflow: mlflow ui --backend-store-uri sqlite:///{ROOT / 'mlruns' / 'mlflow.db'}")
     except subprocess.CalledProcessError as exc:
         return exc.returncode

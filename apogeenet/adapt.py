@@ -1,9 +1,11 @@
 """Model adaptation (Olney et al. 2020, §3.4): focus a trained model on M dwarfs and YSOs.
 
 Starting from a model trained on everything, each round trains on every MSTAR and YSO training
-star plus a fresh random 5 % of the Payne training stars, with early stopping on the whole dev
-set (so the Payne stars are watched too); the round's best model is reloaded for the next round
-with a new 5 % draw. Rounds stop when the MSTAR + YSO dev loss (standardised MSE) has not
+star plus a fresh random 5 % of the Payne training stars, with early stopping on the MSTAR + YSO
+dev stars (``stop_on="focus"``, default) or on the whole dev set (``"all"``: a round then rarely
+gets past its first epoch, since the pretrained model already sits at the whole-dev optimum); the
+round's best model is reloaded for the next round with a new 5 % draw. The Payne stars are
+protected by the 5 % sample and a gentler, constant learning rate (``adapt.learning_rate``). Rounds stop when the MSTAR + YSO dev loss (standardised MSE) has not
 improved for ``patience_rounds`` rounds; the best model over all rounds is returned.
 """
 
@@ -30,6 +32,7 @@ class AdaptConfig:
     patience_rounds: int = 2
     max_rounds: int = 6
     seed: int = 1
+    stop_on: str = "focus"  # early stopping inside a round on the "focus" (MSTAR + YSO) or "all" dev stars
 
 
 @dataclass
@@ -69,7 +72,8 @@ def adapt_model(data: LabelledSpectra, init_state: dict, train_cfg: TrainConfig,
         rng = np.random.default_rng([cfg.seed, k])
         sample = rng.choice(payne_train, n_payne, replace=False) if n_payne else np.array([], int)
         positions = np.concatenate([focus_train, sample])
-        result = train_model(data, positions, dev, replace(train_cfg, seed=train_cfg.seed + k),
+        result = train_model(data, positions, focus_dev if cfg.stop_on == "focus" else dev,
+                             replace(train_cfg, seed=train_cfg.seed + k),
                              checkpoint_dir / f"round{k:02d}", init_state=state, on_epoch=on_epoch)
         loss = focus_loss(result.model, data, focus_dev)
         record = {"round": k, "n_train": len(positions), "n_payne": int(n_payne),

@@ -311,6 +311,71 @@ def adapt(
     _print_registry_and_tables(result, out_dir or cfg.paths.adapted)
 
 
+@app.command()
+def evaluate(
+    model: Annotated[Optional[str], typer.Option(help="model.pt or MLflow URI [paths.adapted/model.pt]")] = None,
+    baseline: Annotated[Optional[str], typer.Option(help="Model before adaptation, for the §3.4 check "
+                                                         "[paths.model/model.pt when present]")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output directory [params: paths.evaluation]")] = None,
+    track: Annotated[bool, typer.Option(help="Log to MLflow (experiment evaluate).")] = True,
+    strict: Annotated[bool, typer.Option(help="Exit 1 when a check fails.")] = False,
+    params: ParamsOption = None,
+) -> None:
+    """Tables 2/3, the quality bar (gain over the training mean per group) and the adaptation
+    check of a model; writes quality.md, CSVs, plots and metrics.json."""
+    from apogeenet.stages import evaluate_stage
+
+    cfg = load_params(params)
+    metrics = evaluate_stage(cfg, model=model, baseline=baseline, out_dir=out_dir, track=track)
+    out_dir = out_dir or cfg.paths.evaluation
+    out.print((out_dir / "quality.md").read_text(), soft_wrap=True)
+    failed = [k for k in ("quality/passed", "adaptation/passed") if metrics.get(k) == 0]
+    out.print(f"checks failed: {', '.join(failed)}" if failed else "all checks passed", soft_wrap=True)
+    if strict and failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def predict(
+    model: Annotated[Optional[str], typer.Option(help="Registered alias/version (models:/apogeenet@champion, "
+                                                      "models:/apogeenet/3), runs:/ URI or model.pt [params: predict.model]")] = None,
+    store: Annotated[Optional[Path], typer.Option(help="Spectra store [params: paths.store]")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output directory [params: paths.catalog]")] = None,
+    draws: Annotated[Optional[int], typer.Option(min=2, help="Monte-Carlo draws per spectrum [params: predict.draws]")] = None,
+    track: Annotated[bool, typer.Option(help="Log the catalog and plots to MLflow (experiment predict).")] = True,
+    params: ParamsOption = None,
+) -> None:
+    """Predict Teff, log g, [Fe/H] with Monte-Carlo σ (§3.5) for every spectrum of a store; writes
+    the Table 4 catalog (FITS, Parquet, CSV; all rows and the clean view), the §4 YSO selection,
+    plots and the uncertainty calibration."""
+    from apogeenet.stages import predict_stage
+
+    cfg = load_params(params)
+    metrics = predict_stage(cfg, model=model, store=store, out_dir=out_dir, draws=draws, track=track,
+                            progress=True)
+    out_dir = out_dir or cfg.paths.catalog
+    out.print((out_dir / "summary.md").read_text(), soft_wrap=True)
+    out.print(f"catalog: {out_dir}/catalog.fits (.parquet, .csv), clean view catalog_clean.*, plots "
+              f"kiel_by_type.png, sigma_vs_snr.png, yso_selection.png ({metrics['n_spectra']} spectra)",
+              soft_wrap=True, highlight=False)
+
+
+@app.command()
+def models(params: ParamsOption = None) -> None:
+    """List the registered versions of `apogeenet` with their aliases and dev losses."""
+    from apogeenet.registry import registered_versions
+
+    load_params(params)
+    versions = registered_versions()
+    if not versions:
+        raise UserError("no registered model yet: run `apogeenet train` (or `dvc repro`) first")
+    for v in versions:
+        out.print(f"version {v['version']:>3}  {v['run_name']:<9} dev loss {v['dev_loss']:.4f}  "
+                  f"{' '.join(v['aliases'])}", soft_wrap=True, highlight=False)
+    champion = next((v["version"] for v in versions if "champion" in v["aliases"]), None)
+    out.print(f"champion: models:/apogeenet@champion = version {champion}", soft_wrap=True, highlight=False)
+
+
 def _print_registry_and_tables(result: dict, out_dir: Path) -> None:
     if "version" in result:
         out.print(f"registered apogeenet version {result['version']} (candidate); champion is version "

@@ -41,6 +41,10 @@ class PathsParams(_Section):
     """Trained network, checkpoints, Tables 2/3 and plots (``apogeenet train``)."""
     adapted: Path = Path("derived/adapted")
     """The adapted network (§3.4) and its Tables 2/3 (``apogeenet adapt``)."""
+    evaluation: Path = Path("derived/evaluation")
+    """Quality bar and adaptation check of the adapted model against the trained one."""
+    catalog: Path = Path("derived/catalog")
+    """The Table 4 catalog (FITS, Parquet, CSV), §4 products and plots (``apogeenet predict``)."""
 
 
 POPULATIONS = ("giant", "dwarf", "mdwarf", "yso", "field")
@@ -114,6 +118,10 @@ class TrainProfile(_Section):
     patience: int = Field(5, ge=1)
     grad_clip: float = Field(0.0, ge=0)
     """Largest gradient norm (0: no clipping)."""
+    schedule: Literal["constant", "onecycle"] = "constant"
+    """Constant learning rate (the paper) or one cycle over max_epochs peaking at learning_rate."""
+    flux_unit: Literal["constant", "per_spectrum"] = "constant"
+    """Raw flux over one constant (the training median), or each spectrum over its own median."""
 
 
 class TrainParams(_Section):
@@ -122,8 +130,8 @@ class TrainParams(_Section):
     profile: str = "demo"
     profiles: dict[str, TrainProfile] = {
         "paper": TrainProfile(optimizer="sgd", learning_rate=1e-3, max_epochs=1000),
-        "demo": TrainProfile(optimizer="adam", learning_rate=1e-3, batch_size=32, max_epochs=30,
-                             grad_clip=1.0),
+        "demo": TrainProfile(optimizer="adam", learning_rate=1e-3, batch_size=32, max_epochs=20,
+                             patience=8, grad_clip=1.0, schedule="onecycle", flux_unit="per_spectrum"),
     }
     dropout: float = Field(0.1, ge=0, lt=1)
     seed: int = 0
@@ -152,6 +160,51 @@ class AdaptParams(_Section):
     """Stop after this many rounds without a better MSTAR + YSO dev loss."""
     max_rounds: int = Field(6, ge=1)
     seed: int = 1
+    learning_rate: float | None = Field(None, gt=0)
+    """Constant learning rate of the rounds (None: the training profile's)."""
+    patience: int = Field(5, ge=1)
+    """Early-stopping patience (epochs) inside a round."""
+    stop_on: Literal["focus", "all"] = "focus"
+    """Early stopping inside a round on the MSTAR + YSO dev stars or on the whole dev set."""
+
+
+class EvaluateParams(_Section):
+    """What `apogeenet evaluate` checks (issue 5's quality bar)."""
+
+    min_gain: dict[str, float] = {"teff": 5.0, "logg": 4.0, "fe_h": 3.0}
+    """Least RMS gain over predicting the training mean, per parameter, in every group (test)."""
+    max_payne_scatter_increase: float = Field(0.10, ge=0)
+    """Largest allowed rise of the Payne group's test scatter through adaptation."""
+
+    @field_validator("min_gain")
+    @classmethod
+    def _parameters(cls, value: dict[str, float]) -> dict[str, float]:
+        if set(value) != {"teff", "logg", "fe_h"}:
+            raise ValueError("min_gain needs exactly teff, logg and fe_h")
+        return value
+
+
+class PredictParams(_Section):
+    """Batch inference with Monte-Carlo uncertainties (§3.5) and the Table 4 catalog (§3.6)."""
+
+    model: str = "models:/apogeenet@champion"
+    """Registered model (alias or version), logged model URI or model.pt path."""
+    draws: int = Field(100, ge=2)
+    """Monte-Carlo draws per spectrum."""
+    seed: int = 0
+    error_cap: float = Field(5.0, gt=0)
+    """Each pixel's σ is capped at this many times the spectrum's mean good-pixel error."""
+    max_batch: int = Field(1600, ge=1)
+    """Network inputs (spectra × draws) made together."""
+    forward_batch: int = Field(16, ge=1)
+    """Inputs per network call (small chunks stay in the CPU cache; see bench/infer.py)."""
+    spectra_per_block: int = Field(64, ge=1)
+    """Spectra read from the store at a time."""
+    hot_teff: float = 6700.0
+    """Flag HOT above this predicted Teff (K): the paper leaves these out of Table 4."""
+    bounds: dict[str, tuple[float, float]] = {"teff": (2000.0, 12000.0), "logg": (-1.0, 6.0),
+                                              "fe_h": (-3.0, 1.5)}
+    """Physical range of each prediction; outside it a row is flagged UNPHYSICAL."""
 
 
 class Params(_Section):
@@ -162,6 +215,8 @@ class Params(_Section):
     validation: ValidateParams = ValidateParams()
     train: TrainParams = TrainParams()
     adapt: AdaptParams = AdaptParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    predict: PredictParams = PredictParams()
     ingest: IngestParams = IngestParams()
     download: DownloadParams = DownloadParams()
 

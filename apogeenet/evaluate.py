@@ -18,8 +18,9 @@ import pandas as pd
 
 from apogeenet.labels.catalog import LABEL_COLUMNS, SPLITS, Normalisation
 
-__all__ = ["GROUPS", "PARAMETERS", "evaluation_tables", "kiel_plot", "label_vs_prediction_plot",
-           "metrics_from_tables", "robust_sigma", "tables_markdown"]
+__all__ = ["GROUPS", "PARAMETERS", "adaptation_effect", "evaluation_tables", "kiel_plot",
+           "label_vs_prediction_plot", "metrics_from_tables", "quality_bar", "robust_sigma",
+           "tables_markdown"]
 
 GROUPS = {"full": None, "payne": ("PAYNE",), "mstar": ("MSTAR",), "yso": ("YSO",)}
 PARAMETERS = {"TEFF": "teff", "LOGG": "logg", "FE_H": "fe_h"}
@@ -44,8 +45,8 @@ def evaluation_tables(frame: pd.DataFrame, table1: Normalisation) -> tuple[pd.Da
     preds = frame[[f"PRED_{c}" for c in LABEL_COLUMNS]].to_numpy(float)
     z_err = (preds - labels) / table1.std
     rows2, rows3 = {}, []
-    for group, sources in GROUPS.items():
-        in_group = np.ones(len(frame), bool) if sources is None else frame["SOURCE"].isin(sources).to_numpy()
+    for group in GROUPS:
+        in_group = _in_group(frame, group)
         rows2[group] = {}
         stats = {}
         for split in SPLITS:
@@ -76,6 +77,62 @@ def metrics_from_tables(table2: pd.DataFrame, table3: pd.DataFrame) -> dict[str,
             if np.isfinite(row[split]):
                 metrics[f"{split}/{group}/{parameter}_{statistic}"] = float(row[split])
     return metrics
+
+
+def _in_group(frame: pd.DataFrame, group: str) -> np.ndarray:
+    sources = GROUPS[group]
+    return np.ones(len(frame), bool) if sources is None else frame["SOURCE"].isin(sources).to_numpy()
+
+
+def quality_bar(frame: pd.DataFrame, min_gain: dict[str, float], split: str = "test",
+                truth: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Gain over predicting the training mean: RMS(label − training mean) / RMS(prediction − label)
+    per group and parameter on ``split``; ``passed`` where the gain reaches ``min_gain[parameter]``.
+
+    The baseline is the mean label of the whole training split (Table 1's μ), the prediction a
+    network that learned nothing would make. With ``truth`` (true parameters indexed by
+    APOGEE_ID, known for a synthetic survey) the table adds the labels' own error, RMS(label −
+    truth), and ``reachable``: whether a model predicting the truth exactly would pass.
+    """
+    train = (frame["SPLIT"] == "train").to_numpy()
+    rows = []
+    for group in GROUPS:
+        pick = _in_group(frame, group) & (frame["SPLIT"] == split).to_numpy()
+        for column, parameter in PARAMETERS.items():
+            label = frame.loc[pick, column].to_numpy(float)
+            baseline = float(np.sqrt(np.mean((label - frame.loc[train, column].mean()) ** 2)))
+            rms = float(np.sqrt(np.mean((frame.loc[pick, f"PRED_{column}"].to_numpy(float) - label) ** 2)))
+            gain = baseline / rms if rms > 0 else np.inf
+            row = {"group": group, "parameter": parameter, "n": int(pick.sum()), "mean_rms": baseline,
+                   "rms": rms, "gain": gain, "required": min_gain[parameter],
+                   "passed": bool(gain >= min_gain[parameter])}
+            if truth is not None:
+                true = truth[column].reindex(frame.loc[pick, "APOGEE_ID"]).to_numpy(float)
+                row["label_error"] = float(np.sqrt(np.nanmean((label - true) ** 2)))
+                row["reachable"] = bool(row["label_error"] * min_gain[parameter] <= baseline)
+            rows.append(row)
+    return pd.DataFrame(rows).set_index(["group", "parameter"])
+
+
+def adaptation_effect(before: pd.DataFrame, after: pd.DataFrame, table1: Normalisation,
+                      max_payne_increase: float) -> pd.DataFrame:
+    """§3.4 check: dev MSE of MStar and YSO before and after adaptation (must fall) and the Payne
+    group's test scatter (RMS) per parameter (may rise by at most ``max_payne_increase``)."""
+    t2_before, t3_before = evaluation_tables(before, table1)
+    t2_after, t3_after = evaluation_tables(after, table1)
+    rows = [{"check": f"dev/{group}/mse", "before": t2_before.loc[group, "dev"],
+             "after": t2_after.loc[group, "dev"], "limit": t2_before.loc[group, "dev"]}
+            for group in ("mstar", "yso")]
+    for parameter in PARAMETERS.values():
+        key = ("payne", parameter, "scatter")
+        rows.append({"check": f"test/payne/{parameter}_scatter", "before": t3_before.loc[key, "test"],
+                     "after": t3_after.loc[key, "test"],
+                     "limit": (1 + max_payne_increase) * t3_before.loc[key, "test"]})
+    table = pd.DataFrame(rows).set_index("check")
+    table["change"] = table["after"] / table["before"] - 1
+    table["passed"] = [bool(a < lim) if c.startswith("dev/") else bool(a <= lim)
+                       for c, a, lim in zip(table.index, table["after"], table["limit"])]
+    return table
 
 
 def tables_markdown(table2: pd.DataFrame, table3: pd.DataFrame) -> str:

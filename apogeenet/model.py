@@ -11,9 +11,15 @@ Linear layer and zero biases. PyTorch's default shrinks activations by ≈0.58 p
 twelve convolutions the signal is ~1e-3 of the input and training on the 2 000-star survey did not
 leave the mean-prediction loss in 10 epochs; with He initialisation it does within one or two.
 
-Input scale: the network sees raw flux divided by one constant, ``flux_scale`` (the median good
-pixel of the training spectra, stored with the model) — a change of flux unit that keeps every
-spectrum's shape and the flux ratios between stars.
+Input scale (:func:`scale_flux`), a flux unit stored with the model, one of two:
+* ``flux_scale`` a number: raw flux divided by that constant (the median good pixel of the
+  training spectra) — every spectrum's shape and the flux ratios between stars kept; closest to
+  the paper's raw flux (profile ``paper``).
+* ``flux_scale`` None ("per_spectrum"): each spectrum divided by its own median good pixel — the
+  shape (continuum slope, line depths) kept, the overall level, which is set by distance and
+  extinction and says nothing about Teff, log g or [Fe/H] without a distance, removed. On the
+  2 000-star survey this lowered the best dev MSE from 0.160 to ≈0.12 in the same 20 epochs
+  (profile ``demo``).
 
 Bad pixels: APOGEE writes flux 0 and error 1e10 where there is no data, so the raw flux the
 network sees already carries 0 there — the convention the paper's model was trained with. The
@@ -30,7 +36,7 @@ from torch import nn
 
 from apogeenet.io.apstar import APSTAR_NPIX, good_pixels
 
-__all__ = ["APOGEE_NET_CHANNELS", "ApogeeNet", "parameter_count", "prepare_flux"]
+__all__ = ["APOGEE_NET_CHANNELS", "ApogeeNet", "parameter_count", "prepare_flux", "scale_flux"]
 
 APOGEE_NET_CHANNELS = (8, 8, 16, 16, 16, 16, 32, 32, 32, 32, 64, 64)
 
@@ -49,7 +55,7 @@ class ApogeeNet(nn.Module):
         layers: list[nn.Module] = []
         in_channels = 1
         for i, channels in enumerate(APOGEE_NET_CHANNELS):
-            layers += [nn.Conv1d(in_channels, channels, kernel_size=3, padding=1), nn.ReLU()]
+            layers += [nn.Conv1d(in_channels, channels, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
             if i % 2 == 1:
                 layers.append(nn.MaxPool1d(2))
             in_channels = channels
@@ -72,6 +78,14 @@ class ApogeeNet(nn.Module):
             raise ValueError(f"expected flux of shape (batch, {self.n_pixels}), got {tuple(flux.shape)}")
         return self.head(self.features(flux.unsqueeze(1)))
 
+    def forward_chunked(self, flux: torch.Tensor, chunk: int) -> torch.Tensor:
+        """The same outputs for inference on many spectra: the convolutions run ``chunk`` spectra
+        at a time (their activations stay in the CPU cache), the fully connected head once over
+        all of them (its 17 MB first weight matrix is read once, not once per chunk)."""
+        if flux.ndim != 2 or flux.shape[1] != self.n_pixels:
+            raise ValueError(f"expected flux of shape (batch, {self.n_pixels}), got {tuple(flux.shape)}")
+        return self.head(torch.cat([self.features(part.unsqueeze(1)) for part in flux.split(chunk)]))
+
 
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
@@ -81,3 +95,16 @@ def prepare_flux(flux: np.ndarray, error: np.ndarray) -> np.ndarray:
     """Raw flux with every pixel that is not good set to 0, float32, shape kept."""
     flux = np.asarray(flux, dtype=np.float32)
     return np.where(good_pixels(flux, np.asarray(error)), flux, np.float32(0)).astype(np.float32, copy=False)
+
+
+def scale_flux(flux: np.ndarray, flux_scale: float | None) -> np.ndarray:
+    """The network's input from prepared flux: divided by ``flux_scale``, or, when it is None,
+    each spectrum by its own median positive pixel (the lower middle value for an even count;
+    rows with none are left as they are)."""
+    flux = np.asarray(flux, dtype=np.float32)
+    if flux_scale is not None:
+        return flux / np.float32(flux_scale)
+    values = torch.from_numpy(np.ascontiguousarray(flux))
+    median = torch.nanmedian(torch.where(values > 0, values, torch.nan), dim=-1, keepdim=True).values.numpy()
+    median = np.where(np.isfinite(median) & (median > 0), median, 1).astype(np.float32)
+    return flux / median

@@ -21,7 +21,7 @@ from mlflow.types import ColSpec, Schema, TensorSpec
 
 from apogeenet.serving import Predictor
 
-__all__ = ["MODEL_NAME", "ApogeeNetPyfunc", "load_predictor", "log_and_register"]
+__all__ = ["MODEL_NAME", "ApogeeNetPyfunc", "load_predictor", "log_and_register", "registered_versions"]
 
 MODEL_NAME = "apogeenet"
 
@@ -47,6 +47,9 @@ def _signature() -> ModelSignature:
 
 def load_predictor(uri: str) -> Predictor:
     """The :class:`Predictor` behind a registered or logged model URI (e.g. ``models:/apogeenet@champion``)."""
+    from apogeenet.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())
     wrapped = mlflow.pyfunc.load_model(uri).unwrap_python_model()
     return wrapped.predictor
 
@@ -67,6 +70,7 @@ def log_and_register(predictor: Predictor, example_flux: np.ndarray, *, dev_loss
     version = str(info.registered_model_version)
     client.set_registered_model_alias(MODEL_NAME, "candidate", version)
     dev_loss = float(dev_loss_of(predictor))
+    client.set_model_version_tag(MODEL_NAME, version, "dev_loss", f"{dev_loss:.6g}")
     try:
         champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
         champion_loss = float(dev_loss_of(load_predictor(f"models:/{MODEL_NAME}@champion")))
@@ -78,3 +82,21 @@ def log_and_register(predictor: Predictor, example_flux: np.ndarray, *, dev_loss
     return {"version": version, "promoted": promoted, "dev_loss": dev_loss,
             "champion_version": version if promoted else str(champion.version),
             "champion_dev_loss": dev_loss if promoted else champion_loss}
+
+
+def registered_versions() -> list[dict]:
+    """Every version of ``apogeenet`` (newest first): version, aliases, run name, dev loss."""
+    from apogeenet.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())
+    client = mlflow.MlflowClient()
+    try:
+        versions = client.search_model_versions(f"name='{MODEL_NAME}'")
+    except mlflow.exceptions.MlflowException:
+        return []
+    rows = []
+    for v in sorted(versions, key=lambda v: int(v.version), reverse=True):
+        run_name = client.get_run(v.run_id).info.run_name if v.run_id else ""
+        rows.append({"version": str(v.version), "aliases": list(v.aliases), "run_name": run_name,
+                     "dev_loss": float(v.tags.get("dev_loss", "nan"))})
+    return rows

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from apogeenet.labels.catalog import LABEL_COLUMNS, Normalisation
-from apogeenet.model import ApogeeNet
+from apogeenet.model import ApogeeNet, scale_flux
 
 __all__ = ["Predictor"]
 
@@ -24,19 +24,19 @@ __all__ = ["Predictor"]
 class Predictor:
     model: ApogeeNet
     table1: Normalisation
-    flux_scale: float = 1.0
-    """The network's flux unit (see :mod:`apogeenet.model`)."""
+    flux_scale: float | None = 1.0
+    """The network's flux unit: a constant, or None for each spectrum's median (:func:`scale_flux`)."""
 
-    def predict(self, flux: np.ndarray, batch_size: int = 256) -> pd.DataFrame:
+    def predict(self, flux: np.ndarray, batch_size: int = 16) -> pd.DataFrame:
         """TEFF [K], LOGG, FE_H for prepared raw flux (n, 8575) (bad pixels already 0)."""
-        flux = np.atleast_2d(np.asarray(flux, dtype=np.float32)) / np.float32(self.flux_scale)
+        flux = scale_flux(np.atleast_2d(flux), self.flux_scale)
         device = next(self.model.parameters()).device
         self.model.eval()
         out = np.empty((len(flux), 3), np.float64)
-        with torch.no_grad():
-            for start in range(0, len(flux), batch_size):
-                chunk = torch.from_numpy(flux[start:start + batch_size]).to(device)
-                out[start:start + len(chunk)] = self.model(chunk).double().cpu().numpy()
+        with torch.inference_mode():
+            for start in range(0, len(flux), 64 * batch_size):  # bounds the memory of the features
+                block = torch.from_numpy(flux[start:start + 64 * batch_size]).to(device)
+                out[start:start + len(block)] = self.model.forward_chunked(block, batch_size).double().cpu().numpy()
         physical = out * self.table1.std + self.table1.mean
         return pd.DataFrame(physical, columns=list(LABEL_COLUMNS))
 
@@ -53,4 +53,4 @@ class Predictor:
         saved = torch.load(path, map_location=device, weights_only=False)
         model = ApogeeNet(saved.get("n_outputs", 3))
         model.load_state_dict(saved["model"])
-        return cls(model.to(device).eval(), Normalisation(**saved["table1"]), float(saved.get("flux_scale", 1.0)))
+        return cls(model.to(device).eval(), Normalisation(**saved["table1"]), saved.get("flux_scale", 1.0))

@@ -11,7 +11,8 @@ import pandas as pd
 
 from apogeenet.config import Params
 
-__all__ = ["StageError", "label_stage", "validate_stage"]
+__all__ = ["StageError", "adapt_stage", "evaluate_stage", "label_stage", "load_model", "predict_stage",
+           "train_stage", "validate_stage"]
 
 
 class StageError(ValueError):
@@ -172,11 +173,11 @@ def train_stage(cfg: Params, *, init_model: str | None = None, out_dir: Path | N
     data = _training_data(cfg)
     out_dir = Path(out_dir or cfg.paths.model)
     profile = cfg.train.active()
-    train_cfg = TrainConfig(**profile.model_dump(), dropout=cfg.train.dropout, seed=cfg.train.seed,
-                            amp=cfg.train.amp)
+    train_cfg = TrainConfig(**profile.model_dump(exclude={"flux_unit"}), dropout=cfg.train.dropout,
+                            seed=cfg.train.seed, amp=cfg.train.amp)
     train_pos, dev_pos = data.select(split="train"), data.select(split="dev")
-    init_state, data.flux_scale = (_initial_state(init_model) if init_model
-                                   else (None, data.median_flux(train_pos)))
+    fresh_unit = data.median_flux(train_pos) if profile.flux_unit == "constant" else None
+    init_state, data.flux_scale = _initial_state(init_model) if init_model else (None, fresh_unit)
 
     def dev_loss_of(predictor: Predictor) -> float:
         return _standardised_dev_loss(data, predictor)
@@ -199,7 +200,7 @@ def train_stage(cfg: Params, *, init_model: str | None = None, out_dir: Path | N
 
     with mlflow_run("train", run_name, tags={"data_version": data_version(cfg)}):
         mlflow.log_params({"profile": cfg.train.profile, **dataclasses.asdict(train_cfg),
-                           "flux_scale": data.flux_scale,
+                           "flux_unit": profile.flux_unit, "flux_scale": data.flux_scale,
                            "n_train": len(train_pos), "n_dev": len(dev_pos),
                            "init_model": init_model or "", **{f"table1.{k}": v for k, v in data.table1.to_dict().items()}})
         result, predictor, metrics = fit(lambda r: mlflow.log_metrics(
@@ -209,23 +210,45 @@ def train_stage(cfg: Params, *, init_model: str | None = None, out_dir: Path | N
         mlflow.log_metric("best_dev_loss", result.best_dev_loss)
         for name in ("tables.md", "table2.csv", "table3.csv", "label_vs_prediction.png", "kiel.png", "metrics.json"):
             mlflow.log_artifact(str(out_dir / name), artifact_path="evaluation")
-        example = data.batch(dev_pos[:2])[0].numpy() * data.flux_scale  # raw flux, as users pass it
+        example = _raw_example(data, dev_pos)
         registry = log_and_register(predictor, example, dev_loss_of=dev_loss_of)
         mlflow.set_tags({"registered_version": registry["version"], "champion": str(registry["promoted"])})
     return {"best_dev_loss": result.best_dev_loss, "best_epoch": result.best_epoch, **registry, **metrics}
 
 
-def _initial_state(init_model: str) -> tuple[dict, float]:
-    """Weights and flux unit from a ``model.pt`` path or an MLflow model URI
-    (``models:/apogeenet@champion``)."""
+def load_model(spec: str):
+    """The :class:`Predictor` of a ``model.pt`` path or an MLflow model URI
+    (``models:/apogeenet@champion``, ``runs:/…``)."""
     from apogeenet.serving import Predictor
 
-    if "://" in init_model or init_model.startswith("models:/"):
+    if "://" in spec or spec.startswith(("models:/", "runs:/")):
+        import mlflow
+
         from apogeenet.registry import load_predictor
 
-        predictor = load_predictor(init_model)
-    else:
-        predictor = Predictor.load(init_model)
+        try:
+            return load_predictor(spec)
+        except (mlflow.exceptions.MlflowException, OSError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StageError(f"{spec}: cannot load this model ({reason}); `apogeenet models` lists "
+                             "the registered versions") from None
+    if not Path(spec).exists():
+        raise StageError(f"{spec}: no such model file (give a model.pt or an MLflow URI such as "
+                         "models:/apogeenet@champion)")
+    return Predictor.load(spec)
+
+
+def _raw_example(data, positions: np.ndarray) -> np.ndarray:
+    """Two prepared raw spectra (bad pixels 0): the pyfunc's input example, as users pass it."""
+    from apogeenet.model import prepare_flux
+
+    spectra = data.store.read(data.rows[np.sort(positions[:2])])
+    return prepare_flux(spectra.flux, spectra.error)
+
+
+def _initial_state(init_model: str) -> tuple[dict, float]:
+    """Weights and flux unit of the model to start from."""
+    predictor = load_model(init_model)
     return predictor.model.state_dict(), predictor.flux_scale
 
 
@@ -245,9 +268,11 @@ def adapt_stage(cfg: Params, *, init_model: str | None = None, out_dir: Path | N
     out_dir = Path(out_dir or cfg.paths.adapted)
     init_model = init_model or ("models:/apogeenet@champion" if track else str(cfg.paths.model / "model.pt"))
     init_state, data.flux_scale = _initial_state(init_model)
-    train_cfg = TrainConfig(**cfg.train.active().model_dump(), dropout=cfg.train.dropout,
-                            seed=cfg.train.seed, amp=cfg.train.amp)
-    adapt_cfg = AdaptConfig(**cfg.adapt.model_dump())
+    profile = cfg.train.active().model_dump(exclude={"flux_unit"})
+    profile.update(learning_rate=cfg.adapt.learning_rate or profile["learning_rate"],
+                   schedule="constant", patience=cfg.adapt.patience)
+    train_cfg = TrainConfig(**profile, dropout=cfg.train.dropout, seed=cfg.train.seed, amp=cfg.train.amp)
+    adapt_cfg = AdaptConfig(**cfg.adapt.model_dump(exclude={"learning_rate", "patience"}))
 
     def finish(result) -> dict:
         predictor = Predictor(result.model, data.table1, data.flux_scale)
@@ -288,9 +313,18 @@ def adapt_stage(cfg: Params, *, init_model: str | None = None, out_dir: Path | N
         def dev_loss_of(p):
             return _standardised_dev_loss(data, p)
 
-        registry = log_and_register(predictor, data.batch(data.select(split="dev")[:2])[0].numpy()
-                                    * data.flux_scale, dev_loss_of=dev_loss_of)
+        registry = log_and_register(predictor, _raw_example(data, data.select(split="dev")),
+                                    dev_loss_of=dev_loss_of)
     return {**registry, **metrics}
+
+
+def _survey_truth(cfg: Params) -> pd.DataFrame | None:
+    """True parameters of a synthetic survey (indexed by APOGEE_ID), None for real data."""
+    from apogeenet.io.tables import read_table
+    from apogeenet.synth.survey import TRUTH_FILE
+
+    path = cfg.paths.raw / TRUTH_FILE
+    return read_table(path).set_index("APOGEE_ID") if path.exists() else None
 
 
 def _standardised_dev_loss(data, predictor) -> float:
@@ -302,3 +336,150 @@ def _standardised_dev_loss(data, predictor) -> float:
     physical = predictor.predict(prepare_flux(spectra.flux, spectra.error)).to_numpy()
     z = (physical - data.table1.mean) / data.table1.std
     return float(np.mean((z - data.targets[dev]) ** 2))
+
+
+def evaluate_stage(cfg: Params, *, model: str | None = None, baseline: str | None = None,
+                   out_dir: Path | None = None, track: bool = True) -> dict:
+    """Tables 2/3 and plots of ``model`` (default: the adapted ``model.pt``), the quality bar
+    (test-split RMS gain over the training mean in every group) and, against ``baseline``
+    (default: the trained ``model.pt`` when it exists), the §3.4 adaptation check.
+
+    Writes quality.md/.csv, adaptation.csv and metrics.json (Table metrics, ``quality/…`` gains,
+    ``quality/passed`` and ``adaptation/passed`` as 0/1); with ``track`` an MLflow run in the
+    ``evaluate`` experiment logs them.
+    """
+    import json
+
+    from apogeenet.evaluate import adaptation_effect, quality_bar
+
+    data = _training_data(cfg)
+    out_dir = Path(out_dir or cfg.paths.evaluation)
+    model = model or str(cfg.paths.adapted / "model.pt")
+    default_baseline = cfg.paths.model / "model.pt"
+    baseline = baseline or (str(default_baseline) if default_baseline.exists() else None)
+    predictor = load_model(model)
+    metrics = evaluate_predictor(data, predictor, out_dir)
+    frame = pd.read_parquet(out_dir / "predictions.parquet")
+    quality = quality_bar(frame, cfg.evaluate.min_gain, truth=_survey_truth(cfg))
+    quality.to_csv(out_dir / "quality.csv")
+    metrics |= {f"quality/{g}/{p}_gain": float(v) for (g, p), v in quality["gain"].items()}
+    metrics["quality/passed"] = int(quality["passed"].all())
+    if "reachable" in quality:  # the criteria a perfect model could meet, given the labels' errors
+        metrics["quality/passed_reachable"] = int(quality.loc[quality["reachable"], "passed"].all())
+    sections = [f"Quality bar of {model} (test split): gain = RMS of predicting the training mean / RMS "
+                "of prediction − label"
+                + ("; label_error = RMS of label − truth (synthetic survey), reachable = a model that "
+                   "predicts the truth would pass" if "label_error" in quality else "")
+                + "\n\n", quality.reset_index().round(3).to_markdown(index=False)]
+    if "reachable" in quality:
+        sections.append(f"\n\nPassed {int(quality['passed'].sum())} of {len(quality)} criteria; of the "
+                        f"{int(quality['reachable'].sum())} reachable ones "
+                        f"{int(quality.loc[quality['reachable'], 'passed'].sum())} passed.")
+    if baseline is not None and baseline != model:
+        before = predictions_frame(data, load_model(baseline))
+        effect = adaptation_effect(before, frame, data.table1, cfg.evaluate.max_payne_scatter_increase)
+        effect.to_csv(out_dir / "adaptation.csv")
+        metrics |= {f"adaptation/{check}_change": float(v) for check, v in effect["change"].items()}
+        metrics["adaptation/passed"] = int(effect["passed"].all())
+        sections += [f"\n\nAdaptation check (§3.4) of {model} against {baseline}: MStar and YSO dev MSE must "
+                     f"fall; Payne test scatter may rise by at most "
+                     f"{cfg.evaluate.max_payne_scatter_increase:.0%}\n\n", effect.round(4).to_markdown()]
+    (out_dir / "quality.md").write_text("".join(sections) + "\n")
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    if track:
+        import mlflow
+
+        from apogeenet.tracking import mlflow_run
+
+        with mlflow_run("evaluate", "evaluate", tags={"model": model, "baseline": baseline or "",
+                                                      "data_version": data_version(cfg)}):
+            mlflow.log_metrics(metrics)
+            mlflow.log_artifacts(str(out_dir), artifact_path="evaluation")
+    return metrics
+
+
+def predict_stage(cfg: Params, *, model: str | None = None, store: Path | None = None,
+                  out_dir: Path | None = None, draws: int | None = None, track: bool = True,
+                  progress: bool = False) -> dict:
+    """Batch inference (§3.5-3.6, §4) over a spectra store: single-pass predictions and
+    Monte-Carlo σ, the Table 4 catalog (all rows and the clean view) as FITS, Parquet and CSV,
+    the §4.1 YSO selection and age bins, plots and the uncertainty calibration. Labels from
+    ``paths.labels`` are joined when present; the synthetic survey's truth adds a calibration
+    against the truth. With ``track`` everything is logged to MLflow (experiment ``predict``)."""
+    import json
+
+    from apogeenet.catalog import (build_catalog, kiel_by_type_plot, sigma_snr_plot, write_catalog,
+                                   yso_selection_plot)
+    from apogeenet.io.tables import read_table
+    from apogeenet.labels.build import LABELS_FILE
+    from apogeenet.progress import progress_bar
+    from apogeenet.store import SpectraStore
+    from apogeenet.uncertainty import calibration, mc_predict, seed_keys
+
+    spec = model or cfg.predict.model
+    predictor = load_model(spec)
+    store_dir = Path(store or cfg.paths.store)
+    if not (store_dir / "index.parquet").exists():
+        raise StageError(f"{store_dir} is not a spectra store: run `apogeenet ingest SRC {store_dir}` first")
+    spectra = SpectraStore(store_dir)
+    out_dir = Path(out_dir or cfg.paths.catalog)
+    p = cfg.predict
+    n_draws = draws or p.draws
+    index = spectra.index.reset_index(drop=True)
+    keys = seed_keys(index["apogee_id"])
+    n = len(index)
+    prediction, sigma = np.empty((n, 3)), np.empty((n, 3))
+    with progress_bar(n, f"predict ({n_draws} draws)", enabled=progress) as bar:
+        for rows, batch in spectra.iter_batches(p.spectra_per_block):
+            result = mc_predict(predictor, batch.flux, batch.error, keys[rows], n_draws=n_draws,
+                                seed=p.seed, cap=p.error_cap, max_batch=p.max_batch,
+                                forward_batch=p.forward_batch)
+            prediction[rows], sigma[rows] = result.prediction, result.sigma
+            bar.advance(len(rows))
+    labels_file = cfg.paths.labels / LABELS_FILE
+    labels = read_table(labels_file) if labels_file.exists() else None
+    frame = build_catalog(index, prediction, sigma, labels, hot_teff=p.hot_teff,
+                          bounds={k: tuple(v) for k, v in p.bounds.items()})
+    meta = {"model": spec, "draws": n_draws, "seed": p.seed, "errcap": p.error_cap}
+    files = write_catalog(frame, out_dir, "catalog", meta)
+    clean = frame[frame["FLAGS"] == 0]
+    files += write_catalog(clean, out_dir, "catalog_clean", meta)
+    files += [kiel_by_type_plot(clean, out_dir / "kiel_by_type.png"),
+              sigma_snr_plot(clean, out_dir / "sigma_vs_snr.png"),
+              yso_selection_plot(frame, out_dir / "yso_selection.png")]
+    reports = {}
+    truth = _survey_truth(cfg)
+    test = frame[frame["DATA_SET"] == "test"]
+    if truth is not None and len(test):
+        reports["truth"] = calibration(test, truth)
+    if len(test):
+        reports["labels"] = calibration(test, test.set_index("APOGEE_ID")[
+            ["TEFF_LABEL", "LOGG_LABEL", "FE_H_LABEL"]].rename(columns=lambda c: c[:-6]))
+    lines = [f"Catalog of {n} spectra from {store_dir} by {spec}: {len(clean)} clean, "
+             f"{int((frame['FLAGS'] & 1 > 0).sum())} HOT, {int((frame['FLAGS'] & 2 > 0).sum())} UNPHYSICAL, "
+             f"{int(frame['YSO_CANDIDATE'].sum())} YSO candidates\n"]
+    metrics = {"n_spectra": n, "n_clean": len(clean), "n_hot": int((frame["FLAGS"] & 1 > 0).sum()),
+               "n_unphysical": int((frame["FLAGS"] & 2 > 0).sum()),
+               "n_yso_candidates": int(frame["YSO_CANDIDATE"].sum())}
+    for name in ("TEFF", "LOGG", "FE_H"):
+        metrics[f"median_sigma/{name.lower()}"] = float(np.median(clean[f"{name}_ERR"])) if len(clean) else np.nan
+    for against, table in reports.items():
+        table.to_csv(out_dir / f"calibration_{against}.csv")
+        lines += [f"\nUncertainty calibration on the test split against the {against}: z = (prediction - "
+                  f"{'label' if against == 'labels' else against}) / sigma\n\n", table.round(4).to_markdown(), "\n"]
+        for parameter, row in table.iterrows():
+            for column in ("spearman_sigma_snr", "z_std", "z_robust_sigma", "frac_within_1sigma"):
+                metrics[f"calibration_{against}/{parameter.lower()}_{column}"] = float(row[column])
+    (out_dir / "summary.md").write_text("".join(lines))
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    if track:
+        import mlflow
+
+        from apogeenet.tracking import mlflow_run
+
+        with mlflow_run("predict", "predict", tags={"model": spec, "store": str(store_dir)}):
+            mlflow.log_params({"draws": n_draws, "seed": p.seed, "error_cap": p.error_cap,
+                               "hot_teff": p.hot_teff, "flux_scale": predictor.flux_scale})
+            mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+            mlflow.log_artifacts(str(out_dir), artifact_path="catalog")
+    return metrics

@@ -8,8 +8,10 @@ demo profile uses Adam, which converges on a few thousand stars (see params.yaml
 
 Batches stream from the spectra store (memory-mapped rows), never from FITS files. Training
 resumes from ``last.pt`` in the checkpoint directory after an interruption (only if that
-checkpoint has the same configuration, apart from max_epochs and patience, and data sizes); ``best.pt`` holds the best weights so far. CUDA is used when present (optionally with bfloat16 autocast), the CPU
-otherwise.
+checkpoint has the same configuration, apart from patience (and max_epochs for a constant rate),
+and data sizes); ``best.pt`` holds the best weights so far. CUDA is used when present (optionally
+with bfloat16 autocast), the CPU otherwise. The learning rate is constant (the paper) or follows a
+one-cycle schedule over ``max_epochs`` that peaks at ``learning_rate``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch
 from torch import nn
 
 from apogeenet.labels.catalog import LABEL_COLUMNS, Normalisation
-from apogeenet.model import ApogeeNet, prepare_flux
+from apogeenet.model import ApogeeNet, prepare_flux, scale_flux
 from apogeenet.store import SpectraStore
 
 __all__ = ["LabelledSpectra", "TrainConfig", "TrainResult", "best_device", "load_checkpoint",
@@ -45,6 +47,7 @@ class TrainConfig:
     seed: int = 0
     amp: bool = False                # bfloat16 autocast on CUDA
     grad_clip: float = 0.0           # max gradient norm; 0 = no clipping
+    schedule: str = "constant"       # "constant" or "onecycle" (peak learning_rate over max_epochs)
 
 
 @dataclass
@@ -59,7 +62,7 @@ class LabelledSpectra:
     """Store rows joined to a label catalog; batches of prepared flux and standardised targets."""
 
     def __init__(self, store: SpectraStore, catalog: pd.DataFrame, table1: Normalisation,
-                 flux_scale: float = 1.0) -> None:
+                 flux_scale: float | None = 1.0) -> None:
         index = store.index.reset_index(drop=True)
         row_of = pd.Series(np.arange(len(index)), index=index["apogee_id"].to_numpy())
         row_of = row_of[~row_of.index.duplicated()]
@@ -68,7 +71,7 @@ class LabelledSpectra:
         self.catalog = catalog
         self.rows = row_of.loc[catalog["APOGEE_ID"]].to_numpy()
         self.table1 = table1
-        self.flux_scale = float(flux_scale)
+        self.flux_scale = flux_scale
         labels = catalog[list(LABEL_COLUMNS)].to_numpy(np.float64)
         self.targets = ((labels - table1.mean) / table1.std).astype(np.float32)
 
@@ -86,7 +89,7 @@ class LabelledSpectra:
 
     def batch(self, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         spectra = self.store.read(self.rows[positions])
-        flux = prepare_flux(spectra.flux, spectra.error) / np.float32(self.flux_scale)
+        flux = scale_flux(prepare_flux(spectra.flux, spectra.error), self.flux_scale)
         return torch.from_numpy(flux), torch.from_numpy(self.targets[positions])
 
     def median_flux(self, positions: np.ndarray, limit: int = 500) -> float:
@@ -106,6 +109,16 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}: use 'sgd' or 'adam'")
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    """None for a constant rate; a one-cycle schedule peaking at ``learning_rate`` otherwise."""
+    if cfg.schedule == "constant":
+        return None
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.learning_rate,
+                                                   epochs=cfg.max_epochs, steps_per_epoch=steps_per_epoch)
+    raise ValueError(f"unknown schedule {cfg.schedule!r}: use 'constant' or 'onecycle'")
 
 
 def _autocast(device: torch.device, amp: bool):
@@ -155,9 +168,11 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
     torch.manual_seed(cfg.seed)
     model = ApogeeNet(3, dropout=cfg.dropout).to(device)
     optimizer = _optimizer(model, cfg)
+    scheduler = _scheduler(optimizer, cfg, math.ceil(len(train_positions) / cfg.batch_size))
     generator = torch.Generator().manual_seed(cfg.seed)
     state = {"epoch": 0, "best_dev_loss": math.inf, "best_epoch": -1, "bad_epochs": 0, "history": []}
-    signature = {**{k: v for k, v in asdict(cfg).items() if k not in ("max_epochs", "patience")},
+    resizable = ("patience",) if cfg.schedule == "onecycle" else ("max_epochs", "patience")
+    signature = {**{k: v for k, v in asdict(cfg).items() if k not in resizable},
                  "n_train": int(len(train_positions)), "n_dev": int(len(dev_positions)),
                  "flux_scale": data.flux_scale}
     saved = load_checkpoint(last) if last.exists() else None
@@ -166,6 +181,8 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
     if saved is not None:  # resume after a kill
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(saved["scheduler"])
         generator.set_state(saved["generator"])
         state = saved["state"]
     elif init_state is not None:
@@ -188,6 +205,8 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
                 if cfg.grad_clip > 0:
                     nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
                 total += float(loss.detach()) * len(flux)
                 seen += len(flux)
                 bar.advance()
@@ -203,7 +222,8 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
             state["bad_epochs"] += 1
         state["epoch"] += 1
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "generator": generator.get_state(), "state": state, "signature": signature}, last)
+                    "generator": generator.get_state(), "state": state, "signature": signature,
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None}, last)
         if on_epoch:
             on_epoch(record)
     model.load_state_dict(load_checkpoint(best_path)["model"])

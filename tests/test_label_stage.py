@@ -12,25 +12,6 @@ from typer.testing import CliRunner
 from apogeenet.cli import app
 from apogeenet.config import load_params
 from apogeenet.stages import label_stage, validate_stage
-from apogeenet.store import ingest
-from apogeenet.synth.survey import make_survey
-
-SMALL_YSO = {"n_train": 600, "n_test": 200, "epochs": 2, "batch_size": 128, "learning_rate": 0.003, "seed": 1}
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("project")
-    make_survey(root / "data" / "synth", 120, seed=9, fractions={"giant": 0.4, "dwarf": 0.1,
-                                                                 "mdwarf": 0.3, "yso": 0.2})
-    ingest(root / "data" / "synth" / "apStar", root / "derived" / "store", workers=1)
-    params = {"paths": {k: str(root / v) for k, v in {
-        "raw": "data/synth", "spectra": "data/synth/apStar", "store": "derived/store",
-        "labels": "derived/labels", "validation": "derived/validation"}.items()},
-        "yso": SMALL_YSO, "validation": {"split_tolerance": 0.2}}
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    label_stage(load_params(root / "params.yaml"), track=False)  # every test starts from labels
-    return root
 
 
 def test_label_then_validate_writes_everything(project):

@@ -157,3 +157,25 @@ def test_adaptation_rounds_follow_section_3_4(small, tmp_path):
     assert result.best_focus_loss <= result.initial_focus_loss
     losses = [r["focus_dev_loss"] for r in result.rounds]
     assert len(result.rounds) == 4 or losses[-1] >= min([result.initial_focus_loss, *losses[:-1]])
+
+
+def test_per_spectrum_flux_unit_ignores_the_brightness(tmp_path):
+    torch.manual_seed(0)
+    flux = np.random.default_rng(3).uniform(10, 500, (3, 8575)).astype(np.float32)
+    flux[:, :100] = 0  # bad pixels stay 0 and do not enter the median
+    predictor = Predictor(ApogeeNet(3), TABLE1, flux_scale=None)
+    pd.testing.assert_frame_equal(predictor.predict(flux), predictor.predict(flux * 37.5), rtol=1e-5)
+    assert Predictor.load(predictor.save(tmp_path / "m.pt")).flux_scale is None
+
+
+def test_one_cycle_schedule_resumes_where_it_stopped(small, tmp_path):
+    train, dev = small.select(split="train"), small.select(split="train")[:2]
+    cfg = TrainConfig(max_epochs=3, patience=3, batch_size=8, schedule="onecycle", learning_rate=1e-3)
+    train_model(small, train, dev, TrainConfig(**{**cfg.__dict__, "patience": 1}), tmp_path / "ck")
+    saved = torch.load(tmp_path / "ck" / "last.pt", weights_only=False)
+    steps_done = saved["scheduler"]["last_epoch"]
+    assert steps_done >= int(np.ceil(len(train) / 8))  # at least one epoch of steps
+    full = train_model(small, train, dev, cfg, tmp_path / "ck")  # resumes, finishes the cycle
+    final = torch.load(tmp_path / "ck" / "last.pt", weights_only=False)["scheduler"]
+    assert final["last_epoch"] == 3 * int(np.ceil(len(train) / 8)) and len(full.history) == 3
+    assert final["_last_lr"][0] < 0.1 * cfg.learning_rate  # annealed towards the end of the cycle

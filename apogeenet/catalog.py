@@ -1,0 +1,199 @@
+"""The Table 4 catalog and the §4 science products (Olney et al. 2020, §3.6 and §4).
+
+Columns follow Table 4 (label, prediction and σ for log g, Teff and [Fe/H], SNR, data set, data
+type) with units; ``FLAGS`` marks rows the paper left out instead of dropping them:
+
+* bit 0 ``HOT``: predicted Teff above 6 700 K (edge effects, §3.6);
+* bit 1 ``UNPHYSICAL``: a prediction outside the physical bounds (params ``predict.bounds``),
+  as happens at SNR ≈ 0 (§3.6).
+
+The clean view keeps ``FLAGS == 0``. §4.1 products: ``YSO_CANDIDATE`` inside the (Teff, log g)
+triangle (2200, 4.4), (4500, 3.9), (3200, 1.7), and ``AGE_BIN`` from log g for those
+(< 3.6, 3.6–3.8, 3.8–4.0, 4.0–4.2, > 4.2 dex ↔ ≲ 1, 1–2, 2–3, 3–5, ≳ 5 Myr).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from astropy import units as u
+from astropy.table import Table
+from astropy.utils.exceptions import AstropyUserWarning
+
+__all__ = ["AGE_BINS", "FLAG_BITS", "YSO_POLYGON", "age_bins", "build_catalog", "catalog_table",
+           "in_yso_polygon", "sigma_snr_plot", "write_catalog", "yso_selection_plot", "kiel_by_type_plot"]
+
+YSO_POLYGON = ((2200.0, 4.4), (4500.0, 3.9), (3200.0, 1.7))
+AGE_BINS = ((-np.inf, 3.6, "<~1 Myr"), (3.6, 3.8, "1-2 Myr"), (3.8, 4.0, "2-3 Myr"),
+            (4.0, 4.2, "3-5 Myr"), (4.2, np.inf, ">~5 Myr"))
+FLAG_BITS = {"HOT": 1, "UNPHYSICAL": 2}
+_UNITS = {"RA": u.deg, "DEC": u.deg, "TEFF": u.K, "TEFF_LABEL": u.K, "TEFF_ERR": u.K,
+          "LOGG": u.dex, "LOGG_LABEL": u.dex, "LOGG_ERR": u.dex,
+          "FE_H": u.dex, "FE_H_LABEL": u.dex, "FE_H_ERR": u.dex}
+_DESCRIPTIONS = {
+    "TEFF": "APOGEE Net prediction", "TEFF_LABEL": "training label (NaN: none)",
+    "TEFF_ERR": "Monte-Carlo sigma (Sect. 3.5)", "SNR": "apStar SNR",
+    "DATA_SET": "train/dev/test/none", "DATA_TYPE": "PAYNE/MSTAR/YSO/none",
+    "FLAGS": "bit 0 HOT (Teff > 6700 K), bit 1 UNPHYSICAL (outside predict.bounds)",
+    "YSO_CANDIDATE": "inside the Sect. 4.1 (Teff, log g) triangle", "AGE_BIN": "from log g (Sect. 4.1)",
+}
+COLUMNS = ["APOGEE_ID", "RA", "DEC", "LOGG_LABEL", "LOGG", "LOGG_ERR", "TEFF_LABEL", "TEFF", "TEFF_ERR",
+           "FE_H_LABEL", "FE_H", "FE_H_ERR", "SNR", "DATA_SET", "DATA_TYPE", "FLAGS", "YSO_CANDIDATE",
+           "AGE_BIN"]
+
+
+def in_yso_polygon(teff: np.ndarray, logg: np.ndarray) -> np.ndarray:
+    """True inside the §4.1 (Teff, log g) triangle of young stars."""
+    from matplotlib.path import Path as Polygon
+
+    points = np.column_stack([np.asarray(teff, float), np.asarray(logg, float)])
+    return Polygon(YSO_POLYGON).contains_points(points)
+
+
+def age_bins(logg: np.ndarray) -> np.ndarray:
+    """§4.1 age bin label for each log g ('' for NaN)."""
+    logg = np.asarray(logg, float)
+    out = np.full(logg.shape, "", dtype=object)
+    for lo, hi, name in AGE_BINS:
+        out[(logg >= lo) & (logg < hi)] = name
+    return out
+
+
+def build_catalog(index: pd.DataFrame, prediction: np.ndarray, sigma: np.ndarray,
+                  labels: pd.DataFrame | None, *, hot_teff: float,
+                  bounds: dict[str, tuple[float, float]]) -> pd.DataFrame:
+    """Table 4 rows for the store ``index`` (apogee_id, ra, dec, snr) with predictions and σ
+    (n, 3: TEFF, LOGG, FE_H), labels joined by APOGEE_ID, flags and the §4.1 columns."""
+    frame = pd.DataFrame({"APOGEE_ID": index["apogee_id"].to_numpy(), "RA": index["ra"].to_numpy(float),
+                          "DEC": index["dec"].to_numpy(float), "SNR": index["snr"].to_numpy(float)})
+    for k, name in enumerate(("TEFF", "LOGG", "FE_H")):
+        frame[name] = prediction[:, k]
+        frame[f"{name}_ERR"] = sigma[:, k]
+    if labels is not None and len(labels):
+        known = labels.drop_duplicates("APOGEE_ID").set_index("APOGEE_ID")
+        for name in ("TEFF", "LOGG", "FE_H"):
+            frame[f"{name}_LABEL"] = known[name].reindex(frame["APOGEE_ID"]).to_numpy(float)
+        frame["DATA_SET"] = known["SPLIT"].reindex(frame["APOGEE_ID"]).fillna("none").to_numpy(str)
+        frame["DATA_TYPE"] = known["SOURCE"].reindex(frame["APOGEE_ID"]).fillna("none").to_numpy(str)
+    else:
+        for name in ("TEFF", "LOGG", "FE_H"):
+            frame[f"{name}_LABEL"] = np.nan
+        frame["DATA_SET"], frame["DATA_TYPE"] = "none", "none"
+    flags = np.where(frame["TEFF"] > hot_teff, FLAG_BITS["HOT"], 0)
+    outside = np.zeros(len(frame), bool)
+    for name, (lo, hi) in bounds.items():
+        value = frame[name.upper()].to_numpy(float)
+        outside |= ~((value >= lo) & (value <= hi))
+    frame["FLAGS"] = (flags | np.where(outside, FLAG_BITS["UNPHYSICAL"], 0)).astype(np.int16)
+    frame["YSO_CANDIDATE"] = in_yso_polygon(frame["TEFF"], frame["LOGG"]) & (frame["FLAGS"] == 0)
+    frame["AGE_BIN"] = np.where(frame["YSO_CANDIDATE"], age_bins(frame["LOGG"]), "")
+    return frame[COLUMNS]
+
+
+def catalog_table(frame: pd.DataFrame, meta: dict | None = None) -> Table:
+    """An astropy Table with units and column descriptions (NaN stays NaN, no masks)."""
+    table = Table({c: frame[c].to_numpy(dtype=str) if pd.api.types.is_string_dtype(frame[c])
+                   else frame[c].to_numpy() for c in frame.columns})
+    for name, unit in _UNITS.items():
+        table[name].unit = unit
+    for name, text in _DESCRIPTIONS.items():
+        table[name].description = text
+    table.meta.update({k.upper()[:8]: v for k, v in (meta or {}).items()})
+    return table
+
+
+def write_catalog(frame: pd.DataFrame, out_dir: Path, stem: str, meta: dict | None = None) -> list[Path]:
+    """FITS, Parquet and CSV (units in the FITS/Parquet metadata and the CSV header names)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = catalog_table(frame, meta)
+    paths = [out_dir / f"{stem}.fits", out_dir / f"{stem}.parquet", out_dir / f"{stem}.csv"]
+    with warnings.catch_warnings():  # 'dex' is not a FITS-standard unit; TUNIT still says dex
+        warnings.filterwarnings("ignore", message=".*dex.*", category=AstropyUserWarning)
+        table.write(paths[0], overwrite=True)
+    table.write(paths[1], overwrite=True)
+    csv = frame.rename(columns={c: f"{c} [{unit}]" for c, unit in _UNITS.items()})
+    csv.to_csv(paths[2], index=False, float_format="%.6g")
+    return paths
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+_COLOURS = {"PAYNE": "tab:blue", "MSTAR": "tab:red", "YSO": "tab:green", "none": "0.6"}
+
+
+def kiel_by_type_plot(frame: pd.DataFrame, path: Path) -> Path:
+    """Fig. 3 (bottom): Kiel diagram of the predictions coloured by data type."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 5.5))
+    for kind in ("none", "PAYNE", "MSTAR", "YSO"):
+        part = frame[frame["DATA_TYPE"] == kind]
+        if len(part):
+            ax.scatter(part["TEFF"], part["LOGG"], s=4, alpha=0.6, c=_COLOURS[kind], label=f"{kind} ({len(part)})")
+    ax.invert_xaxis()
+    ax.invert_yaxis()
+    ax.set_xlabel("predicted Teff (K)")
+    ax.set_ylabel("predicted log g (dex)")
+    ax.legend(markerscale=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def sigma_snr_plot(frame: pd.DataFrame, path: Path) -> Path:
+    """Fig. 4 (right): Monte-Carlo σ against SNR for each parameter."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    for ax, (name, unit) in zip(axes, (("TEFF", "K"), ("LOGG", "dex"), ("FE_H", "dex"))):
+        ax.scatter(frame["SNR"], frame[f"{name}_ERR"], s=4, alpha=0.5, c=frame["TEFF"], cmap="coolwarm_r")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("SNR")
+        ax.set_ylabel(f"sigma {name} ({unit})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def yso_selection_plot(frame: pd.DataFrame, path: Path) -> Path:
+    """Fig. 7 (top): the §4.1 selection in the Kiel diagram and the candidates on the sky
+    (Galactic coordinates), coloured by age bin."""
+    from astropy.coordinates import SkyCoord
+
+    plt = _plt()
+    fig, (kiel, sky) = plt.subplots(1, 2, figsize=(13, 5))
+    clean = frame[frame["FLAGS"] == 0]
+    kiel.scatter(clean["TEFF"], clean["LOGG"], s=3, c="0.75", label="all (clean)")
+    polygon = np.array([*YSO_POLYGON, YSO_POLYGON[0]])
+    kiel.plot(polygon[:, 0], polygon[:, 1], "k-", lw=1)
+    candidates = clean[clean["YSO_CANDIDATE"]]
+    for (_, _, name), colour in zip(AGE_BINS, plt.cm.viridis(np.linspace(0, 0.9, len(AGE_BINS)))):
+        part = candidates[candidates["AGE_BIN"] == name]
+        kiel.scatter(part["TEFF"], part["LOGG"], s=6, color=colour, label=f"{name} ({len(part)})")
+        if len(part):
+            gal = SkyCoord(ra=part["RA"].to_numpy() * u.deg, dec=part["DEC"].to_numpy() * u.deg).galactic
+            sky.scatter(gal.l.wrap_at(180 * u.deg).deg, gal.b.deg, s=6, color=colour, label=name)
+    kiel.invert_xaxis()
+    kiel.invert_yaxis()
+    kiel.set_xlabel("predicted Teff (K)")
+    kiel.set_ylabel("predicted log g (dex)")
+    kiel.legend(markerscale=3, fontsize=8)
+    sky.invert_xaxis()
+    sky.set_xlabel("Galactic l (deg)")
+    sky.set_ylabel("Galactic b (deg)")
+    sky.set_title(f"{len(candidates)} YSO candidates")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,144 @@
+"""Inference speed (§3.5) as JSON: single-pass and 100-draw Monte-Carlo spectra/s.
+
+    python bench/infer.py [--model derived/model/model.pt] [--n-mc 32] [--draws 100] [--repeats 3]
+                          [--out bench/results/infer.json]
+
+Measured in one run, interleaved (baseline, fast, baseline, ...) and reported as medians, since
+CPU timings on a shared machine drift:
+* baseline: a plain float32 eager loop at batch 128 — single pass over the spectra, and for the
+  Monte-Carlo the draws one after another (draw k of every spectrum, 128 at a time);
+* fast path: what ``apogeenet predict`` runs — :func:`apogeenet.uncertainty.mc_predict` (all
+  draws of a block made together, network calls of ``predict.forward_batch``) and
+  :meth:`Predictor.predict`; plus bfloat16 autocast on one chunk for reference.
+Agreement: the largest difference between the fast path's and the float32 baseline's single-pass
+predictions over the test split (all spectra of the store when there are no labels), and between
+their Monte-Carlo σ on the same draws.
+Uses the project's model and store (params.yaml) when present, else a random network on a small
+synthetic survey.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from benchio import emit
+
+from apogeenet.config import load_params
+from apogeenet.labels.catalog import Normalisation
+from apogeenet.model import ApogeeNet, prepare_flux, scale_flux
+from apogeenet.serving import Predictor
+from apogeenet.store import SpectraStore, ingest
+from apogeenet.uncertainty import mc_predict, perturbation_sigma, seed_keys
+
+
+def project_inputs(model: Path | None, tmp: Path) -> tuple[Predictor, SpectraStore, np.ndarray, str]:
+    cfg = load_params()
+    model = model or next((p for p in (cfg.paths.adapted / "model.pt", cfg.paths.model / "model.pt")
+                           if p.exists()), None)
+    store_dir = cfg.paths.store
+    if model is not None and (store_dir / "index.parquet").exists():
+        store = SpectraStore(store_dir)
+        labels = cfg.paths.labels / "labels.parquet"
+        rows = np.arange(len(store))
+        if labels.exists():
+            import pandas as pd
+
+            test = set(pd.read_parquet(labels).query("SPLIT == 'test'")["APOGEE_ID"])
+            rows = np.flatnonzero(store.index["apogee_id"].isin(test).to_numpy())
+        return Predictor.load(model), store, rows, f"{model} on {store_dir}"
+    from apogeenet.synth.survey import make_survey
+
+    make_survey(tmp / "survey", 64, seed=5)
+    ingest(tmp / "survey" / "apStar", tmp / "store", workers=1)
+    torch.manual_seed(0)
+    predictor = Predictor(ApogeeNet(3).eval(), Normalisation(4700, 900, 3.5, 1.2, -0.1, 0.25), None)
+    store = SpectraStore(tmp / "store")
+    return predictor, store, np.arange(len(store)), "random network on a 64-star synthetic survey"
+
+
+def eager_single(predictor: Predictor, flux: np.ndarray, batch: int = 128) -> np.ndarray:
+    model = predictor.model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(flux), batch):
+            x = torch.from_numpy(scale_flux(flux[start:start + batch], predictor.flux_scale))
+            out.append(model(x).double().numpy())
+    return np.vstack(out) * predictor.table1.std + predictor.table1.mean
+
+
+def eager_mc(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: np.ndarray, draws: int,
+             seed: int, batch: int = 128) -> np.ndarray:
+    """σ from draws run one after another (same noise as mc_predict), float32 eager, batch 128."""
+    prepared, sigma = prepare_flux(flux, error), perturbation_sigma(flux, error)
+    noise = np.stack([np.random.default_rng([seed, int(k)]).standard_normal((draws, flux.shape[1]),
+                                                                           dtype=np.float32) for k in keys])
+    preds = np.stack([eager_single(predictor, prepared + noise[:, k] * sigma, batch) for k in range(draws)], 1)
+    return preds.std(axis=1, ddof=1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path)
+    parser.add_argument("--n-mc", type=int, default=32, help="spectra in the Monte-Carlo timing")
+    parser.add_argument("--draws", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    p = load_params().predict
+    with tempfile.TemporaryDirectory() as tmp:
+        predictor, store, rows, source = project_inputs(args.model, Path(tmp))
+        batch = store.read(rows)
+        flux, error = batch.flux, batch.error
+        prepared = prepare_flux(flux, error)
+        keys = seed_keys(store.index["apogee_id"].to_numpy()[rows])
+        mc_rows = slice(0, min(args.n_mc, len(rows)))
+        timings: dict[str, list[float]] = {k: [] for k in ("single_eager", "single_fast", "mc_eager", "mc_fast")}
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            reference = eager_single(predictor, prepared)
+            timings["single_eager"].append(len(rows) / (time.perf_counter() - t))
+            t = time.perf_counter()
+            fast = predictor.predict(prepared, batch_size=p.forward_batch).to_numpy()
+            timings["single_fast"].append(len(rows) / (time.perf_counter() - t))
+            t = time.perf_counter()
+            sigma_eager = eager_mc(predictor, flux[mc_rows], error[mc_rows], keys[mc_rows], args.draws, p.seed)
+            timings["mc_eager"].append(len(keys[mc_rows]) / (time.perf_counter() - t))
+            t = time.perf_counter()
+            mc = mc_predict(predictor, flux[mc_rows], error[mc_rows], keys[mc_rows], n_draws=args.draws,
+                            seed=p.seed, cap=p.error_cap, max_batch=p.max_batch, forward_batch=p.forward_batch)
+            timings["mc_fast"].append(len(keys[mc_rows]) / (time.perf_counter() - t))
+        x = torch.from_numpy(scale_flux(prepared[:p.forward_batch], predictor.flux_scale))
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            predictor.model(x)
+            t = time.perf_counter()
+            bf16 = predictor.model(x).float().numpy()
+            bf16_rate = len(x) / (time.perf_counter() - t)
+        bf16_phys = bf16 * predictor.table1.std + predictor.table1.mean
+    med = {k: float(np.median(v)) for k, v in timings.items()}
+    diff = np.abs(fast - reference).max(axis=0)
+    emit({"bench": "infer", "source": source, "n_single": int(len(rows)), "n_mc": int(len(keys[mc_rows])),
+          "draws": args.draws, "repeats": args.repeats, "threads": torch.get_num_threads(),
+          "cpus": os.cpu_count(), "forward_batch": p.forward_batch,
+          "single_pass_spectra_per_s": {"eager_fp32_batch128": round(med["single_eager"], 1),
+                                        "fast": round(med["single_fast"], 1),
+                                        "speedup": round(med["single_fast"] / med["single_eager"], 2)},
+          "mc_spectra_per_s": {"eager_fp32_draws_one_after_another": round(med["mc_eager"], 2),
+                               "fast": round(med["mc_fast"], 2),
+                               "speedup": round(med["mc_fast"] / med["mc_eager"], 2)},
+          "all_timings": {k: [round(v, 2) for v in vals] for k, vals in timings.items()},
+          "max_abs_diff_fast_vs_fp32": {"teff_K": float(diff[0]), "logg_dex": float(diff[1]),
+                                        "fe_h_dex": float(diff[2])},
+          "max_abs_diff_mc_sigma": [float(v) for v in np.abs(mc.sigma - sigma_eager).max(axis=0)],
+          "bf16_autocast_chunk_spectra_per_s": round(bf16_rate, 1),
+          "bf16_max_abs_diff_vs_fp32": [float(v) for v in np.abs(bf16_phys - reference[:len(x)]).max(axis=0)]},
+         args.out)
+
+
+if __name__ == "__main__":
+    main()

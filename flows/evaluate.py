@@ -1,0 +1,35 @@
+"""Prefect flow ``evaluate``: Tables 2/3, the quality bar and the adaptation check of a model.
+
+    python -m flows.evaluate [MODEL] [params.yaml]
+
+MODEL defaults to the registry's champion (``models:/apogeenet@champion``); the baseline of the
+adaptation check is the trained ``model.pt`` when present. Results go to MLflow (experiment
+``evaluate``) and to ``paths.evaluation``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from prefect import flow, get_run_logger, task
+
+from apogeenet.config import load_params
+from apogeenet.stages import evaluate_stage
+
+
+@task(name="evaluate")
+def evaluate_task(params_path: str | None, model: str, baseline: str | None) -> dict:
+    return evaluate_stage(load_params(params_path), model=model, baseline=baseline)
+
+
+@flow(name="evaluate")
+def evaluate_flow(model: str = "models:/apogeenet@champion", baseline: str | None = None,
+                  params_path: str | None = None) -> dict:
+    metrics = evaluate_task(params_path, model, baseline)
+    get_run_logger().info(f"quality bar {'passed' if metrics['quality/passed'] else 'failed'}; "
+                          f"test MSE {metrics['test/full/mse']:.4f}")
+    return metrics
+
+
+if __name__ == "__main__":
+    evaluate_flow(*(sys.argv[1:2] or ["models:/apogeenet@champion"]), params_path=(sys.argv[2:3] or [None])[0])

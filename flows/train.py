@@ -1,0 +1,43 @@
+"""Prefect flow ``train`` (§3.3-3.4) with the deployments ``pretrain`` and ``adapt``.
+
+    python -m flows.train [pretrain|adapt] [params.yaml]     # one local run, no server needed
+    prefect deployment run train/adapt                       # through a served deployment (README)
+
+``pretrain`` trains APOGEE Net on the label catalog; ``adapt`` adapts the registry's champion
+(or the model named by ``init_model``: a model.pt or an MLflow URI). Both log to MLflow and
+register the result. Training tasks retry once: a retry resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Literal
+
+from prefect import flow, get_run_logger, task
+
+from apogeenet.config import load_params
+from apogeenet.stages import adapt_stage, train_stage
+
+
+@task(name="pretrain", retries=1, retry_delay_seconds=5)
+def pretrain_task(params_path: str | None, init_model: str | None) -> dict:
+    return train_stage(load_params(params_path), init_model=init_model)
+
+
+@task(name="adapt", retries=1, retry_delay_seconds=5)
+def adapt_task(params_path: str | None, init_model: str | None) -> dict:
+    return adapt_stage(load_params(params_path), init_model=init_model)
+
+
+@flow(name="train")
+def train_flow(mode: Literal["pretrain", "adapt"] = "pretrain", params_path: str | None = None,
+               init_model: str | None = None) -> dict:
+    """Pretrain (§3.3) or adapt (§3.4; default start: models:/apogeenet@champion)."""
+    result = (pretrain_task if mode == "pretrain" else adapt_task)(params_path, init_model)
+    get_run_logger().info(f"registered apogeenet version {result['version']}; champion is version "
+                          f"{result['champion_version']}; test MSE {result.get('test/full/mse', float('nan')):.4f}")
+    return result
+
+
+if __name__ == "__main__":
+    train_flow(sys.argv[1] if len(sys.argv) > 1 else "pretrain", sys.argv[2] if len(sys.argv) > 2 else None)

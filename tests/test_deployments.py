@@ -1,0 +1,159 @@
+"""Issue 5, item 7: the train/adapt deployments served against a real local Prefect server, and
+the evaluate stage (quality bar, adaptation check) on a small project."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import requests
+import yaml
+from astropy.table import Table
+from apogeenet.config import load_params
+from apogeenet.stages import evaluate_stage, predict_stage, train_stage
+
+TINY_TRAIN = {"profile": "tiny", "profiles": {"tiny": {
+    "optimizer": "adam", "learning_rate": 1e-3, "batch_size": 16, "max_epochs": 1, "patience": 1,
+    "grad_clip": 1.0}}}
+
+
+@pytest.fixture(scope="module")
+def trained(project, tmp_path_factory):
+    """The small project with a tiny trained model registered as champion in its own MLflow store."""
+    root = tmp_path_factory.mktemp("trained")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["paths"] |= {k: str(root / k) for k in ("model", "adapted", "evaluation")}
+    params |= {"train": TINY_TRAIN, "adapt": {"max_rounds": 1, "patience_rounds": 1, "patience": 1}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"}
+    (root / "mlruns").mkdir()
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    cwd = os.getcwd()
+    os.chdir(root)  # MLflow artifacts go under ./mlruns
+    try:
+        result = train_stage(load_params(root / "params.yaml"))
+    finally:
+        os.chdir(cwd)
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    assert result["version"] == "1" and result["promoted"]
+    return root, env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"prefect server exited: {process.stdout.read()}")
+        try:
+            if requests.get(f"{url}/health", timeout=2).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    raise TimeoutError("prefect server did not become healthy")
+
+
+@pytest.mark.slow
+def test_served_adapt_deployment_runs_and_logs_to_mlflow(trained, tmp_path):
+    root, mlflow_env = trained
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, **mlflow_env, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": api,
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+           "PREFECT_LOGGING_LEVEL": "WARNING"}
+    prefect = [sys.executable, "-m", "prefect"]
+    server = subprocess.Popen([*prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port),
+                               "--analytics-off", "--no-ui"], env=env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    served = None
+    try:
+        _wait_healthy(api, server)
+        served = subprocess.Popen([sys.executable, "-m", "flows.serve", str(root / "params.yaml")], env=env,
+                                  cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        run = None
+        for _ in range(120):  # the deployment exists once `serve` has registered it
+            run = subprocess.run([*prefect, "deployment", "run", "train/adapt", "--watch",
+                                  "--watch-timeout", "300"], env=env, cwd=tmp_path,
+                                 capture_output=True, text=True)
+            if "not found" not in run.stdout + run.stderr:
+                break
+            time.sleep(1)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "Completed" in run.stdout
+    finally:
+        for process in (served, server):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=30)
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_env["MLFLOW_TRACKING_URI"])
+    runs = mlflow.search_runs(experiment_names=["train"], filter_string="attributes.run_name = 'adapt'")
+    assert len(runs) == 1 and runs["status"][0] == "FINISHED"
+    assert runs["tags.init_model"][0] == "models:/apogeenet@champion"
+    versions = mlflow.MlflowClient().search_model_versions("name='apogeenet'")
+    assert sorted(int(v.version) for v in versions) == [1, 2]
+    assert (root / "adapted" / "model.pt").exists()
+
+
+def test_evaluate_writes_the_quality_bar_and_the_adaptation_check(trained, tmp_path):
+    root, _ = trained
+    cfg = load_params(root / "params.yaml")
+    out = tmp_path / "eval"
+    model = str(cfg.paths.model / "model.pt")
+    metrics = evaluate_stage(cfg, model=model, baseline=model, out_dir=out, track=False)
+    quality = pd.read_csv(out / "quality.csv")
+    assert len(quality) == 12 and set(quality["required"]) == {5.0, 4.0, 3.0}
+    row = quality[(quality.group == "payne") & (quality.parameter == "teff")].iloc[0]
+    assert row["gain"] == pytest.approx(row["mean_rms"] / row["rms"])
+    assert metrics["quality/passed"] == int(quality["passed"].all())
+    assert "adaptation/passed" not in metrics  # a model is not compared with itself
+    assert json.loads((out / "metrics.json").read_text())["test/full/mse"] == metrics["test/full/mse"]
+    result = subprocess.run([str(Path(sys.executable).parent / "apogeenet"), "evaluate", "--model",
+                             str(tmp_path / "missing.pt"), "--no-track", "--params", str(root / "params.yaml")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "no such model file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_predict_writes_table4_catalog_and_products(trained, tmp_path):
+    root, _ = trained
+    cfg = load_params(root / "params.yaml")
+    out = tmp_path / "catalog"
+    model = str(cfg.paths.model / "model.pt")
+    metrics = predict_stage(cfg, model=model, out_dir=out, draws=5, track=False)
+    store_size = len(__import__("apogeenet.store", fromlist=["SpectraStore"]).SpectraStore(cfg.paths.store))
+    catalog = pd.read_parquet(out / "catalog.parquet")
+    assert len(catalog) == metrics["n_spectra"] == store_size
+    assert (catalog["TEFF_ERR"] > 0).all() and set(catalog["DATA_SET"]) <= {"train", "dev", "test", "none"}
+    labels = pd.read_parquet(cfg.paths.labels / "labels.parquet")
+    assert (catalog["DATA_TYPE"] != "none").sum() == catalog["APOGEE_ID"].isin(labels["APOGEE_ID"]).sum()
+    clean = Table.read(out / "catalog_clean.fits")
+    assert len(clean) == metrics["n_clean"] == (catalog["FLAGS"] == 0).sum()
+    for name in ("kiel_by_type.png", "sigma_vs_snr.png", "yso_selection.png", "calibration_truth.csv",
+                 "summary.md"):
+        assert (out / name).stat().st_size > 0
+    again = predict_stage(cfg, model=model, out_dir=tmp_path / "again", draws=5, track=False)
+    assert again == metrics  # same seed, same numbers
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "again" / "catalog.parquet"), catalog)
+    result = subprocess.run([str(Path(sys.executable).parent / "apogeenet"), "predict", "--model",
+                             "models:/apogeenet@nosuchalias", "--no-track", "--params", str(root / "params.yaml")],
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"})
+    assert result.returncode == 2 and "cannot load this model" in result.stderr
+    assert "Traceback" not in result.stderr

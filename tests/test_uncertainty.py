@@ -1,0 +1,120 @@
+"""§3.5 Monte-Carlo uncertainties and the Table 4 catalog / §4.1 products."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from astropy.table import Table
+
+from apogeenet.catalog import age_bins, build_catalog, in_yso_polygon, write_catalog
+from apogeenet.labels.catalog import Normalisation
+from apogeenet.model import ApogeeNet
+from apogeenet.serving import Predictor
+from apogeenet.uncertainty import calibration, mc_predict, mean_good_error, perturbation_sigma, seed_keys
+
+TABLE1 = Normalisation(4700.0, 900.0, 3.5, 1.2, -0.1, 0.25)
+
+
+@pytest.fixture(scope="module")
+def spectra():
+    rng = np.random.default_rng(5)
+    flux = rng.uniform(50, 150, (5, 8575)).astype(np.float32)
+    error = (0.01 * flux).astype(np.float32)
+    flux[:, :300], error[:, :300] = 0, 1e10  # no data: APOGEE's sentinel
+    error[:, 500] = 1000.0  # one wild pixel per spectrum
+    return flux, error
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    torch.manual_seed(1)
+    return Predictor(ApogeeNet(3).eval(), TABLE1, flux_scale=None)
+
+
+def test_mean_error_is_over_good_pixels_and_the_cap_is_5x(spectra):
+    flux, error = spectra
+    good = error < 1e9
+    expected = np.array([e[g].mean() for e, g in zip(error, good)])
+    np.testing.assert_allclose(mean_good_error(flux, error), expected, rtol=1e-6)
+    sigma = perturbation_sigma(flux, error, cap=5.0)
+    assert np.all(sigma[:, :300] == 0)  # bad pixels get no noise and stay 0
+    np.testing.assert_allclose(sigma[:, 500], 5 * expected, rtol=1e-6)  # the wild pixel is capped
+    np.testing.assert_array_equal(sigma[:, 1000], error[:, 1000])  # ordinary pixels keep their error
+
+
+def test_draws_are_reproducible_and_independent_of_blocking(spectra, predictor):
+    flux, error = spectra
+    keys = seed_keys([f"2M{i:08d}" for i in range(len(flux))])
+    a = mc_predict(predictor, flux, error, keys, n_draws=20, seed=3, max_batch=1000)
+    b = mc_predict(predictor, flux, error, keys, n_draws=20, seed=3, max_batch=20)  # one star per block
+    np.testing.assert_allclose(a.sigma, b.sigma, rtol=1e-5)
+    np.testing.assert_allclose(a.prediction, predictor.predict(np.where(error < 1e9, flux, 0)).to_numpy(), rtol=1e-5)
+    c = mc_predict(predictor, flux, error, keys, n_draws=20, seed=4)
+    assert not np.allclose(a.sigma, c.sigma)
+
+
+def test_sigma_is_the_spread_of_single_noisy_passes(spectra, predictor):
+    flux, error = spectra
+    keys = seed_keys(["2M00000001+0000001"])
+    result = mc_predict(predictor, flux[:1], error[:1], keys, n_draws=8, seed=0)
+    noise = np.random.default_rng([0, int(keys[0])]).standard_normal((8, 8575), dtype=np.float32)
+    s = perturbation_sigma(flux[:1], error[:1])
+    one_by_one = np.vstack([predictor.predict(np.where(error[:1] < 1e9, flux[:1], 0) + n * s).to_numpy()
+                            for n in noise])
+    np.testing.assert_allclose(result.sigma[0], one_by_one.std(axis=0, ddof=1), rtol=1e-4)
+    np.testing.assert_allclose(result.mean[0], one_by_one.mean(axis=0), rtol=1e-5)
+
+
+def test_sigma_grows_with_the_noise(spectra, predictor):
+    flux, error = spectra
+    keys = seed_keys(range(len(flux)))
+    low = mc_predict(predictor, flux, error, keys, n_draws=30).sigma
+    high = mc_predict(predictor, flux, np.where(error < 1e9, 4 * error, error), keys, n_draws=30).sigma
+    assert np.all(high > low)
+
+
+def test_yso_polygon_and_age_bins_of_section_4():
+    assert in_yso_polygon([3300, 5000, 3200, 2300], [3.3, 4.5, 4.5, 4.35]).tolist() == [True, False, False, True]
+    assert age_bins([3.5, 3.7, 3.9, 4.1, 4.3, np.nan]).tolist() == [
+        "<~1 Myr", "1-2 Myr", "2-3 Myr", "3-5 Myr", ">~5 Myr", ""]
+
+
+def test_catalog_flags_units_and_round_trips(tmp_path):
+    index = pd.DataFrame({"apogee_id": ["2MA", "2MB", "2MC", "2MD"], "ra": [1.0, 2.0, 3.0, 4.0],
+                          "dec": [-1.0, 0.0, 1.0, 2.0], "snr": [100.0, 50.0, 0.5, 30.0]})
+    prediction = np.array([[4800, 2.5, -0.2], [7200, 4.1, 0.0], [2500, 9.0, -5.0], [3300, 3.7, 0.0]])
+    sigma = np.array([[20, 0.03, 0.01], [80, 0.1, 0.05], [300, 0.5, 0.2], [40, 0.05, 0.02]])
+    labels = pd.DataFrame({"APOGEE_ID": ["2MA", "2MD"], "TEFF": [4750.0, 3350.0], "LOGG": [2.4, 3.8],
+                           "FE_H": [-0.25, 0.01], "SOURCE": ["PAYNE", "YSO"], "SPLIT": ["test", "train"]})
+    frame = build_catalog(index, prediction, sigma, labels, hot_teff=6700,
+                          bounds={"teff": (2000, 12000), "logg": (-1, 6), "fe_h": (-3, 1.5)})
+    assert frame["FLAGS"].tolist() == [0, 1, 2, 0]  # HOT, UNPHYSICAL
+    assert frame["DATA_SET"].tolist() == ["test", "none", "none", "train"]
+    assert frame["DATA_TYPE"].tolist() == ["PAYNE", "none", "none", "YSO"]
+    assert frame["YSO_CANDIDATE"].tolist() == [False, False, False, True] and frame["AGE_BIN"][3] == "1-2 Myr"
+    assert frame["TEFF_LABEL"][0] == 4750.0 and np.isnan(frame["TEFF_LABEL"][1])
+    fits, parquet, csv = write_catalog(frame, tmp_path, "catalog", {"model": "models:/apogeenet@champion"})
+    table = Table.read(fits)
+    assert str(table["TEFF"].unit) == "K" and str(table["RA"].unit) == "deg" and table.meta["MODEL"].startswith("models:/")
+    np.testing.assert_allclose(table["TEFF_ERR"], sigma[:, 0])
+    back = pd.read_parquet(parquet)
+    pd.testing.assert_frame_equal(back, frame, check_dtype=False)
+    assert "TEFF [K]" in pd.read_csv(csv).columns
+
+
+def test_calibration_reports_sigma_against_snr_and_z():
+    rng = np.random.default_rng(0)
+    n = 400
+    snr = rng.uniform(5, 200, n)
+    sigma = 1000 / snr
+    truth = pd.DataFrame({"TEFF": np.full(n, 5000.0), "LOGG": 3.0, "FE_H": 0.0}, index=[f"s{i}" for i in range(n)])
+    catalog = pd.DataFrame({"APOGEE_ID": truth.index, "SNR": snr, "TEFF": 5000 + 2 * sigma * rng.standard_normal(n),
+                            "TEFF_ERR": sigma, "LOGG": 3.0 + 0.01 * rng.standard_normal(n), "LOGG_ERR": 0.01,
+                            "FE_H": 0.0 + 0.01 * rng.standard_normal(n), "FE_H_ERR": 0.01})
+    table = calibration(catalog, truth)
+    assert table.loc["TEFF", "spearman_sigma_snr"] == pytest.approx(-1.0)
+    assert table.loc["TEFF", "z_std"] == pytest.approx(2.0, rel=0.15)  # σ half the true error
+    assert table.loc["LOGG", "z_std"] == pytest.approx(1.0, rel=0.15)
+    assert 0.6 < table.loc["LOGG", "frac_within_1sigma"] < 0.76
