@@ -23,6 +23,8 @@ from astropy import units as u
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
 
+from apogeenet.plotting import pyplot, save
+
 __all__ = ["AGE_BINS", "FLAG_BITS", "YSO_POLYGON", "age_bins", "build_catalog", "catalog_table",
            "in_yso_polygon", "sigma_snr_plot", "write_catalog", "yso_selection_plot", "kiel_by_type_plot"]
 
@@ -119,21 +121,12 @@ def write_catalog(frame: pd.DataFrame, out_dir: Path, stem: str, meta: dict | No
     return paths
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 _COLOURS = {"PAYNE": "tab:blue", "MSTAR": "tab:red", "YSO": "tab:green", "none": "0.6"}
 
 
 def kiel_by_type_plot(frame: pd.DataFrame, path: Path) -> Path:
     """Fig. 3 (bottom): Kiel diagram of the predictions coloured by data type."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 5.5))
     for kind in ("none", "PAYNE", "MSTAR", "YSO"):
         part = frame[frame["DATA_TYPE"] == kind]
@@ -144,26 +137,21 @@ def kiel_by_type_plot(frame: pd.DataFrame, path: Path) -> Path:
     ax.set_xlabel("predicted Teff (K)")
     ax.set_ylabel("predicted log g (dex)")
     ax.legend(markerscale=3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def sigma_snr_plot(frame: pd.DataFrame, path: Path) -> Path:
     """Fig. 4 (right): Monte-Carlo σ against SNR for each parameter."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     for ax, (name, unit) in zip(axes, (("TEFF", "K"), ("LOGG", "dex"), ("FE_H", "dex"))):
-        ax.scatter(frame["SNR"], frame[f"{name}_ERR"], s=4, alpha=0.5, c=frame["TEFF"], cmap="coolwarm_r")
+        points = ax.scatter(frame["SNR"], frame[f"{name}_ERR"], s=4, alpha=0.5, c=frame["TEFF"], cmap="coolwarm_r")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("SNR")
         ax.set_ylabel(f"sigma {name} ({unit})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    fig.colorbar(points, ax=axes[-1], label="predicted Teff (K)")
+    return save(fig, path)
 
 
 def yso_selection_plot(frame: pd.DataFrame, path: Path) -> Path:
@@ -171,7 +159,7 @@ def yso_selection_plot(frame: pd.DataFrame, path: Path) -> Path:
     (Galactic coordinates), coloured by age bin."""
     from astropy.coordinates import SkyCoord
 
-    plt = _plt()
+    plt = pyplot()
     fig, (kiel, sky) = plt.subplots(1, 2, figsize=(13, 5))
     clean = frame[frame["FLAGS"] == 0]
     kiel.scatter(clean["TEFF"], clean["LOGG"], s=3, c="0.75", label="all (clean)")
@@ -193,7 +181,4 @@ def yso_selection_plot(frame: pd.DataFrame, path: Path) -> Path:
     sky.set_xlabel("Galactic l (deg)")
     sky.set_ylabel("Galactic b (deg)")
     sky.set_title(f"{len(candidates)} YSO candidates")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)

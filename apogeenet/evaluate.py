@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from apogeenet.labels.catalog import LABEL_COLUMNS, SPLITS, Normalisation
+from apogeenet.plotting import pyplot, save
 
 __all__ = ["GROUPS", "PARAMETERS", "adaptation_effect", "evaluation_tables", "kiel_plot",
            "label_vs_prediction_plot", "metrics_from_tables", "quality_bar", "robust_sigma",
@@ -155,18 +156,9 @@ def tables_markdown(table2: pd.DataFrame, table3: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _figure():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def label_vs_prediction_plot(frame: pd.DataFrame, path: str | Path, split: str = "test") -> Path:
     """Fig. 4 (left): label against prediction per parameter, one row per group."""
-    plt = _figure()
+    plt = pyplot()
     data = frame[frame["SPLIT"] == split]
     groups = [g for g in ("payne", "mstar", "yso") if (data["SOURCE"] == g.upper()).any()]
     fig, axes = plt.subplots(len(groups), 3, figsize=(12, 3.6 * len(groups)), squeeze=False)
@@ -181,15 +173,12 @@ def label_vs_prediction_plot(frame: pd.DataFrame, path: str | Path, split: str =
             ax.set_xlabel(f"label {column}")
             ax.set_ylabel(f"predicted {column}")
             ax.set_title(f"{group} ({split}, n={len(part)})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save(fig, path)
 
 
 def kiel_plot(frame: pd.DataFrame, path: str | Path) -> Path:
     """Fig. 3: Kiel diagrams (Teff, log g) of the labels and of the predictions, by source."""
-    plt = _figure()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharex=True, sharey=True)
     colours = {"PAYNE": "tab:blue", "MSTAR": "tab:red", "YSO": "tab:green"}
     for ax, prefix, title in ((axes[0], "", "labels"), (axes[1], "PRED_", "APOGEE Net predictions")):
@@ -202,7 +191,4 @@ def kiel_plot(frame: pd.DataFrame, path: str | Path) -> Path:
     axes[0].invert_yaxis()
     axes[0].set_ylabel("log g (dex)")
     axes[0].legend(markerscale=3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save(fig, path)

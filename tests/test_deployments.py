@@ -18,6 +18,7 @@ import yaml
 from astropy.table import Table
 from apogeenet.config import load_params
 from apogeenet.stages import evaluate_stage, predict_stage, train_stage
+from apogeenet.store import SpectraStore
 
 TINY_TRAIN = {"profile": "tiny", "profiles": {"tiny": {
     "optimizer": "adam", "learning_rate": 1e-3, "batch_size": 16, "max_epochs": 1, "patience": 1,
@@ -137,7 +138,7 @@ def test_predict_writes_table4_catalog_and_products(trained, tmp_path):
     out = tmp_path / "catalog"
     model = str(cfg.paths.model / "model.pt")
     metrics = predict_stage(cfg, model=model, out_dir=out, draws=5, track=False)
-    store_size = len(__import__("apogeenet.store", fromlist=["SpectraStore"]).SpectraStore(cfg.paths.store))
+    store_size = len(SpectraStore(cfg.paths.store))
     catalog = pd.read_parquet(out / "catalog.parquet")
     assert len(catalog) == metrics["n_spectra"] == store_size
     assert (catalog["TEFF_ERR"] > 0).all() and set(catalog["DATA_SET"]) <= {"train", "dev", "test", "none"}
@@ -157,3 +158,18 @@ def test_predict_writes_table4_catalog_and_products(trained, tmp_path):
                             env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"})
     assert result.returncode == 2 and "cannot load this model" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.shared
+def test_predict_runs_on_a_store_of_real_apstar_files(trained, real_apstar_dir, tmp_path):
+    from apogeenet.store import ingest
+
+    root, _ = trained
+    cfg = load_params(root / "params.yaml")
+    ingest(real_apstar_dir, tmp_path / "real_store", workers=1)
+    metrics = predict_stage(cfg, model=str(cfg.paths.model / "model.pt"), store=tmp_path / "real_store",
+                            out_dir=tmp_path / "real", draws=3, track=False)
+    catalog = Table.read(tmp_path / "real" / "catalog.fits")
+    assert metrics["n_spectra"] == len(catalog) == len(SpectraStore(tmp_path / "real_store")) > 0
+    assert (catalog["DATA_TYPE"] == "none").all()  # real stars carry no labels here
+    assert all(c["RA"] >= 0 for c in catalog) and str(catalog["TEFF_ERR"].unit) == "K"
