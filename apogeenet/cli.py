@@ -34,8 +34,9 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from apogeenet.isochrones import IsochroneError
     from apogeenet.stages import StageError
     from apogeenet.store import StoreError
+    from apogeenet.train import TrainingDiverged
     return (UserError, ConfigError, ApStarError, TableError, StoreError, StageError, IsochroneError,
-            FileExistsError, FileNotFoundError)
+            TrainingDiverged, FileExistsError, FileNotFoundError)
 
 
 def main() -> None:
@@ -342,6 +343,8 @@ def predict(
     store: Annotated[Optional[Path], typer.Option(help="Spectra store [params: paths.store]")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output directory [params: paths.catalog]")] = None,
     draws: Annotated[Optional[int], typer.Option(min=2, help="Monte-Carlo draws per spectrum [params: predict.draws]")] = None,
+    error_reference: Annotated[Optional[str], typer.Option(help="Cap pixel errors at 5x the 'mean' (paper) or "
+                                                                "'median' good-pixel error [params: predict.error_reference]")] = None,
     track: Annotated[bool, typer.Option(help="Log the catalog and plots to MLflow (experiment predict).")] = True,
     params: ParamsOption = None,
 ) -> None:
@@ -351,8 +354,10 @@ def predict(
     from apogeenet.stages import predict_stage
 
     cfg = load_params(params)
-    metrics = predict_stage(cfg, model=model, store=store, out_dir=out_dir, draws=draws, track=track,
-                            progress=True)
+    if error_reference not in (None, "mean", "median"):
+        raise UserError(f"--error-reference must be 'mean' or 'median', not {error_reference!r}")
+    metrics = predict_stage(cfg, model=model, store=store, out_dir=out_dir, draws=draws,
+                            error_reference=error_reference, track=track, progress=True)
     out_dir = out_dir or cfg.paths.catalog
     out.print((out_dir / "summary.md").read_text(), soft_wrap=True)
     out.print(f"catalog: {out_dir}/catalog.fits (.parquet, .csv), clean view catalog_clean.*, plots "

@@ -194,6 +194,8 @@ class PredictParams(_Section):
     seed: int = 0
     error_cap: float = Field(5.0, gt=0)
     """Each pixel's σ is capped at this many times the spectrum's mean good-pixel error."""
+    error_reference: Literal["mean", "median"] = "mean"
+    """What the cap multiplies: the mean good-pixel error (the paper) or the median (real files)."""
     max_batch: int = Field(1600, ge=1)
     """Network inputs (spectra × draws) made together."""
     forward_batch: int = Field(16, ge=1)

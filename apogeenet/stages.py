@@ -399,8 +399,8 @@ def evaluate_stage(cfg: Params, *, model: str | None = None, baseline: str | Non
 
 
 def predict_stage(cfg: Params, *, model: str | None = None, store: Path | None = None,
-                  out_dir: Path | None = None, draws: int | None = None, track: bool = True,
-                  progress: bool = False) -> dict:
+                  out_dir: Path | None = None, draws: int | None = None, error_reference: str | None = None,
+                  track: bool = True, progress: bool = False) -> dict:
     """Batch inference (§3.5-3.6, §4) over a spectra store: single-pass predictions and
     Monte-Carlo σ, the Table 4 catalog (all rows and the clean view) as FITS, Parquet and CSV,
     the §4.1 YSO selection and age bins, plots and the uncertainty calibration. Labels from
@@ -423,7 +423,7 @@ def predict_stage(cfg: Params, *, model: str | None = None, store: Path | None =
         raise StageError(f"{store_dir} is not a spectra store: run `apogeenet ingest SRC {store_dir}` first")
     spectra = SpectraStore(store_dir)
     out_dir = Path(out_dir or cfg.paths.catalog)
-    p = cfg.predict
+    p = cfg.predict.model_copy(update={"error_reference": error_reference or cfg.predict.error_reference})
     n_draws = draws or p.draws
     index = spectra.index.reset_index(drop=True)
     keys = seed_keys(index["apogee_id"])
@@ -433,14 +433,14 @@ def predict_stage(cfg: Params, *, model: str | None = None, store: Path | None =
         for rows, batch in spectra.iter_batches(p.spectra_per_block):
             result = mc_predict(predictor, batch.flux, batch.error, keys[rows], n_draws=n_draws,
                                 seed=p.seed, cap=p.error_cap, max_batch=p.max_batch,
-                                forward_batch=p.forward_batch)
+                                forward_batch=p.forward_batch, reference=p.error_reference)
             prediction[rows], sigma[rows] = result.prediction, result.sigma
             bar.advance(len(rows))
     labels_file = cfg.paths.labels / LABELS_FILE
     labels = read_table(labels_file) if labels_file.exists() else None
     frame = build_catalog(index, prediction, sigma, labels, hot_teff=p.hot_teff,
                           bounds={k: tuple(v) for k, v in p.bounds.items()})
-    meta = {"model": spec, "draws": n_draws, "seed": p.seed, "errcap": p.error_cap}
+    meta = {"model": spec, "draws": n_draws, "seed": p.seed, "errcap": p.error_cap, "errref": p.error_reference}
     files = write_catalog(frame, out_dir, "catalog", meta)
     clean = frame[frame["FLAGS"] == 0]
     files += write_catalog(clean, out_dir, "catalog_clean", meta)
@@ -479,6 +479,7 @@ def predict_stage(cfg: Params, *, model: str | None = None, store: Path | None =
 
         with mlflow_run("predict", "predict", tags={"model": spec, "store": str(store_dir)}):
             mlflow.log_params({"draws": n_draws, "seed": p.seed, "error_cap": p.error_cap,
+                               "error_reference": p.error_reference,
                                "hot_teff": p.hot_teff, "flux_scale": predictor.flux_scale})
             mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
             mlflow.log_artifacts(str(out_dir), artifact_path="catalog")

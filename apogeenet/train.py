@@ -31,8 +31,12 @@ from apogeenet.labels.catalog import LABEL_COLUMNS, Normalisation
 from apogeenet.model import ApogeeNet, prepare_flux, scale_flux
 from apogeenet.store import SpectraStore
 
-__all__ = ["LabelledSpectra", "TrainConfig", "TrainResult", "best_device", "load_checkpoint",
-           "predict_standardised", "train_model"]
+__all__ = ["LabelledSpectra", "TrainConfig", "TrainResult", "TrainingDiverged", "best_device",
+           "load_checkpoint", "predict_standardised", "train_model"]
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite; the message says when and what to change."""
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,10 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
                 total += float(loss.detach()) * len(flux)
                 seen += len(flux)
                 bar.advance()
+        if not math.isfinite(total):
+            raise TrainingDiverged(f"training diverged: the loss is {total} in epoch {state['epoch']} "
+                                   f"({cfg.optimizer}, learning rate {cfg.learning_rate}); lower the learning "
+                                   "rate or set grad_clip in the training profile")
         dev_loss = _dev_loss(model, data, dev_positions, 256, device)
         seconds = time.perf_counter() - started
         record = {"epoch": state["epoch"], "train_loss": total / max(seen, 1), "dev_loss": dev_loss,

@@ -179,3 +179,12 @@ def test_one_cycle_schedule_resumes_where_it_stopped(small, tmp_path):
     final = torch.load(tmp_path / "ck" / "last.pt", weights_only=False)["scheduler"]
     assert final["last_epoch"] == 3 * int(np.ceil(len(train) / 8)) and len(full.history) == 3
     assert final["_last_lr"][0] < 0.1 * cfg.learning_rate  # annealed towards the end of the cycle
+
+
+def test_a_diverging_run_stops_with_a_clear_error(small, tmp_path):
+    from apogeenet.train import TrainingDiverged
+
+    train = small.select(split="train")
+    with pytest.raises(TrainingDiverged, match="lower the learning rate"):
+        train_model(small, train, train[:2], TrainConfig(optimizer="sgd", learning_rate=1e8, max_epochs=3,
+                                                         batch_size=8), tmp_path / "ck")

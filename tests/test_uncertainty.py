@@ -118,3 +118,14 @@ def test_calibration_reports_sigma_against_snr_and_z():
     assert table.loc["TEFF", "z_std"] == pytest.approx(2.0, rel=0.15)  # σ half the true error
     assert table.loc["LOGG", "z_std"] == pytest.approx(1.0, rel=0.15)
     assert 0.6 < table.loc["LOGG", "frac_within_1sigma"] < 0.76
+
+
+def test_median_reference_caps_inflated_errors_that_the_mean_lets_through(spectra):
+    flux, error = spectra
+    inflated = error.copy()
+    inflated[:, 1000:1100] = 1e6 * error[:, 1000:1100]  # real apStar: huge errors without the 1e10 sentinel
+    by_mean = perturbation_sigma(flux, inflated, reference="mean")
+    by_median = perturbation_sigma(flux, inflated, reference="median")
+    assert np.all(by_mean[:, 1050] > 100 * error[:, 1050])  # the mean is dragged up: hardly a cap
+    median = np.median(error[:, 300:], axis=1)
+    np.testing.assert_allclose(by_median[:, 1050], 5 * median, rtol=1e-2)
