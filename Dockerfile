@@ -9,6 +9,8 @@ COPY requirements/constraints.txt requirements/constraints.txt
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
 COPY pyproject.toml README.md ./
 COPY apogeenet apogeenet
+COPY expectations expectations
+COPY flows flows
 RUN pip install -c requirements/constraints.txt .
 ENTRYPOINT []
 CMD ["apogeenet", "--help"]

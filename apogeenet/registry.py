@@ -94,9 +94,13 @@ def registered_versions() -> list[dict]:
         versions = client.search_model_versions(f"name='{MODEL_NAME}'")
     except mlflow.exceptions.MlflowException:
         return []
+    aliases: dict[str, list[str]] = {}
+    for alias, version in client.get_registered_model(MODEL_NAME).aliases.items():
+        aliases.setdefault(str(version), []).append(alias)
     rows = []
     for v in sorted(versions, key=lambda v: int(v.version), reverse=True):
         run_name = client.get_run(v.run_id).info.run_name if v.run_id else ""
-        rows.append({"version": str(v.version), "aliases": list(v.aliases), "run_name": run_name,
+        rows.append({"version": str(v.version), "aliases": sorted(aliases.get(str(v.version), [])),
+                     "run_name": run_name,
                      "dev_loss": float(v.tags.get("dev_loss", "nan"))})
     return rows

@@ -149,6 +149,23 @@ def _dev_loss(model, data, positions, batch_size, device) -> float:
     return float(np.mean((pred - data.targets[positions]) ** 2))
 
 
+def _inputs_hash(data: LabelledSpectra, train_positions: np.ndarray, dev_positions: np.ndarray) -> str:
+    """What a checkpoint may only be resumed with: the same stars and targets, and the same code of
+    the network, the training loop and the flux handling (a changed stage must start afresh)."""
+    import hashlib
+    import inspect
+
+    from apogeenet import model as model_module
+
+    digest = hashlib.sha256()
+    for positions in (train_positions, dev_positions):
+        digest.update(data.rows[positions].tobytes())
+        digest.update(data.targets[positions].tobytes())
+    digest.update(inspect.getsource(model_module).encode())
+    digest.update(inspect.getsource(train_model).encode())
+    return digest.hexdigest()[:16]
+
+
 def load_checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)
 
@@ -178,7 +195,7 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
     resizable = ("patience",) if cfg.schedule == "onecycle" else ("max_epochs", "patience")
     signature = {**{k: v for k, v in asdict(cfg).items() if k not in resizable},
                  "n_train": int(len(train_positions)), "n_dev": int(len(dev_positions)),
-                 "flux_scale": data.flux_scale}
+                 "flux_scale": data.flux_scale, "inputs": _inputs_hash(data, train_positions, dev_positions)}
     saved = load_checkpoint(last) if last.exists() else None
     if saved is not None and saved.get("signature") != signature:
         saved = None  # a checkpoint of another configuration or data set: start afresh

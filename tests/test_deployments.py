@@ -109,6 +109,15 @@ def test_served_adapt_deployment_runs_and_logs_to_mlflow(trained, tmp_path):
     assert runs["tags.init_model"][0] == "models:/apogeenet@champion"
     versions = mlflow.MlflowClient().search_model_versions("name='apogeenet'")
     assert sorted(int(v.version) for v in versions) == [1, 2]
+    from apogeenet.registry import registered_versions
+
+    os.environ["MLFLOW_TRACKING_URI"], saved = mlflow_env["MLFLOW_TRACKING_URI"], os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        listed = registered_versions()
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI") if saved is None else os.environ.__setitem__("MLFLOW_TRACKING_URI", saved)
+    assert [v["version"] for v in listed] == ["2", "1"] and "candidate" in listed[0]["aliases"]
+    assert sum("champion" in v["aliases"] for v in listed) == 1 and listed[1]["run_name"] == "pretrain"
     assert (root / "adapted" / "model.pt").exists()
 
 

@@ -188,3 +188,16 @@ def test_a_diverging_run_stops_with_a_clear_error(small, tmp_path):
     with pytest.raises(TrainingDiverged, match="lower the learning rate"):
         train_model(small, train, train[:2], TrainConfig(optimizer="sgd", learning_rate=1e8, max_epochs=3,
                                                          batch_size=8), tmp_path / "ck")
+
+
+def test_a_checkpoint_of_other_targets_is_not_resumed(small, tmp_path):
+    import copy
+
+    train, dev = small.select(split="train"), small.select(split="train")[:2]
+    cfg = TrainConfig(max_epochs=2, patience=5, batch_size=8)
+    assert len(train_model(small, train, dev, cfg, tmp_path / "ck").history) == 2
+    assert len(train_model(small, train, dev, cfg, tmp_path / "ck").history) == 2  # resumed: nothing left to do
+    relabelled = copy.copy(small)
+    relabelled.targets = small.targets + 0.5  # e.g. a new label catalog with the same stars
+    again = train_model(relabelled, train, dev, cfg, tmp_path / "ck")
+    assert [h["epoch"] for h in again.history] == [0, 1]  # started afresh
