@@ -54,7 +54,7 @@ def test_prefect_label_flow_logs_to_mlflow(project, tmp_path, monkeypatch):
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.chdir(tmp_path)
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=180):  # a loaded 2-core machine starts it slowly
         metrics = label_flow(str(project / "params.yaml"), track=True)
     assert metrics["validation"]["catalog_integrity"]["success"]
     import mlflow
