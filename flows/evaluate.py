@@ -4,7 +4,7 @@
 
 MODEL defaults to the registry's champion (``models:/apogeenet@champion``); the baseline of the
 adaptation check is the trained ``model.pt`` when present. Results go to MLflow (experiment
-``evaluate``) and to ``paths.evaluation``.
+``evaluate``) and to ``<paths.evaluation>/flow`` (the DVC stage's own files stay untouched).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from apogeenet.stages import evaluate_stage
 
 @task(name="evaluate")
 def evaluate_task(params_path: str | None, model: str, baseline: str | None) -> dict:
-    return evaluate_stage(load_params(params_path), model=model, baseline=baseline)
+    cfg = load_params(params_path)
+    return evaluate_stage(cfg, model=model, baseline=baseline, out_dir=cfg.paths.evaluation / "flow")
 
 
 @flow(name="evaluate")
