@@ -126,6 +126,11 @@ def predictions_frame(data, predictor) -> pd.DataFrame:
 
 def evaluate_predictor(data, predictor, out_dir: Path) -> dict:
     """Tables 2 and 3 (Markdown and CSV), plots and metrics.json for one model."""
+    return write_evaluation(predictions_frame(data, predictor), data.table1, out_dir)
+
+
+def write_evaluation(frame: pd.DataFrame, table1, out_dir: Path) -> dict:
+    """Tables 2 and 3, predictions.parquet, plots and metrics.json from a predictions frame."""
     import json
 
     from apogeenet.evaluate import (evaluation_tables, kiel_plot, label_vs_prediction_plot,
@@ -133,8 +138,7 @@ def evaluate_predictor(data, predictor, out_dir: Path) -> dict:
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    frame = predictions_frame(data, predictor)
-    table2, table3 = evaluation_tables(frame, data.table1)
+    table2, table3 = evaluation_tables(frame, table1)
     table2.to_csv(out_dir / "table2.csv")
     table3.to_csv(out_dir / "table3.csv")
     (out_dir / "tables.md").write_text(tables_markdown(table2, table3))
@@ -358,8 +362,8 @@ def evaluate_stage(cfg: Params, *, model: str | None = None, baseline: str | Non
     default_baseline = cfg.paths.model / "model.pt"
     baseline = baseline or (str(default_baseline) if default_baseline.exists() else None)
     predictor = load_model(model)
-    metrics = evaluate_predictor(data, predictor, out_dir)
-    frame = pd.read_parquet(out_dir / "predictions.parquet")
+    frame = predictions_frame(data, predictor)
+    metrics = write_evaluation(frame, data.table1, out_dir)
     quality = quality_bar(frame, cfg.evaluate.min_gain, truth=_survey_truth(cfg))
     quality.to_csv(out_dir / "quality.csv")
     metrics |= {f"quality/{g}/{p}_gain": float(v) for (g, p), v in quality["gain"].items()}
@@ -408,8 +412,8 @@ def predict_stage(cfg: Params, *, model: str | None = None, store: Path | None =
     against the truth. With ``track`` everything is logged to MLflow (experiment ``predict``)."""
     import json
 
-    from apogeenet.catalog import (build_catalog, kiel_by_type_plot, sigma_snr_plot, write_catalog,
-                                   yso_selection_plot)
+    from apogeenet.catalog import (FLAG_BITS, build_catalog, kiel_by_type_plot, sigma_snr_plot,
+                                   write_catalog, yso_selection_plot)
     from apogeenet.io.tables import read_table
     from apogeenet.labels.build import LABELS_FILE
     from apogeenet.progress import progress_bar
@@ -455,12 +459,11 @@ def predict_stage(cfg: Params, *, model: str | None = None, store: Path | None =
     if len(test):
         reports["labels"] = calibration(test, test.set_index("APOGEE_ID")[
             ["TEFF_LABEL", "LOGG_LABEL", "FE_H_LABEL"]].rename(columns=lambda c: c[:-6]))
-    lines = [f"Catalog of {n} spectra from {store_dir} by {spec}: {len(clean)} clean, "
-             f"{int((frame['FLAGS'] & 1 > 0).sum())} HOT, {int((frame['FLAGS'] & 2 > 0).sum())} UNPHYSICAL, "
-             f"{int(frame['YSO_CANDIDATE'].sum())} YSO candidates\n"]
-    metrics = {"n_spectra": n, "n_clean": len(clean), "n_hot": int((frame["FLAGS"] & 1 > 0).sum()),
-               "n_unphysical": int((frame["FLAGS"] & 2 > 0).sum()),
+    metrics = {"n_spectra": n, "n_clean": len(clean),
+               **{f"n_{flag.lower()}": int((frame["FLAGS"] & bit > 0).sum()) for flag, bit in FLAG_BITS.items()},
                "n_yso_candidates": int(frame["YSO_CANDIDATE"].sum())}
+    lines = [f"Catalog of {n} spectra from {store_dir} by {spec}: {len(clean)} clean, {metrics['n_hot']} HOT, "
+             f"{metrics['n_unphysical']} UNPHYSICAL, {metrics['n_yso_candidates']} YSO candidates\n"]
     for name in ("TEFF", "LOGG", "FE_H"):
         metrics[f"median_sigma/{name.lower()}"] = float(np.median(clean[f"{name}_ERR"])) if len(clean) else np.nan
     for against, table in reports.items():

@@ -140,9 +140,12 @@ def calibration(catalog: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
         error = catalog[name].to_numpy(float) - ref
         ok = np.isfinite(error) & (sigma > 0)
         z = error[ok] / sigma[ok]
-        rows.append({"parameter": name, "n": int(ok.sum()), "spearman_sigma_snr": float(rho),
-                     "spearman_p": float(p), "z_std": float(np.std(z)) if z.size else np.nan,
-                     "z_robust_sigma": robust_sigma(z), "frac_within_1sigma": float(np.mean(np.abs(z) < 1))
-                     if z.size else np.nan, "rms_error": float(np.sqrt(np.mean(error[ok] ** 2))) if z.size else np.nan,
-                     "median_sigma": float(np.median(sigma[ok])) if z.size else np.nan})
+        row = {"parameter": name, "n": int(ok.sum()), "spearman_sigma_snr": float(rho), "spearman_p": float(p),
+               "z_std": np.nan, "z_robust_sigma": np.nan, "frac_within_1sigma": np.nan, "rms_error": np.nan,
+               "median_sigma": np.nan}
+        if z.size:
+            row.update(z_std=float(np.std(z)), z_robust_sigma=robust_sigma(z),
+                       frac_within_1sigma=float(np.mean(np.abs(z) < 1)),
+                       rms_error=float(np.sqrt(np.mean(error[ok] ** 2))), median_sigma=float(np.median(sigma[ok])))
+        rows.append(row)
     return pd.DataFrame(rows).set_index("parameter")
