@@ -79,11 +79,15 @@ class ApogeeNet(nn.Module):
         return self.head(self.features(flux.unsqueeze(1)))
 
     def forward_chunked(self, flux: torch.Tensor, chunk: int) -> torch.Tensor:
-        """The same outputs for inference on many spectra: the convolutions run ``chunk`` spectra
-        at a time (their activations stay in the CPU cache), the fully connected head once over
-        all of them (its 17 MB first weight matrix is read once, not once per chunk)."""
+        """The same outputs for inference on many spectra: on a CPU the convolutions run ``chunk``
+        spectra at a time (their activations stay in the cache), the fully connected head once over
+        all of them (its 17 MB first weight matrix is read once, not once per chunk); on a GPU the
+        whole batch goes through in one call."""
         if flux.ndim != 2 or flux.shape[1] != self.n_pixels:
             raise ValueError(f"expected flux of shape (batch, {self.n_pixels}), got {tuple(flux.shape)}")
+        if flux.device.type != "cpu":  # full float32 in the convolutions (no TF32): the same
+            with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):  # numbers as the CPU
+                return self.head(self.features(flux.unsqueeze(1)))
         return self.head(torch.cat([self.features(part.unsqueeze(1)) for part in flux.split(chunk)]))
 
 
@@ -97,14 +101,19 @@ def prepare_flux(flux: np.ndarray, error: np.ndarray) -> np.ndarray:
     return np.where(good_pixels(flux, np.asarray(error)), flux, np.float32(0)).astype(np.float32, copy=False)
 
 
-def scale_flux(flux: np.ndarray, flux_scale: float | None) -> np.ndarray:
+def scale_flux(flux: np.ndarray | torch.Tensor, flux_scale: float | None) -> np.ndarray | torch.Tensor:
     """The network's input from prepared flux: divided by ``flux_scale``, or, when it is None,
     each spectrum by its own median positive pixel (the lower middle value for an even count;
-    rows with none are left as they are)."""
-    flux = np.asarray(flux, dtype=np.float32)
+    rows with none are left as they are). A tensor is scaled on its own device (the GPU when the
+    batch is there) and a tensor returned; an array gives an array."""
+    if isinstance(flux, torch.Tensor):
+        return _scale_tensor(flux.float(), flux_scale)
+    values = torch.from_numpy(np.ascontiguousarray(flux, dtype=np.float32))
+    return _scale_tensor(values, flux_scale).numpy()
+
+
+def _scale_tensor(values: torch.Tensor, flux_scale: float | None) -> torch.Tensor:
     if flux_scale is not None:
-        return flux / np.float32(flux_scale)
-    values = torch.from_numpy(np.ascontiguousarray(flux))
-    median = torch.nanmedian(torch.where(values > 0, values, torch.nan), dim=-1, keepdim=True).values.numpy()
-    median = np.where(np.isfinite(median) & (median > 0), median, 1).astype(np.float32)
-    return flux / median
+        return values / torch.tensor(flux_scale, dtype=torch.float32)
+    median = torch.nanmedian(torch.where(values > 0, values, torch.nan), dim=-1, keepdim=True).values
+    return values / torch.where(torch.isfinite(median) & (median > 0), median, torch.ones_like(median))

@@ -29,23 +29,28 @@ class Predictor:
 
     def predict(self, flux: np.ndarray, batch_size: int = 16) -> pd.DataFrame:
         """TEFF [K], LOGG, FE_H for prepared raw flux (n, 8575) (bad pixels already 0)."""
-        flux = scale_flux(np.atleast_2d(flux), self.flux_scale)
+        flux = np.atleast_2d(flux)
         device = next(self.model.parameters()).device
         self.model.eval()
         out = np.empty((len(flux), 3), np.float64)
         with torch.inference_mode():
             for start in range(0, len(flux), 64 * batch_size):  # bounds the memory of the features
-                block = torch.from_numpy(flux[start:start + 64 * batch_size]).to(device)
+                block = scale_flux(torch.from_numpy(flux[start:start + 64 * batch_size]).to(device), self.flux_scale)
                 out[start:start + len(block)] = self.model.forward_chunked(block, batch_size).double().cpu().numpy()
         physical = out * self.table1.std + self.table1.mean
         return pd.DataFrame(physical, columns=list(LABEL_COLUMNS))
 
+    def to(self, device: str | torch.device) -> Predictor:
+        """Move the network to ``device`` (e.g. :func:`apogeenet.train.best_device`); returns self."""
+        self.model = self.model.to(device)
+        return self
+
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"model": self.model.state_dict(), "table1": self.table1.to_dict(),
-                    "flux_scale": self.flux_scale, "architecture": "ApogeeNet-AppendixB",
-                    "n_outputs": 3}, path)
+        weights = {k: v.cpu() for k, v in self.model.state_dict().items()}
+        torch.save({"model": weights, "table1": self.table1.to_dict(), "flux_scale": self.flux_scale,
+                    "architecture": "ApogeeNet-AppendixB", "n_outputs": 3}, path)
         return path
 
     @classmethod

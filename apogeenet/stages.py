@@ -420,8 +420,10 @@ def predict_stage(cfg: Params, *, model: str | None = None, store: Path | None =
     from apogeenet.store import SpectraStore
     from apogeenet.uncertainty import calibration, mc_predict, seed_keys
 
+    from apogeenet.train import best_device
+
     spec = model or cfg.predict.model
-    predictor = load_model(spec)
+    predictor = load_model(spec).to(best_device())
     store_dir = Path(store or cfg.paths.store)
     if not (store_dir / "index.parquet").exists():
         raise StageError(f"{store_dir} is not a spectra store: run `apogeenet ingest SRC {store_dir}` first")

@@ -91,10 +91,11 @@ class LabelledSpectra:
             keep &= self.catalog["SOURCE"].isin(sources).to_numpy()
         return np.flatnonzero(keep)
 
-    def batch(self, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, positions: np.ndarray, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """Network input and standardised targets on ``device`` (the flux unit applied there)."""
         spectra = self.store.read(self.rows[positions])
-        flux = scale_flux(prepare_flux(spectra.flux, spectra.error), self.flux_scale)
-        return torch.from_numpy(flux), torch.from_numpy(self.targets[positions])
+        flux = torch.from_numpy(prepare_flux(spectra.flux, spectra.error)).to(device)
+        return scale_flux(flux, self.flux_scale), torch.from_numpy(self.targets[positions]).to(device)
 
     def median_flux(self, positions: np.ndarray, limit: int = 500) -> float:
         """Median good-pixel flux of (up to ``limit`` of) these spectra: the model's flux unit."""
@@ -137,8 +138,8 @@ def predict_standardised(model: nn.Module, data: LabelledSpectra, positions: np.
     out = np.empty((len(positions), 3), np.float32)
     with torch.no_grad():
         for start in range(0, len(positions), batch_size):
-            flux, _ = data.batch(positions[start:start + batch_size])
-            out[start:start + len(flux)] = model(flux.to(device)).float().cpu().numpy()
+            flux, _ = data.batch(positions[start:start + batch_size], device)
+            out[start:start + len(flux)] = model(flux).float().cpu().numpy()
     return out
 
 
@@ -217,8 +218,7 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
         with progress_bar(math.ceil(len(order) / cfg.batch_size), f"epoch {state['epoch']}",
                           enabled=progress) as bar:
             for start in range(0, len(order), cfg.batch_size):
-                flux, target = data.batch(order[start:start + cfg.batch_size])
-                flux, target = flux.to(device), target.to(device)
+                flux, target = data.batch(order[start:start + cfg.batch_size], device)
                 optimizer.zero_grad(set_to_none=True)
                 with _autocast(device, cfg.amp):
                     loss = loss_fn(model(flux).float(), target)

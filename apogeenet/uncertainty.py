@@ -98,13 +98,13 @@ def mc_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: 
             m, npix = base.shape
             inputs = np.empty((m * (n_draws + 1), npix), np.float32)  # the spectra, then their draws
             inputs[:m] = base
-            draws = inputs[m:].reshape(m, n_draws, npix)
-            for i, key in enumerate(keys[block]):
-                np.random.default_rng([seed, int(key)]).standard_normal(out=draws[i], dtype=np.float32)
-                draws[i] *= s[i]
-                draws[i] += base[i]
-            scaled = torch.from_numpy(scale_flux(inputs, predictor.flux_scale)).to(device)
-            out = model.forward_chunked(scaled, forward_batch)
+            noise = inputs[m:].reshape(m, n_draws, npix)
+            for i, key in enumerate(keys[block]):  # drawn on the CPU: the same on every device
+                np.random.default_rng([seed, int(key)]).standard_normal(out=noise[i], dtype=np.float32)
+            x = torch.from_numpy(inputs).to(device)
+            draws = x[m:].view(m, n_draws, npix)
+            draws.mul_(torch.from_numpy(s).to(device)[:, None]).add_(x[:m, None])  # flux + N(0,1)·σ
+            out = model.forward_chunked(scale_flux(x, predictor.flux_scale), forward_batch)
             out = out.double().cpu().numpy() * std + mu
             prediction[block] = out[:m]
             per_star = out[m:].reshape(m, n_draws, 3)

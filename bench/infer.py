@@ -13,7 +13,8 @@ CPU timings on a shared machine drift:
 Agreement: the largest difference between the fast path's and the float32 baseline's single-pass
 predictions over the test split (all spectra of the store when there are no labels), and between
 their Monte-Carlo σ on the same draws.
-Uses the project's model and store (params.yaml) when present, else a random network on a small
+On CUDA (used when present) also the largest difference to float32 on the CPU. Uses the
+project's model and store (params.yaml) when present, else a random network and/or a small
 synthetic survey.
 """
 
@@ -34,15 +35,24 @@ from apogeenet.labels.catalog import Normalisation
 from apogeenet.model import ApogeeNet, prepare_flux, scale_flux
 from apogeenet.serving import Predictor
 from apogeenet.store import SpectraStore, ingest
+from apogeenet.train import best_device
 from apogeenet.uncertainty import mc_predict, perturbation_sigma, seed_keys
 
 
-def project_inputs(model: Path | None, tmp: Path) -> tuple[Predictor, SpectraStore, np.ndarray, str]:
+def project_inputs(model: Path | None, n_synthetic: int, tmp: Path) -> tuple[Predictor, SpectraStore, np.ndarray, str]:
+    """The model (``--model``, else the project's adapted or trained one, else a random network)
+    and spectra (the project's store, its test split when labelled, else a synthetic survey)."""
     cfg = load_params()
     model = model or next((p for p in (cfg.paths.adapted / "model.pt", cfg.paths.model / "model.pt")
                            if p.exists()), None)
+    if model is not None:
+        predictor, model_name = Predictor.load(model), str(model)
+    else:
+        torch.manual_seed(0)
+        predictor = Predictor(ApogeeNet(3).eval(), Normalisation(4700, 900, 3.5, 1.2, -0.1, 0.25), None)
+        model_name = "random network"
     store_dir = cfg.paths.store
-    if model is not None and (store_dir / "index.parquet").exists():
+    if (store_dir / "index.parquet").exists():
         store = SpectraStore(store_dir)
         labels = cfg.paths.labels / "labels.parquet"
         rows = np.arange(len(store))
@@ -51,24 +61,29 @@ def project_inputs(model: Path | None, tmp: Path) -> tuple[Predictor, SpectraSto
 
             test = set(pd.read_parquet(labels).query("SPLIT == 'test'")["APOGEE_ID"])
             rows = np.flatnonzero(store.index["apogee_id"].isin(test).to_numpy())
-        return Predictor.load(model), store, rows, f"{model} on {store_dir}"
+        return predictor, store, rows, f"{model_name} on {store_dir}"
     from apogeenet.synth.survey import make_survey
 
-    make_survey(tmp / "survey", 64, seed=5)
-    ingest(tmp / "survey" / "apStar", tmp / "store", workers=1)
-    torch.manual_seed(0)
-    predictor = Predictor(ApogeeNet(3).eval(), Normalisation(4700, 900, 3.5, 1.2, -0.1, 0.25), None)
+    make_survey(tmp / "survey", n_synthetic, seed=5, fractions=cfg.synth.fractions)
+    ingest(tmp / "survey" / "apStar", tmp / "store", workers=os.cpu_count() or 1)
     store = SpectraStore(tmp / "store")
-    return predictor, store, np.arange(len(store)), "random network on a 64-star synthetic survey"
+    return predictor, store, np.arange(len(store)), f"{model_name} on a {n_synthetic}-star synthetic survey"
+
+
+def _synchronised(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
 
 
 def eager_single(predictor: Predictor, flux: np.ndarray, batch: int = 128) -> np.ndarray:
     model = predictor.model.eval()
+    device = next(model.parameters()).device
     out = []
     with torch.no_grad():
         for start in range(0, len(flux), batch):
-            x = torch.from_numpy(scale_flux(flux[start:start + batch], predictor.flux_scale))
-            out.append(model(x).double().numpy())
+            x = torch.from_numpy(scale_flux(flux[start:start + batch], predictor.flux_scale)).to(device)
+            out.append(model(x).double().cpu().numpy())
     return np.vstack(out) * predictor.table1.std + predictor.table1.mean
 
 
@@ -88,36 +103,41 @@ def main() -> None:
     parser.add_argument("--n-mc", type=int, default=32, help="spectra in the Monte-Carlo timing")
     parser.add_argument("--draws", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--n-synthetic", type=int, default=64, help="survey size when the project has no store")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     p = load_params().predict
     with tempfile.TemporaryDirectory() as tmp:
-        predictor, store, rows, source = project_inputs(args.model, Path(tmp))
+        predictor, store, rows, source = project_inputs(args.model, args.n_synthetic, Path(tmp))
         batch = store.read(rows)
         flux, error = batch.flux, batch.error
         prepared = prepare_flux(flux, error)
+        cpu_reference = eager_single(predictor, prepared)  # float32 on the CPU, before moving
+        device = best_device()
+        predictor.to(device)
         keys = seed_keys(store.index["apogee_id"].to_numpy()[rows])
         mc_rows = slice(0, min(args.n_mc, len(rows)))
         timings: dict[str, list[float]] = {k: [] for k in ("single_eager", "single_fast", "mc_eager", "mc_fast")}
         for _ in range(args.repeats):
-            t = time.perf_counter()
+            t = _synchronised(device)
             reference = eager_single(predictor, prepared)
             timings["single_eager"].append(len(rows) / (time.perf_counter() - t))
-            t = time.perf_counter()
+            t = _synchronised(device)
             fast = predictor.predict(prepared, batch_size=p.forward_batch).to_numpy()
             timings["single_fast"].append(len(rows) / (time.perf_counter() - t))
-            t = time.perf_counter()
+            t = _synchronised(device)
             sigma_eager = eager_mc(predictor, flux[mc_rows], error[mc_rows], keys[mc_rows], args.draws, p.seed)
             timings["mc_eager"].append(len(keys[mc_rows]) / (time.perf_counter() - t))
-            t = time.perf_counter()
+            t = _synchronised(device)
             mc = mc_predict(predictor, flux[mc_rows], error[mc_rows], keys[mc_rows], n_draws=args.draws,
                             seed=p.seed, cap=p.error_cap, max_batch=p.max_batch, forward_batch=p.forward_batch)
             timings["mc_fast"].append(len(keys[mc_rows]) / (time.perf_counter() - t))
-        x = torch.from_numpy(scale_flux(prepared[:p.forward_batch], predictor.flux_scale))
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        chunk = p.forward_batch if device.type == "cpu" else min(len(prepared), 256)
+        x = torch.from_numpy(scale_flux(prepared[:chunk], predictor.flux_scale)).to(device)
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
             predictor.model(x)
-            t = time.perf_counter()
-            bf16 = predictor.model(x).float().numpy()
+            t = _synchronised(device)
+            bf16 = predictor.model(x).float().cpu().numpy()
             bf16_rate = len(x) / (time.perf_counter() - t)
         bf16_phys = bf16 * predictor.table1.std + predictor.table1.mean
     med = {k: float(np.median(v)) for k, v in timings.items()}
@@ -125,6 +145,7 @@ def main() -> None:
     emit({"bench": "infer", "source": source, "n_single": int(len(rows)), "n_mc": int(len(keys[mc_rows])),
           "draws": args.draws, "repeats": args.repeats, "threads": torch.get_num_threads(),
           "cpus": os.cpu_count(), "forward_batch": p.forward_batch,
+          "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
           "single_pass_spectra_per_s": {"eager_fp32_batch128": round(med["single_eager"], 1),
                                         "fast": round(med["single_fast"], 1),
                                         "speedup": round(med["single_fast"] / med["single_eager"], 2)},
@@ -134,6 +155,8 @@ def main() -> None:
           "all_timings": {k: [round(v, 2) for v in vals] for k, vals in timings.items()},
           "max_abs_diff_fast_vs_fp32": {"teff_K": float(diff[0]), "logg_dex": float(diff[1]),
                                         "fe_h_dex": float(diff[2])},
+          "max_abs_diff_device_vs_cpu_fp32": [float(v) for v in np.abs(fast - cpu_reference).max(axis=0)],
+          "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32) if device.type == "cuda" else None,
           "max_abs_diff_mc_sigma": [float(v) for v in np.abs(mc.sigma - sigma_eager).max(axis=0)],
           "bf16_autocast_chunk_spectra_per_s": round(bf16_rate, 1),
           "bf16_max_abs_diff_vs_fp32": [float(v) for v in np.abs(bf16_phys - reference[:len(x)]).max(axis=0)]},

@@ -7,9 +7,11 @@ Measured in one run on the same model and batch size:
   (memory-mapped reads, bad pixels zeroed, flux unit) with its checkpointing;
 * ``eager``: a plain float32 eager loop over the same batches already in memory — the
   compute-only reference; ``pipeline / eager`` is the cost of the data path and bookkeeping;
-* ``eager_bf16``: the same loop under bfloat16 autocast, to show what it does on this CPU.
+* ``eager_bf16``: the same loop under bfloat16 autocast, to show what it does on this device;
+* on CUDA also ``pipeline_amp``: the training loop with ``amp`` (bfloat16 autocast) on.
 
-Uses the project's store and labels (params.yaml) when they exist, else a small synthetic survey.
+The device is CUDA when present (as in training), else the CPU. Uses the project's store and
+labels (params.yaml) when they exist, else a small synthetic survey.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from benchio import emit
 from apogeenet.labels.catalog import Normalisation, combine_labels
 from apogeenet.model import ApogeeNet
 from apogeenet.store import SpectraStore, ingest
-from apogeenet.train import LabelledSpectra, TrainConfig, train_model
+from apogeenet.train import LabelledSpectra, TrainConfig, best_device, train_model
 
 
 def project_or_synthetic(n_stars: int, tmp: Path) -> tuple[LabelledSpectra, str]:
@@ -49,22 +51,34 @@ def project_or_synthetic(n_stars: int, tmp: Path) -> tuple[LabelledSpectra, str]
             f"synthetic survey of {n_stars}"
 
 
-def eager(batches, *, bf16: bool, repeats: int) -> float:
+def eager(batches, device: torch.device, *, bf16: bool, repeats: int) -> float:
     torch.manual_seed(0)
-    model = ApogeeNet(3)
+    model = ApogeeNet(3).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
+    batches = [(flux.to(device), target.to(device)) for flux, target in batches]
     seen, started = 0, time.perf_counter()
     for _ in range(repeats):
         for flux, target in batches:
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss = torch.nn.functional.mse_loss(model(flux).float(), target)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             seen += len(flux)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return seen / (time.perf_counter() - started)
+
+
+def pipeline(data, positions, args, checkpoints: Path, *, amp: bool) -> float:
+    """Mean samples/s of :func:`train_model` over its epochs (the first one includes warm-up)."""
+    dev = positions[:8]  # a token dev set: the bench measures training steps
+    cfg = TrainConfig(optimizer="adam", batch_size=args.batch, max_epochs=args.epochs, patience=args.epochs,
+                      grad_clip=1.0, amp=amp)
+    result = train_model(data, positions, dev, cfg, checkpoints)
+    return float(np.mean([h["samples_per_s"] for h in result.history]))
 
 
 def main() -> None:
@@ -75,24 +89,29 @@ def main() -> None:
     parser.add_argument("--max-samples", type=int, default=1024, help="training spectra used")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    device = best_device()
     with tempfile.TemporaryDirectory() as tmp:
         data, source = project_or_synthetic(args.n_stars, Path(tmp))
         positions = np.arange(len(data))[: args.max_samples]
         data.flux_scale = None  # the demo profile's per-spectrum flux unit
-        dev = positions[:8]  # a token dev set: the bench measures training steps
-        cfg = TrainConfig(optimizer="adam", batch_size=args.batch, max_epochs=args.epochs, patience=args.epochs,
-                          grad_clip=1.0)
-        result = train_model(data, positions, dev, cfg, Path(tmp) / "ck")
-        pipeline = float(np.mean([h["samples_per_s"] for h in result.history]))
+        rates = {"pipeline": pipeline(data, positions, args, Path(tmp) / "ck", amp=False)}
+        if device.type == "cuda":
+            rates["pipeline_amp"] = pipeline(data, positions, args, Path(tmp) / "ck_amp", amp=True)
         batches = [data.batch(positions[i:i + args.batch]) for i in range(0, len(positions), args.batch)]
-        plain = eager(batches, bf16=False, repeats=args.epochs)
-        bf16 = eager(batches[:2], bf16=True, repeats=1)
-    emit({"bench": "train", "source": source, "n_samples": int(len(positions)), "batch": args.batch,
-          "epochs": args.epochs, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-          "device": "cpu", "pipeline_samples_per_s": round(pipeline, 1),
-          "eager_samples_per_s": round(plain, 1), "eager_bf16_samples_per_s": round(bf16, 1),
-          "pipeline_over_eager": round(pipeline / plain, 3), "bf16_over_fp32": round(bf16 / plain, 3)},
-         args.out)
+        eager(batches[:1], device, bf16=False, repeats=1)  # warm-up (CUDA kernels, allocator)
+        rates["eager"] = eager(batches, device, bf16=False, repeats=args.epochs)
+        on_gpu = device.type == "cuda"  # on a CPU without bfloat16 units two batches show enough
+        rates["eager_bf16"] = eager(batches if on_gpu else batches[:2], device, bf16=True,
+                                    repeats=args.epochs if on_gpu else 1)
+    result = {"bench": "train", "source": source, "n_samples": int(len(positions)), "batch": args.batch,
+              "epochs": args.epochs, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+              "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+              **{f"{k}_samples_per_s": round(v, 1) for k, v in rates.items()},
+              "pipeline_over_eager": round(rates["pipeline"] / rates["eager"], 3),
+              "bf16_over_fp32": round(rates["eager_bf16"] / rates["eager"], 3)}
+    if "pipeline_amp" in rates:
+        result["pipeline_amp_over_pipeline"] = round(rates["pipeline_amp"] / rates["pipeline"], 3)
+    emit(result, args.out)
 
 
 if __name__ == "__main__":
