@@ -100,6 +100,10 @@ class YSOParams(_Section):
     batch_size: int = Field(512, ge=1)
     learning_rate: float = Field(3e-3, gt=0)
     seed: int = 7
+    noise: Literal["catalog", "none"] = "catalog"
+    """Errors on the training photometry: the allStar's own per band ("catalog") or none (the paper)."""
+    noise_radius_lum: float = Field(0.05, ge=0, le=1)
+    noise_distance: float = Field(0.05, ge=0, le=1)
 
 
 class ValidateParams(_Section):
@@ -164,8 +168,12 @@ class AdaptParams(_Section):
     """Constant learning rate of the rounds (None: the training profile's)."""
     patience: int = Field(5, ge=1)
     """Early-stopping patience (epochs) inside a round."""
-    stop_on: Literal["focus", "all"] = "focus"
-    """Early stopping inside a round on the MSTAR + YSO dev stars or on the whole dev set."""
+    stop_on: Literal["groups", "focus", "all"] = "groups"
+    """What an epoch must lower (apogeenet.adapt): both the MSTAR and the YSO dev MSE ("groups"),
+    the two pooled ("focus") or the whole dev set ("all")."""
+    max_payne_increase: float | None = Field(0.05, ge=0)
+    """An epoch counts as better only while the Payne dev RMS of every parameter stays within this
+    fraction of the starting model's (None: no guard)."""
 
 
 class EvaluateParams(_Section):

@@ -376,9 +376,16 @@ def evaluate_stage(cfg: Params, *, model: str | None = None, baseline: str | Non
                    "predicts the truth would pass" if "label_error" in quality else "")
                 + "\n\n", quality.reset_index().round(3).to_markdown(index=False)]
     if "reachable" in quality:
+        against_truth = quality["gain_truth"] >= quality["required"]
+        metrics["quality/n_passed_truth"] = int(against_truth.sum())
         sections.append(f"\n\nPassed {int(quality['passed'].sum())} of {len(quality)} criteria; of the "
                         f"{int(quality['reachable'].sum())} reachable ones "
-                        f"{int(quality.loc[quality['reachable'], 'passed'].sum())} passed.")
+                        f"{int(quality.loc[quality['reachable'], 'passed'].sum())} passed. Against the truth "
+                        f"(gain_truth) {int(against_truth.sum())} of {len(quality)} pass.")
+    compared = quality["vs_paper"].dropna()
+    metrics |= {f"quality/{g}/{p}_vs_paper": float(v) for (g, p), v in compared.items()}
+    sections.append(f"\n\nTest scatter (RMS of prediction − label) at or below the paper's Table 3 in "
+                    f"{int((compared <= 1).sum())} of {len(compared)} cells (paper_rms, vs_paper).")
     if baseline is not None and baseline != model:
         before = predictions_frame(data, load_model(baseline))
         effect = adaptation_effect(before, frame, data.table1, cfg.evaluate.max_payne_scatter_increase)

@@ -174,12 +174,15 @@ def load_checkpoint(path: Path) -> dict:
 def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_positions: np.ndarray,
                 cfg: TrainConfig, checkpoint_dir: str | Path, *,
                 init_state: dict | None = None,
+                dev_loss: Callable[[nn.Module], float] | None = None,
                 on_epoch: Callable[[dict], None] | None = None,
                 progress: bool = False) -> TrainResult:
     """Train with early stopping on the dev loss; resumable from ``checkpoint_dir/last.pt``.
 
-    ``init_state`` starts from given weights (adaptation, §3.4). ``on_epoch`` receives each
-    epoch's record (epoch, train_loss, dev_loss, seconds, samples_per_s).
+    ``init_state`` starts from given weights (adaptation, §3.4); those weights are measured first
+    (epoch −1) and stay the best unless an epoch beats them. ``dev_loss(model)`` replaces the MSE
+    on ``dev_positions`` as the early-stopping criterion. ``on_epoch`` receives each epoch's record
+    (epoch, train_loss, dev_loss, seconds, samples_per_s).
     """
     from apogeenet.progress import progress_bar
 
@@ -209,6 +212,10 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
         state = saved["state"]
     elif init_state is not None:
         model.load_state_dict(init_state)
+    measure = dev_loss or (lambda net: _dev_loss(net, data, dev_positions, 256, device))
+    if saved is None and init_state is not None:  # the starting point is the best so far
+        state.update(best_dev_loss=measure(model), best_epoch=-1)
+        torch.save({"model": model.state_dict(), "config": asdict(cfg), "epoch": -1}, best_path)
     loss_fn = nn.MSELoss()
     while state["epoch"] < cfg.max_epochs and state["bad_epochs"] < cfg.patience:
         started = time.perf_counter()
@@ -235,13 +242,13 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
             raise TrainingDiverged(f"training diverged: the loss is {total} in epoch {state['epoch']} "
                                    f"({cfg.optimizer}, learning rate {cfg.learning_rate}); lower the learning "
                                    "rate or set grad_clip in the training profile")
-        dev_loss = _dev_loss(model, data, dev_positions, 256, device)
+        epoch_loss = measure(model)
         seconds = time.perf_counter() - started
-        record = {"epoch": state["epoch"], "train_loss": total / max(seen, 1), "dev_loss": dev_loss,
+        record = {"epoch": state["epoch"], "train_loss": total / max(seen, 1), "dev_loss": epoch_loss,
                   "seconds": seconds, "samples_per_s": seen / seconds}
         state["history"].append(record)
-        if dev_loss < state["best_dev_loss"]:
-            state.update(best_dev_loss=dev_loss, best_epoch=state["epoch"], bad_epochs=0)
+        if epoch_loss < state["best_dev_loss"]:
+            state.update(best_dev_loss=epoch_loss, best_epoch=state["epoch"], bad_epochs=0)
             torch.save({"model": model.state_dict(), "config": asdict(cfg), "epoch": state["epoch"]}, best_path)
         else:
             state["bad_epochs"] += 1

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import requests
@@ -131,6 +132,13 @@ def test_evaluate_writes_the_quality_bar_and_the_adaptation_check(trained, tmp_p
     assert len(quality) == 12 and set(quality["required"]) == {5.0, 4.0, 3.0}
     row = quality[(quality.group == "payne") & (quality.parameter == "teff")].iloc[0]
     assert row["gain"] == pytest.approx(row["mean_rms"] / row["rms"])
+    assert np.isnan(row["paper_rms"])  # the paper's Table 3 has no Payne group
+    yso = quality[(quality.group == "yso") & (quality.parameter == "teff")].iloc[0]
+    assert yso["paper_rms"] == 490.99 and yso["vs_paper"] == pytest.approx(yso["rms"] / 490.99)
+    assert metrics["quality/yso/teff_vs_paper"] == pytest.approx(yso["vs_paper"])
+    # the synthetic survey's truth: the labels' own error and the gain against the truth
+    assert (quality["label_error"] > 0).all() and (quality["rms_truth"] > 0).all()
+    assert metrics["quality/n_passed_truth"] == int((quality["gain_truth"] >= quality["required"]).sum())
     assert metrics["quality/passed"] == int(quality["passed"].all())
     assert "adaptation/passed" not in metrics  # a model is not compared with itself
     assert json.loads((out / "metrics.json").read_text())["test/full/mse"] == metrics["test/full/mse"]

@@ -159,6 +159,40 @@ def test_adaptation_rounds_follow_section_3_4(small, tmp_path):
     assert len(result.rounds) == 4 or losses[-1] >= min([result.initial_focus_loss, *losses[:-1]])
 
 
+def test_adaptation_keeps_the_payne_dev_error_within_its_guard(small, tmp_path):
+    from apogeenet.adapt import AdaptConfig, adapt_model, rms_per_parameter
+
+    part = small.catalog[["APOGEE_ID", "TEFF", "LOGG", "FE_H"]]
+    mixed = combine_labels({"PAYNE": part.iloc[:12], "MSTAR": part.iloc[12:18], "YSO": part.iloc[18:]})
+    data = LabelledSpectra(small.store, mixed, TABLE1, flux_scale=None)
+    torch.manual_seed(1)
+    init = ApogeeNet(3).state_dict()
+    payne_dev = data.select(split="dev", sources=("PAYNE",))
+    start = ApogeeNet(3)
+    start.load_state_dict(init)
+    before = rms_per_parameter(start, data, payne_dev)
+    cfg = TrainConfig(max_epochs=3, patience=3, batch_size=4, learning_rate=3e-3)
+    result = adapt_model(data, init, cfg, AdaptConfig(max_payne_increase=0.0, patience_rounds=1, max_rounds=2),
+                         tmp_path / "adapt")
+    assert len(payne_dev) and np.all(rms_per_parameter(result.model, data, payne_dev) <= before + 1e-6)
+
+
+def test_a_round_that_never_improves_returns_its_starting_weights(small, tmp_path):
+    torch.manual_seed(2)
+    init = ApogeeNet(3).state_dict()
+    train, dev = small.select(split="train"), small.select(split="dev")
+    calls = []
+
+    def never_better(model):
+        calls.append(1)
+        return 1.0 if len(calls) == 1 else 2.0  # the starting weights score best
+
+    result = train_model(small, train, dev, TrainConfig(max_epochs=2, patience=5, batch_size=8), tmp_path,
+                         init_state=init, dev_loss=never_better)
+    assert result.best_epoch == -1 and len(result.history) == 2
+    assert all(torch.equal(v, init[k]) for k, v in result.model.state_dict().items())
+
+
 def test_per_spectrum_flux_unit_ignores_the_brightness(tmp_path):
     torch.manual_seed(0)
     flux = np.random.default_rng(3).uniform(10, 500, (3, 8575)).astype(np.float32)

@@ -18,10 +18,11 @@ from apogeenet.isochrones import Isochrones
 from apogeenet.labels.catalog import Normalisation, combine_labels, normalisation
 from apogeenet.labels.mdwarfs import Recipe, find_columns, mdwarf_labels, select_mdwarfs
 from apogeenet.labels.payne import payne_labels
-from apogeenet.labels.yso import YSOModel, features_from_catalog, synthetic_photometry, train_yso_net
+from apogeenet.labels.yso import (PhotometricNoise, YSOModel, features_from_catalog, synthetic_photometry,
+                                  train_yso_net)
 
 __all__ = ["LabelSet", "YSOTraining", "member_distances", "mstar_labels", "train_yso", "yso_labels",
-           "build_labels"]
+           "yso_noise", "build_labels"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,9 @@ class YSOTraining:
     batch_size: int = 512
     learning_rate: float = 3e-3
     seed: int = 7
+    noise: str = "catalog"           # "catalog": the allStar's own errors on the training photometry; "none": the paper
+    noise_radius_lum: float = 0.05   # fractional scatter of Gaia radius and luminosity
+    noise_distance: float = 0.05     # fractional scatter of the distance
 
 
 @dataclass
@@ -56,12 +60,23 @@ def mstar_labels(allstar: pd.DataFrame, *, recipe: Recipe, young_fields: set[str
     return pd.concat([allstar[["APOGEE_ID"]].reset_index(drop=True), selection, labels], axis=1)
 
 
-def train_yso(isochrones: Isochrones, cfg: YSOTraining, on_epoch=None) -> tuple[YSOModel, dict, list]:
-    """Train the photometric network and measure it on a separate synthetic sample."""
-    x, y = synthetic_photometry(isochrones, cfg.n_train, cfg.seed)
+def yso_noise(cfg: YSOTraining, allstar: pd.DataFrame) -> PhotometricNoise | None:
+    """The training photometry's noise (see :mod:`apogeenet.labels.yso`): None for ``none``."""
+    if cfg.noise == "none":
+        return None
+    if cfg.noise != "catalog":
+        raise ValueError(f"unknown yso.noise {cfg.noise!r}: use 'catalog' or 'none'")
+    return PhotometricNoise.from_catalog(allstar, radius_lum=cfg.noise_radius_lum, distance=cfg.noise_distance)
+
+
+def train_yso(isochrones: Isochrones, cfg: YSOTraining, noise: PhotometricNoise | None = None,
+              on_epoch=None) -> tuple[YSOModel, dict, list]:
+    """Train the photometric network and measure it on a separate synthetic sample made the same
+    way (with the same ``noise``)."""
+    x, y = synthetic_photometry(isochrones, cfg.n_train, cfg.seed, noise)
     model, history = train_yso_net(x, y, epochs=cfg.epochs, batch_size=cfg.batch_size,
                                    learning_rate=cfg.learning_rate, seed=cfg.seed, on_epoch=on_epoch)
-    x_test, y_test = synthetic_photometry(isochrones, cfg.n_test, cfg.seed + 1)
+    x_test, y_test = synthetic_photometry(isochrones, cfg.n_test, cfg.seed + 1, noise)
     pred = model.predict(x_test)
     precision = {f"{name}_rms": float(np.sqrt(np.mean((pred[name] - y_test[name]) ** 2)))
                  for name in ("log_age", "log_mass", "av", "log_teff", "logg")}
@@ -114,7 +129,7 @@ def build_labels(allstar: pd.DataFrame, payne: pd.DataFrame, members: pd.DataFra
     """Everything of §2: the three label sources, the combined catalog with splits, Table 1."""
     allstar = allstar.rename(columns={c: c.upper() for c in allstar.columns if c.lower() == "apogee_id"})
     mstar = mstar_labels(allstar, recipe=recipe, young_fields=young_fields)
-    model, precision, history = train_yso(isochrones, yso, on_epoch=on_epoch)
+    model, precision, history = train_yso(isochrones, yso, yso_noise(yso, allstar), on_epoch=on_epoch)
     ysos = yso_labels(members, allstar, model, isochrones)
     parts = {"PAYNE": payne_labels(payne), "MSTAR": mstar[mstar["SELECTED"]], "YSO": ysos[ysos["IN_GRID"]]}
     catalog = combine_labels(parts, fractions, previous_splits)

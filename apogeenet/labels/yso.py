@@ -9,6 +9,16 @@ W3 13.5; G is required); the stellar radius and log L only where Gaia DR2 report
 Outputs (5): log age, log mass, A_V, log Teff and log g. The network has three convolutional
 layers with max pooling and two fully connected layers; inputs and outputs are standardised
 with the training set's mean and σ, which travel with the weights.
+
+Photometric noise (:class:`PhotometricNoise`). The paper applied no scatter to the synthetic
+training photometry. A network trained on exact photometry leans on colour differences of a few
+hundredths of a magnitude, the size of real catalogue errors: on the default synthetic survey
+(2MASS σ ≥ 0.02 mag) it labelled cool Pleiades dwarfs of 2 900 K as 8 000 K stars, and its YSO
+Teff labels missed the truth by 694 K RMS (357 K robust). Trained on photometry with the
+catalogue's own errors added — for each band the median quoted error at that magnitude in the
+allStar table, a 5 % scatter on Gaia radius and luminosity and 5 % on the distance — the same
+labels miss by 431 K RMS (188 K robust); the Pleiades by 116 K instead of 942 K. ``noise="none"``
+keeps the paper's noise-free training.
 """
 
 from __future__ import annotations
@@ -23,14 +33,65 @@ from torch import nn
 from apogeenet.isochrones import Isochrones
 from apogeenet.synth.photometry import extinction
 
-__all__ = ["FEATURES", "LIMITS", "TARGETS", "YSOPhotometryNet", "YSOModel", "features_from_catalog",
-           "synthetic_photometry", "train_yso_net"]
+__all__ = ["CATALOG_COLUMNS", "FEATURES", "LIMITS", "TARGETS", "PhotometricNoise", "YSOPhotometryNet", "YSOModel",
+           "features_from_catalog", "synthetic_photometry", "train_yso_net"]
 
 LIMITS = {"G": 19.0, "BP": 20.5, "RP": 17.5, "J": 17.0, "H": 16.0, "K": 16.0, "W1": 16.0,
           "W2": 16.0, "W3": 13.5}
 RADIUS_LIMIT, LOGL_LIMIT, MG_LIMIT = 0.5, -1.54, 10.0
 FEATURES = (*LIMITS, "radius", "logL", "distance")
 TARGETS = ("log_age", "log_mass", "av", "log_teff", "logg")
+#: allStar-like column of each band.
+CATALOG_COLUMNS = {"G": "GAIA_G", "BP": "GAIA_BP", "RP": "GAIA_RP", "J": "J", "H": "H", "K": "K",
+                   "W1": "W1", "W2": "W2", "W3": "W3"}
+
+
+@dataclass(frozen=True)
+class PhotometricNoise:
+    """Catalogue-like errors for the synthetic training photometry: per band, the typical quoted
+    error as a function of magnitude (``curves[band] = (magnitudes, errors)``, interpolated and
+    held constant beyond the ends), and fractional scatters of the Gaia radius and luminosity and
+    of the distance."""
+
+    curves: dict[str, tuple[np.ndarray, np.ndarray]]
+    radius_lum: float = 0.05
+    distance: float = 0.05
+
+    @classmethod
+    def from_catalog(cls, catalog: pd.DataFrame, *, radius_lum: float = 0.05, distance: float = 0.05,
+                     bin_mag: float = 0.5) -> PhotometricNoise:
+        """Curves from a catalogue's own ``<column>`` and ``<column>_ERR`` pairs: the median error
+        in bins of ``bin_mag`` magnitudes. Raises ValueError naming bands without usable errors."""
+        frame = catalog.rename(columns=str.upper)
+        curves, missing = {}, []
+        for band, column in CATALOG_COLUMNS.items():
+            if column not in frame or f"{column}_ERR" not in frame:
+                missing.append(f"{column}_ERR")
+                continue
+            mag, err = frame[column].to_numpy(float), frame[f"{column}_ERR"].to_numpy(float)
+            ok = np.isfinite(mag) & np.isfinite(err) & (err > 0)
+            if ok.sum() < 2:
+                missing.append(f"{column}_ERR")
+                continue
+            bins = np.floor(mag[ok] / bin_mag).astype(int)
+            per_bin = pd.DataFrame({"bin": bins, "mag": mag[ok], "err": err[ok]}).groupby("bin").median()
+            curves[band] = (per_bin["mag"].to_numpy(), per_bin["err"].to_numpy())
+        if missing:
+            raise ValueError(f"catalog lacks photometric errors for the YSO network's noise: {', '.join(missing)} "
+                             "(set yso.noise: none to train without noise, as the paper did)")
+        return cls(curves, radius_lum, distance)
+
+    def sigma(self, band: str, mags: np.ndarray) -> np.ndarray:
+        magnitudes, errors = self.curves[band]
+        return np.interp(mags, magnitudes, errors)
+
+    def apply(self, rng: np.random.Generator, mags: dict[str, np.ndarray], radius: np.ndarray,
+              log_l: np.ndarray, distance: np.ndarray):
+        """Noisy copies of the magnitudes, radius, log L and distance."""
+        n = len(radius)
+        noisy = {band: values + rng.standard_normal(n) * self.sigma(band, values) for band, values in mags.items()}
+        return (noisy, radius * rng.lognormal(0, self.radius_lum, n),
+                log_l + rng.normal(0, self.radius_lum, n) / np.log(10), distance * rng.lognormal(0, self.distance, n))
 
 
 def _features(mags: dict[str, np.ndarray], radius: np.ndarray, log_l: np.ndarray,
@@ -50,20 +111,23 @@ def _features(mags: dict[str, np.ndarray], radius: np.ndarray, log_l: np.ndarray
     return np.column_stack(columns)
 
 
-def synthetic_photometry(isochrones: Isochrones, n: int, seed: int) -> tuple[np.ndarray, pd.DataFrame]:
+def synthetic_photometry(isochrones: Isochrones, n: int, seed: int,
+                         noise: PhotometricNoise | None = None) -> tuple[np.ndarray, pd.DataFrame]:
     """Features (n, 12) and the true targets of ``n`` isochrone stars detected in G (see the
-    module docstring); stars fainter than G = 19 are drawn again."""
+    module docstring), with ``noise`` added to the observables when given; stars fainter than
+    G = 19 are drawn again."""
     rng = np.random.default_rng(seed)
     xs, ys, kept = [], [], 0
     while kept < n:
-        x, y = _draw(isochrones, rng, 2 * (n - kept) + 100)
+        x, y = _draw(isochrones, rng, 2 * (n - kept) + 100, noise)
         xs.append(x)
         ys.append(y)
         kept += len(x)
     return np.vstack(xs)[:n], pd.concat(ys, ignore_index=True).iloc[:n]
 
 
-def _draw(isochrones: Isochrones, rng: np.random.Generator, n: int) -> tuple[np.ndarray, pd.DataFrame]:
+def _draw(isochrones: Isochrones, rng: np.random.Generator, n: int,
+          noise: PhotometricNoise | None) -> tuple[np.ndarray, pd.DataFrame]:
     lo, hi = isochrones.mass_range()
     mass = np.clip(rng.uniform(0.08, 3.0, n), lo, hi)
     age = rng.uniform(1.0, 100.0, n)
@@ -73,7 +137,11 @@ def _draw(isochrones: Isochrones, rng: np.random.Generator, n: int) -> tuple[np.
     mu = 5 * np.log10(distance / 10)
     ext = extinction(av)
     mags = {band: stars[band].to_numpy() + mu + ext[band] for band in LIMITS}
-    x = _features(mags, stars["radius"].to_numpy(), stars["logL"].to_numpy(), distance)
+    observed = (mags, stars["radius"].to_numpy(), stars["logL"].to_numpy(), distance)
+    if noise is not None:
+        observed = noise.apply(rng, *observed)
+    mags = observed[0]
+    x = _features(*observed)
     targets = pd.DataFrame({"log_age": np.log10(age), "log_mass": np.log10(mass), "av": av,
                             "log_teff": np.log10(stars["Teff"].to_numpy()),
                             "logg": stars["logg"].to_numpy()})
@@ -84,13 +152,11 @@ def _draw(isochrones: Isochrones, rng: np.random.Generator, n: int) -> tuple[np.
 def features_from_catalog(catalog: pd.DataFrame, distance_pc: np.ndarray) -> np.ndarray:
     """The 12 inputs for real (or synthetic-survey) stars from allStar-like columns
     GAIA_G, GAIA_BP, GAIA_RP, J, H, K, W1, W2, W3, GAIA_RADIUS and GAIA_LUM (NaN: not reported)."""
-    names = {"G": "GAIA_G", "BP": "GAIA_BP", "RP": "GAIA_RP", "J": "J", "H": "H", "K": "K",
-             "W1": "W1", "W2": "W2", "W3": "W3"}
     frame = catalog.rename(columns=str.upper)
-    missing = [c for c in [*names.values(), "GAIA_RADIUS", "GAIA_LUM"] if c not in frame.columns]
+    missing = [c for c in [*CATALOG_COLUMNS.values(), "GAIA_RADIUS", "GAIA_LUM"] if c not in frame.columns]
     if missing:
         raise ValueError(f"catalog lacks column(s) {', '.join(missing)} for the YSO network")
-    mags = {band: frame[col].to_numpy(float) for band, col in names.items()}
+    mags = {band: frame[col].to_numpy(float) for band, col in CATALOG_COLUMNS.items()}
     with np.errstate(divide="ignore", invalid="ignore"):
         log_l = np.log10(frame["GAIA_LUM"].to_numpy(float))
     return _features(mags, frame["GAIA_RADIUS"].to_numpy(float), log_l, distance_pc)
