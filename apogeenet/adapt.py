@@ -83,8 +83,8 @@ def adapt_model(data: LabelledSpectra, init_state: dict, train_cfg: TrainConfig,
     model = ApogeeNet(3, dropout=train_cfg.dropout)
     model.load_state_dict(init_state)
     criterion = _stopping_criterion(model, data, cfg, focus_dev, payne_dev)
-    initial, best, best_round, best_state, stale = focus_loss(model, data, focus_dev), criterion(model), -1, \
-        copy.deepcopy(init_state), 0
+    initial = focus_loss(model, data, focus_dev)
+    best, best_round, best_state, stale = criterion(model), -1, copy.deepcopy(init_state), 0
     state, rounds = init_state, []
     n_payne = max(1, int(round(cfg.payne_fraction * len(payne_train)))) if len(payne_train) else 0
     for k in range(cfg.max_rounds):
@@ -115,14 +115,15 @@ def _stopping_criterion(start: ApogeeNet, data: LabelledSpectra, cfg: AdaptConfi
                         payne_dev: np.ndarray) -> Callable[[ApogeeNet], float]:
     """The loss by which epochs and rounds are compared (``stop_on``), measured against the
     starting model ``start``; infinite where the Payne guard is broken."""
+    if cfg.stop_on not in ("groups", "focus", "all"):
+        raise ValueError(f"unknown stop_on {cfg.stop_on!r}: use 'groups', 'focus' or 'all'")
     guard = None
     if cfg.max_payne_increase is not None and len(payne_dev):
         guard = (1 + cfg.max_payne_increase) * rms_per_parameter(start, data, payne_dev)
-    groups = [data.select(split="dev", sources=(source,)) for source in FOCUS_SOURCES]
-    groups = [(g, focus_loss(start, data, g)) for g in groups if len(g)]
+    if cfg.stop_on == "groups":
+        groups = [data.select(split="dev", sources=(source,)) for source in FOCUS_SOURCES]
+        groups = [(g, focus_loss(start, data, g)) for g in groups if len(g)]
     stop_dev = data.select(split="dev") if cfg.stop_on == "all" else focus_dev
-    if cfg.stop_on not in ("groups", "focus", "all"):
-        raise ValueError(f"unknown stop_on {cfg.stop_on!r}: use 'groups', 'focus' or 'all'")
 
     def criterion(net: ApogeeNet) -> float:
         if guard is not None and np.any(rms_per_parameter(net, data, payne_dev) > guard):

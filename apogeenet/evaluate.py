@@ -113,7 +113,8 @@ def quality_bar(frame: pd.DataFrame, min_gain: dict[str, float], split: str = "t
         pick = _in_group(frame, group) & (frame["SPLIT"] == split).to_numpy()
         for column, parameter in PARAMETERS.items():
             label = frame.loc[pick, column].to_numpy(float)
-            baseline = float(np.sqrt(np.mean((label - frame.loc[train, column].mean()) ** 2)))
+            train_mean = frame.loc[train, column].mean()
+            baseline = float(np.sqrt(np.mean((label - train_mean) ** 2)))
             rms = float(np.sqrt(np.mean((frame.loc[pick, f"PRED_{column}"].to_numpy(float) - label) ** 2)))
             gain = baseline / rms if rms > 0 else np.inf
             row = {"group": group, "parameter": parameter, "n": int(pick.sum()), "mean_rms": baseline,
@@ -128,8 +129,7 @@ def quality_bar(frame: pd.DataFrame, min_gain: dict[str, float], split: str = "t
                 row["reachable"] = bool(row["label_error"] * min_gain[parameter] <= baseline)
                 pred_error = frame.loc[pick, f"PRED_{column}"].to_numpy(float) - true
                 row["rms_truth"] = float(np.sqrt(np.nanmean(pred_error**2)))
-                row["gain_truth"] = float(np.sqrt(np.nanmean((true - frame.loc[train, column].mean()) ** 2))
-                                          / row["rms_truth"])
+                row["gain_truth"] = float(np.sqrt(np.nanmean((true - train_mean) ** 2)) / row["rms_truth"])
             rows.append(row)
     return pd.DataFrame(rows).set_index(["group", "parameter"])
 

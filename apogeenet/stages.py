@@ -425,9 +425,8 @@ def predict_stage(cfg: Params, *, model: str | None = None, store: Path | None =
     from apogeenet.labels.build import LABELS_FILE
     from apogeenet.progress import progress_bar
     from apogeenet.store import SpectraStore
-    from apogeenet.uncertainty import calibration, mc_predict, seed_keys
-
     from apogeenet.train import best_device
+    from apogeenet.uncertainty import calibration, mc_predict, seed_keys
 
     spec = model or cfg.predict.model
     predictor = load_model(spec).to(best_device())
