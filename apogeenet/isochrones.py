@@ -66,7 +66,7 @@ class Isochrones:
         weight = np.clip(np.where(span > 0, (age_myr - ages[lo]) / np.where(span > 0, span, 1), 0), 0, 1)
         columns = [*PHYSICAL, *BAND_NAMES]
         result = np.zeros((age_myr.size, len(columns)))
-        tracks = {age: track.sort_values("mass") for age, track in grid.groupby("age")}
+        tracks = {age: track.sort_values("mass", kind="stable") for age, track in grid.groupby("age")}
         for w, idx in ((1 - weight, lo), (weight, hi)):
             for i in np.unique(idx):
                 pick = idx == i

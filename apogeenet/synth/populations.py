@@ -27,6 +27,7 @@ from astropy.coordinates import SkyCoord
 
 from apogeenet.io.apstar import twomass_id
 from apogeenet.synth.photometry import BANDS, absolute_from_labels, extinction, parsec_stars
+from apogeenet.synth.portable import quantise_frame
 
 __all__ = ["POPULATIONS", "REGIONS", "Region", "draw_population", "draw_survey", "observe"]
 
@@ -278,14 +279,17 @@ def observe(rng: np.random.Generator, stars: pd.DataFrame) -> pd.DataFrame:
 
 
 def draw_survey(seed: int, n_stars: int, fractions: dict[str, float]) -> pd.DataFrame:
-    """All stars of a survey: truth, positions, photometry; one row per star, unique APOGEE IDs."""
+    """All stars of a survey: truth, positions, photometry; one row per star, unique APOGEE IDs.
+
+    Float columns are quantised (:mod:`apogeenet.synth.portable`) so that the files made from
+    them are the same on every CPU."""
     rng = np.random.default_rng(seed)
     counts = {p: int(np.floor(fractions.get(p, 0.0) * n_stars)) for p in POPULATIONS}
     counts["giant"] += n_stars - sum(counts.values())
     parts = [draw_population(rng, p, c) for p, c in counts.items() if c > 0]
     stars = pd.concat(parts, ignore_index=True).rename(columns={b: f"M_{b}" for b in BANDS})
     stars = stars.join(observe(rng, stars))
-    stars = stars.iloc[rng.permutation(len(stars))].reset_index(drop=True)
+    stars = quantise_frame(stars.iloc[rng.permutation(len(stars))].reset_index(drop=True))
     ids = [twomass_id(r, d) for r, d in zip(stars["ra"], stars["dec"])]
     seen: set[str] = set()
     for i, apogee_id in enumerate(ids):  # nudge the rare coincident designation

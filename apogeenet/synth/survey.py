@@ -37,6 +37,7 @@ from apogeenet.progress import progress_bar
 from apogeenet.synth.emulator import EMULATOR_LABELS, PayneEmulator
 from apogeenet.synth.photometry import BANDS, extinction_curve
 from apogeenet.synth.populations import draw_survey
+from apogeenet.synth.portable import SPECTRUM_BITS, quantise
 
 __all__ = ["ALLSTAR_FILE", "MEMBERS_FILE", "PAYNE_FILE", "TRUTH_FILE", "SurveyReport",
            "SpectrumSynthesizer", "make_survey"]
@@ -71,12 +72,14 @@ class SpectrumSynthesizer:
         return extinction_curve(self.emulator.wavelength)
 
     def noiseless(self, stars: pd.DataFrame) -> np.ndarray:
-        """Observed flux without noise on the emulator's pixels, (n, 7214), 1e-17 erg/s/cm²/Å."""
+        """Observed flux without noise on the emulator's pixels, (n, 7214), 1e-17 erg/s/cm²/Å,
+        quantised to :data:`~apogeenet.synth.portable.SPECTRUM_BITS` so that the noisy files
+        made from it (exact IEEE operations from here on) are the same on every CPU."""
         labels = stars[list(EMULATOR_LABELS)].to_numpy(dtype=np.float64)
         surface = self.emulator.surface_flux(labels)
         dilution = (stars["radius"].to_numpy() * _RSUN_CM / (stars["distance_pc"].to_numpy() * _PC_CM)) ** 2
         reddening = 10 ** (-0.4 * stars["av"].to_numpy()[:, None] * self._reddening_curve)
-        return surface * dilution[:, None] * reddening * 1e17
+        return quantise(surface * dilution[:, None] * reddening * 1e17, SPECTRUM_BITS)
 
     def observe(self, number: int, truth: np.ndarray, snr: float, nvisits: int) -> tuple[np.ndarray, ...]:
         """Noisy flux, error and mask on the full apStar grid for star ``number``.
