@@ -32,11 +32,12 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from apogeenet.io.apstar import ApStarError
     from apogeenet.io.tables import TableError
     from apogeenet.isochrones import IsochroneError
+    from apogeenet.serving import ModelFileError
     from apogeenet.stages import StageError
     from apogeenet.store import StoreError
     from apogeenet.train import TrainingDiverged
     return (UserError, ConfigError, ApStarError, TableError, StoreError, StageError, IsochroneError,
-            TrainingDiverged, FileExistsError, FileNotFoundError)
+            ModelFileError, TrainingDiverged, FileExistsError, FileNotFoundError)
 
 
 def main() -> None:

@@ -2,15 +2,19 @@
 
 The logged model is a pyfunc whose input is raw apStar flux (n, 8575) float32 — the combined
 spectrum, bad pixels 0 — and whose output is a table of TEFF [K], LOGG and FE_H in physical
-units. It carries the weights and Table 1, so ``mlflow.pyfunc.load_model("models:/apogeenet@champion")``
-needs nothing else. Versions are registered under ``apogeenet``; alias ``candidate`` always
-points at the newest, ``champion`` moves only when the new model's dev loss beats the current
-champion's, both measured on the same (current) dev set.
+units. It is logged as a model from code (:mod:`apogeenet.mlflow_model`) with the weights and
+Table 1 as the artifact ``model.pt``, so ``mlflow.pyfunc.load_model("models:/apogeenet@champion")``
+unpickles nothing; :func:`load_predictor` reads only that weights file. Versions are registered
+under ``apogeenet`` with their dev loss as a tag from the moment they exist; alias ``candidate``
+always points at the newest, ``champion`` moves only when the new model's dev loss beats the
+current champion's, both measured on the same (current) dev set, and that comparison and the move
+happen under a lock beside the tracking store, so two registrations at once cannot both win.
 """
 
 from __future__ import annotations
 
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -24,6 +28,7 @@ from apogeenet.serving import Predictor
 __all__ = ["MODEL_NAME", "ApogeeNetPyfunc", "load_predictor", "log_and_register", "registered_versions"]
 
 MODEL_NAME = "apogeenet"
+WEIGHTS_FILE = "model.pt"
 
 
 class ApogeeNetPyfunc(mlflow.pyfunc.PythonModel):
@@ -46,12 +51,29 @@ def _signature() -> ModelSignature:
 
 
 def load_predictor(uri: str) -> Predictor:
-    """The :class:`Predictor` behind a registered or logged model URI (e.g. ``models:/apogeenet@champion``)."""
+    """The :class:`Predictor` behind a registered or logged model URI (e.g.
+    ``models:/apogeenet@champion``): only its weights file is read (no code from the store runs)."""
     from apogeenet.tracking import tracking_uri
 
     mlflow.set_tracking_uri(tracking_uri())
-    wrapped = mlflow.pyfunc.load_model(uri).unwrap_python_model()
-    return wrapped.predictor
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri.rstrip("/"), dst_path=tmp))
+        weights = local / "artifacts" / WEIGHTS_FILE
+        if not weights.is_file():
+            raise mlflow.exceptions.MlflowException(f"{uri} has no {WEIGHTS_FILE}: not an apogeenet model")
+        return Predictor.load(weights)
+
+
+@contextmanager
+def _registry_lock():
+    """Serialise champion decisions of processes that share the tracking store (a file lock in
+    ``mlruns/``; a remote tracking server is not covered)."""
+    from filelock import FileLock
+
+    from apogeenet.tracking import tracking_root
+
+    with FileLock(str(tracking_root() / "registry.lock"), timeout=600):
+        yield
 
 
 def log_and_register(predictor: Predictor, example_flux: np.ndarray, *, dev_loss_of) -> dict:
@@ -60,25 +82,27 @@ def log_and_register(predictor: Predictor, example_flux: np.ndarray, *, dev_loss
 
     Returns {"version", "champion_version", "promoted", "dev_loss", "champion_dev_loss"}.
     """
+    from importlib.resources import files
+
     client = mlflow.MlflowClient()
-    with tempfile.TemporaryDirectory() as tmp:
-        weights = predictor.save(Path(tmp) / "model.pt")
-        info = mlflow.pyfunc.log_model(name="model", python_model=ApogeeNetPyfunc(),
-                                       artifacts={"model": str(weights)}, signature=_signature(),
-                                       input_example=example_flux[:2].astype(np.float32),
-                                       registered_model_name=MODEL_NAME)
-    version = str(info.registered_model_version)
-    client.set_registered_model_alias(MODEL_NAME, "candidate", version)
     dev_loss = float(dev_loss_of(predictor))
-    client.set_model_version_tag(MODEL_NAME, version, "dev_loss", f"{dev_loss:.6g}")
-    try:
-        champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
-        champion_loss = float(dev_loss_of(load_predictor(f"models:/{MODEL_NAME}@champion")))
-    except mlflow.exceptions.MlflowException:
-        champion, champion_loss = None, float("inf")
-    promoted = dev_loss < champion_loss
-    if promoted:
-        client.set_registered_model_alias(MODEL_NAME, "champion", version)
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = predictor.save(Path(tmp) / WEIGHTS_FILE)
+        info = mlflow.pyfunc.log_model(name="model", python_model=str(files("apogeenet") / "mlflow_model.py"),
+                                       artifacts={"model": str(weights)}, signature=_signature(),
+                                       input_example=example_flux[:2].astype(np.float32))
+    # the version is born with its tag: a kill can leave an untagged log, never an untagged version
+    version = str(mlflow.register_model(info.model_uri, MODEL_NAME, tags={"dev_loss": f"{dev_loss:.6g}"}).version)
+    with _registry_lock():
+        client.set_registered_model_alias(MODEL_NAME, "candidate", version)
+        try:
+            champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
+            champion_loss = float(dev_loss_of(load_predictor(f"models:/{MODEL_NAME}@champion")))
+        except mlflow.exceptions.MlflowException:
+            champion, champion_loss = None, float("inf")
+        promoted = dev_loss < champion_loss
+        if promoted:
+            client.set_registered_model_alias(MODEL_NAME, "champion", version)
     return {"version": version, "promoted": promoted, "dev_loss": dev_loss,
             "champion_version": version if promoted else str(champion.version),
             "champion_dev_loss": dev_loss if promoted else champion_loss}

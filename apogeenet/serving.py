@@ -7,6 +7,7 @@ pyfunc wrapper in :mod:`apogeenet.registry` takes flux arrays and returns Teff, 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,10 +15,38 @@ import numpy as np
 import pandas as pd
 import torch
 
+from apogeenet.atomic import atomic_path
 from apogeenet.labels.catalog import LABEL_COLUMNS, Normalisation
 from apogeenet.model import ApogeeNet, scale_flux
 
-__all__ = ["Predictor"]
+__all__ = ["ModelFileError", "Predictor", "load_weights"]
+
+
+class ModelFileError(ValueError):
+    """A file that is not an apogeenet model (or checkpoint) of plain weights."""
+
+
+def load_weights(path: str | Path, device: str | torch.device = "cpu") -> dict:
+    """Load a ``.pt`` file that holds only tensors and plain Python values.
+
+    ``torch.load(weights_only=True)`` unpickles no code: a crafted file that carries a payload
+    (or any object other than tensors, numbers, strings, lists and dicts) is refused with
+    :class:`ModelFileError`, never executed.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():  # torch comments on foreign pickle protocols: we refuse anyway
+            warnings.simplefilter("ignore")
+            saved = torch.load(path, map_location=device, weights_only=True)
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except Exception as exc:  # UnpicklingError, RuntimeError (not a zip archive), ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(f"{path}: not a file of plain weights, refused without running it "
+                             f"({first[:160]})") from None
+    if not isinstance(saved, dict):
+        raise ModelFileError(f"{path}: not an apogeenet model or checkpoint (a {type(saved).__name__})")
+    return saved
 
 
 @dataclass
@@ -46,16 +75,23 @@ class Predictor:
         return self
 
     def save(self, path: str | Path) -> Path:
+        """Write weights, Table 1 and the flux unit (atomically: a kill leaves the old file)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         weights = {k: v.cpu() for k, v in self.model.state_dict().items()}
-        torch.save({"model": weights, "table1": self.table1.to_dict(), "flux_scale": self.flux_scale,
-                    "architecture": "ApogeeNet-AppendixB", "n_outputs": 3}, path)
+        with atomic_path(path) as tmp:
+            torch.save({"model": weights, "table1": self.table1.to_dict(), "flux_scale": self.flux_scale,
+                        "architecture": "ApogeeNet-AppendixB", "n_outputs": 3}, tmp)
         return path
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Predictor:
-        saved = torch.load(path, map_location=device, weights_only=False)
-        model = ApogeeNet(saved.get("n_outputs", 3))
-        model.load_state_dict(saved["model"])
-        return cls(model.to(device).eval(), Normalisation(**saved["table1"]), saved.get("flux_scale", 1.0))
+        """A saved model; a file that is not one raises :class:`ModelFileError` (no code runs)."""
+        saved = load_weights(path, device)
+        try:
+            model = ApogeeNet(int(saved.get("n_outputs", 3)))
+            model.load_state_dict(saved["model"])
+            table1 = Normalisation(**saved["table1"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise ModelFileError(f"{path}: not an apogeenet model.pt ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
+        return cls(model.to(device).eval(), table1, saved.get("flux_scale", 1.0))

@@ -16,6 +16,7 @@ one-cycle schedule over ``max_epochs`` that peaks at ``learning_rate``.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -27,12 +28,17 @@ import pandas as pd
 import torch
 from torch import nn
 
+from apogeenet.atomic import atomic_path
 from apogeenet.labels.catalog import LABEL_COLUMNS, Normalisation
 from apogeenet.model import ApogeeNet, prepare_flux, scale_flux
+from apogeenet.serving import ModelFileError, load_weights
 from apogeenet.store import SpectraStore
 
 __all__ = ["LabelledSpectra", "TrainConfig", "TrainResult", "TrainingDiverged", "best_device",
            "load_checkpoint", "predict_standardised", "train_model"]
+
+
+_log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(ValueError):
@@ -167,8 +173,36 @@ def _inputs_hash(data: LabelledSpectra, train_positions: np.ndarray, dev_positio
     return digest.hexdigest()[:16]
 
 
-def load_checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+def load_checkpoint(path: Path) -> dict | None:
+    """The checkpoint at ``path`` (plain weights only, no code runs), or None when it is missing
+    or unusable (torn by a kill under an older version, planted, not a checkpoint): training then
+    starts afresh and says so."""
+    if not path.exists():
+        return None
+    try:
+        return load_weights(path)
+    except ModelFileError as exc:
+        _log.warning("ignoring checkpoint: %s; training starts afresh", exc)
+        return None
+
+
+def _save(obj: dict, path: Path) -> None:
+    with atomic_path(path) as tmp:  # a kill while saving leaves the previous checkpoint
+        torch.save(obj, tmp)
+
+
+def _rng_state(device: torch.device) -> dict:
+    """The global generators that dropout draws from, so that a resumed run is the same run."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_positions: np.ndarray,
@@ -200,7 +234,7 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
     signature = {**{k: v for k, v in asdict(cfg).items() if k not in resizable},
                  "n_train": int(len(train_positions)), "n_dev": int(len(dev_positions)),
                  "flux_scale": data.flux_scale, "inputs": _inputs_hash(data, train_positions, dev_positions)}
-    saved = load_checkpoint(last) if last.exists() else None
+    saved = load_checkpoint(last)
     if saved is not None and saved.get("signature") != signature:
         saved = None  # a checkpoint of another configuration or data set: start afresh
     if saved is not None:  # resume after a kill
@@ -209,13 +243,14 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
         if scheduler is not None:
             scheduler.load_state_dict(saved["scheduler"])
         generator.set_state(saved["generator"])
+        _set_rng_state(saved["rng"], device)
         state = saved["state"]
     elif init_state is not None:
         model.load_state_dict(init_state)
     measure = dev_loss or (lambda net: _dev_loss(net, data, dev_positions, 256, device))
     if saved is None and init_state is not None:  # the starting point is the best so far
         state.update(best_dev_loss=measure(model), best_epoch=-1)
-        torch.save({"model": model.state_dict(), "config": asdict(cfg), "epoch": -1}, best_path)
+        _save({"model": model.state_dict(), "config": asdict(cfg), "epoch": -1}, best_path)
     loss_fn = nn.MSELoss()
     while state["epoch"] < cfg.max_epochs and state["bad_epochs"] < cfg.patience:
         started = time.perf_counter()
@@ -249,14 +284,15 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
         state["history"].append(record)
         if epoch_loss < state["best_dev_loss"]:
             state.update(best_dev_loss=epoch_loss, best_epoch=state["epoch"], bad_epochs=0)
-            torch.save({"model": model.state_dict(), "config": asdict(cfg), "epoch": state["epoch"]}, best_path)
+            _save({"model": model.state_dict(), "config": asdict(cfg), "epoch": state["epoch"]}, best_path)
         else:
             state["bad_epochs"] += 1
         state["epoch"] += 1
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "generator": generator.get_state(), "state": state, "signature": signature,
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None}, last)
+        _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+               "generator": generator.get_state(), "rng": _rng_state(device), "state": state,
+               "signature": signature, "scheduler": scheduler.state_dict() if scheduler is not None else None},
+              last)
         if on_epoch:
             on_epoch(record)
-    model.load_state_dict(load_checkpoint(best_path)["model"])
+    model.load_state_dict(load_weights(best_path)["model"])
     return TrainResult(model.cpu(), state["best_dev_loss"], state["best_epoch"], state["history"])

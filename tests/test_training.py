@@ -4,6 +4,8 @@ the MLflow pyfunc and registry aliases."""
 from __future__ import annotations
 
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -88,7 +90,7 @@ def test_predictor_round_trip_in_physical_units(tmp_path):
 
 def test_registry_aliases_candidate_and_champion(tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
-    from apogeenet.registry import MODEL_NAME, log_and_register
+    from apogeenet.registry import MODEL_NAME, load_predictor, log_and_register
     from apogeenet.tracking import mlflow_run
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -117,6 +119,10 @@ def test_registry_aliases_candidate_and_champion(tmp_path, monkeypatch):
     model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
     out = model.predict(flux)
     assert list(out.columns) == ["TEFF", "LOGG", "FE_H"] and len(out) == 2
+    assert client.get_model_version(MODEL_NAME, "2").tags["dev_loss"] == "0.9025"  # born with its tag
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL_NAME}/1", dst_path=str(tmp_path / "dl")))
+    assert not list(local.rglob("*.pkl")), "a logged model must hold no pickled code"
+    pd.testing.assert_frame_equal(load_predictor(f"models:/{MODEL_NAME}@champion").predict(flux), out)
 
 
 def test_flux_unit_travels_with_the_model(tmp_path):
