@@ -86,9 +86,12 @@ def download(
     release: Annotated[Optional[str], typer.Option(help="dr14, dr16 or dr17 [params: download.release]")] = None,
     base_url: Annotated[Optional[str], typer.Option(help="SAS root URL [params: download.base_url]")] = None,
     workers: Annotated[Optional[int], typer.Option(min=1, help="Concurrent downloads.")] = None,
+    allow_host: Annotated[Optional[list[str]], typer.Option(
+        help="Host that redirects may lead to besides the SAS URL's own [params: download.allowed_hosts]")] = None,
     params: ParamsOption = None,
 ) -> None:
-    """Download the apStar files of a catalog from the SDSS Science Archive Server."""
+    """Download the apStar files of a catalog from the SDSS Science Archive Server (files stay
+    inside --out; unsafe catalog rows, cross-host redirects and oversized bodies are refused)."""
     from apogeenet.io.sas import apstar_jobs, download_files
     from apogeenet.io.tables import read_table
 
@@ -100,7 +103,9 @@ def download(
     except ValueError as exc:
         raise UserError(f"{catalog}: {exc}") from None
     results = download_files(jobs, workers=workers or cfg.workers, retries=cfg.retries,
-                             backoff_s=cfg.backoff_s, timeout_s=cfg.timeout_s, progress=True)
+                             backoff_s=cfg.backoff_s, timeout_s=cfg.timeout_s,
+                             max_bytes=int(cfg.max_file_mb * 2**20),
+                             allowed_hosts=(*cfg.allowed_hosts, *(allow_host or ())), progress=True)
     _report_downloads(results)
 
 
@@ -130,7 +135,8 @@ def download_catalog(
 
     job = DownloadJob(url, out_dir / url.rsplit("/", 1)[-1])
     _report_downloads(download_files([job], workers=1, retries=cfg.retries, backoff_s=cfg.backoff_s,
-                                     timeout_s=cfg.timeout_s, validate=validate, progress=True))
+                                     timeout_s=cfg.timeout_s, validate=validate, max_bytes=None,
+                                     allowed_hosts=cfg.allowed_hosts, progress=True))
 
 
 def _report_downloads(results) -> None:

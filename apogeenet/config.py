@@ -82,6 +82,10 @@ class DownloadParams(_Section):
     retries: int = Field(5, ge=0)
     backoff_s: float = Field(1.0, ge=0)
     timeout_s: float = Field(60.0, gt=0)
+    max_file_mb: float = Field(256.0, gt=0)
+    """Largest apStar file accepted; a larger body is discarded (apStar files are a few MB)."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Hosts besides the SAS URL's own that redirects may lead to (a mirror)."""
 
 
 class LabelsParams(_Section):

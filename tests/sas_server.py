@@ -16,6 +16,8 @@ class Faults:
     cut_at: int | None = None  # on the next full request, close the connection after this many bytes
     delay_s: float = 0.0       # sleep before the body on the next request
     corrupt: bool = False      # serve garbage instead of the file (every time)
+    redirect: str = ""         # answer 302 with this Location (every time)
+    chunked: bool = False      # send the body chunked, without Content-Length
 
 
 @dataclass
@@ -38,6 +40,12 @@ def start(sas: FakeSAS) -> ThreadingHTTPServer:
             sas.requests.append((path, self.headers.get("Range")))
             body = sas.files.get(path)
             fault = sas.faults.get(path, Faults())
+            if fault.redirect:
+                self.send_response(302)
+                self.send_header("Location", fault.redirect)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if body is None:
                 return self._plain(404, b"not found")
             if fault.errors > 0:
@@ -52,6 +60,15 @@ def start(sas: FakeSAS) -> ThreadingHTTPServer:
                 if start >= len(body):
                     return self._plain(416, b"")
             payload = body[start:]
+            if fault.chunked:
+                self.send_response(200)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for i in range(0, len(payload), 1 << 16):
+                    piece = payload[i:i + (1 << 16)]
+                    self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+                self.wfile.write(b"0\r\n\r\n")
+                return
             self.send_response(206 if start else 200)
             self.send_header("Content-Length", str(len(payload)))
             self.send_header("Accept-Ranges", "bytes")

@@ -13,11 +13,17 @@ URL layout (``https://data.sdss.org/sas/`` + …):
 Downloads run concurrently with retries and exponential backoff, resume partial files with HTTP
 Range requests, write to ``<name>.part`` and rename only once the file validates, and skip files
 that are already present and valid.
+
+A catalog and a server are input, not instructions: a row whose APOGEE_ID, TELESCOPE or FIELD is
+not a plain name (``../``, ``/``, spaces, control characters) is refused, every file lands inside
+the output directory (checked after resolving links), redirects are followed only to the same
+host unless the host is allowed, and a body larger than ``max_bytes`` is cut off and discarded.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
@@ -43,6 +50,18 @@ __all__ = [
 ]
 
 SAS_BASE_URL = "https://data.sdss.org/sas"
+MAX_APSTAR_BYTES = 256 << 20
+"""apStar files are a few MB (tens with many visits); anything far larger is not one."""
+MAX_REDIRECTS = 5
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9+._-]{0,127}")
+
+
+def _plain(value: str, what: str) -> str:
+    """``value`` if it is a plain file-name component (no separators, no ``..``), else ValueError."""
+    if not _PLAIN_NAME.fullmatch(value) or ".." in value:
+        raise ValueError(f"unsafe {what} {value!r}: not a plain name, refused (it would place files "
+                         "outside the output directory)")
+    return value
 
 
 @dataclass(frozen=True)
@@ -79,6 +98,8 @@ def apstar_path(release: str, telescope: str, field: str, apogee_id: str,
     telescope, field, apogee_id = telescope.strip(), str(field).strip(), apogee_id.strip()
     if not telescope or not apogee_id:
         raise ValueError("telescope and APOGEE ID are required")
+    _plain(telescope, "TELESCOPE")
+    _plain(apogee_id, "APOGEE_ID")
     if rel.directory_key == "location_id":
         if not location_id:
             raise ValueError(f"{rel.name} apStar directories are LOCATION_IDs: give location_id "
@@ -87,7 +108,7 @@ def apstar_path(release: str, telescope: str, field: str, apogee_id: str,
     else:
         if not field:
             raise ValueError(f"{rel.name} apStar directories are FIELDs: give field for {apogee_id}")
-        directory = field
+        directory = _plain(field, "FIELD")
     prefix = "asStar" if telescope.startswith("lco") else "apStar"
     return f"{rel.stars_dir}/{telescope}/{directory}/{prefix}-{rel.apstar_tag}-{apogee_id}.fits"
 
@@ -107,6 +128,10 @@ def allstar_url(release: str, *, base_url: str = SAS_BASE_URL) -> str:
 class DownloadJob:
     url: str
     dest: Path
+    root: Path | None = None
+    """The directory ``dest`` must stay inside (None: ``dest``'s own directory)."""
+    refused: str = ""
+    """Why this row of a catalog gets no download (an unsafe name); the job fails at once."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +148,8 @@ def apstar_jobs(catalog, release: str, out_dir: str | os.PathLike, *,
 
     ``catalog`` is a pandas DataFrame with APOGEE_ID, TELESCOPE and FIELD (DR16/17) or
     LOCATION_ID (DR14) columns, any case. Files land in ``out_dir`` under the SAS layout
-    ``{TELESCOPE}/{FIELD or LOCATION_ID}/{file}``.
+    ``{TELESCOPE}/{FIELD or LOCATION_ID}/{file}``. A row whose names are not plain becomes a
+    refused job (it fails with the reason, the other rows are downloaded).
     """
     table = catalog.rename(columns=str.upper)
     key = "LOCATION_ID" if _release(release).directory_key == "location_id" else "FIELD"
@@ -132,18 +158,32 @@ def apstar_jobs(catalog, release: str, out_dir: str | os.PathLike, *,
         raise ValueError(f"catalog lacks column(s) {', '.join(missing)} needed for {release}")
     out_dir = Path(out_dir)
     jobs, seen = [], set()
-    for row in table.to_dict("records"):
-        sas = apstar_path(release, str(row["TELESCOPE"]), str(row.get("FIELD", "")),
-                          str(row["APOGEE_ID"]), int(row.get("LOCATION_ID") or 0) or None)
+    for number, row in enumerate(table.to_dict("records")):
+        try:
+            sas = apstar_path(release, str(row["TELESCOPE"]), str(row.get("FIELD", "")),
+                              str(row["APOGEE_ID"]), int(row.get("LOCATION_ID") or 0) or None)
+        except ValueError as exc:
+            if "unsafe" not in str(exc):
+                raise
+            jobs.append(DownloadJob(f"catalog row {number} ({row['APOGEE_ID']!r})", out_dir, out_dir, str(exc)))
+            continue
         if sas not in seen:
             seen.add(sas)
             jobs.append(DownloadJob(f"{base_url.rstrip('/')}/{sas}",
-                                    out_dir.joinpath(*sas.split("/")[-3:])))
+                                    out_dir.joinpath(*sas.split("/")[-3:]), out_dir))
     return jobs
 
 
 class _Retryable(Exception):
     """A fault worth another attempt: a 5xx or 429, a cut connection, a timeout."""
+
+
+class _Refused(Exception):
+    """A fault no retry can mend: a cross-host redirect, a body over the size cap."""
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path.resolve().is_relative_to(root.resolve())
 
 
 def _validate_apstar(path: Path) -> None:
@@ -153,6 +193,7 @@ def _validate_apstar(path: Path) -> None:
 def download_files(jobs: Sequence[DownloadJob], *, workers: int = 4, retries: int = 5,
                    backoff_s: float = 1.0, timeout_s: float = 60.0,
                    validate: Callable[[Path], None] = _validate_apstar,
+                   max_bytes: int | None = MAX_APSTAR_BYTES, allowed_hosts: Sequence[str] = (),
                    progress: bool = False) -> list[DownloadResult]:
     """Download ``jobs`` concurrently; one result per job, in the order given.
 
@@ -162,6 +203,10 @@ def download_files(jobs: Sequence[DownloadJob], *, workers: int = 4, retries: in
     ``backoff_s · 2^k`` seconds; other HTTP errors (404) fail at once. A complete part file that
     fails ``validate`` is deleted and downloaded again. Only a validated file is renamed to its
     final name, so the destination never holds a partial or corrupt file.
+
+    A job whose destination (or part file) resolves outside its ``root`` fails; a redirect to a
+    host other than the URL's own fails unless that host is in ``allowed_hosts``; a body larger
+    than ``max_bytes`` (None: no cap) fails and its part file is deleted.
     """
     local = threading.local()
 
@@ -171,18 +216,23 @@ def download_files(jobs: Sequence[DownloadJob], *, workers: int = 4, retries: in
         return local.session
 
     def run(job: DownloadJob) -> DownloadResult:
+        if job.refused:
+            return DownloadResult(job, "failed", 0, job.refused)
+        part = job.dest.with_name(job.dest.name + ".part")
+        root = job.root or job.dest.parent
+        job.dest.parent.mkdir(parents=True, exist_ok=True)
+        if not (_inside(job.dest, root) and _inside(part, root)):
+            return DownloadResult(job, "failed", 0, f"{job.dest} is outside the output directory {root}: refused")
         if job.dest.exists():
             try:
                 validate(job.dest)
                 return DownloadResult(job, "skipped", 0)
             except (ApStarError, OSError, ValueError):
                 pass  # a corrupt file under the final name: fetch it again
-        job.dest.parent.mkdir(parents=True, exist_ok=True)
-        part = job.dest.with_name(job.dest.name + ".part")
         error = ""
         for attempt in range(1, retries + 2):
             try:
-                _fetch(session(), job.url, part, timeout_s)
+                _fetch(session(), job.url, part, timeout_s, max_bytes, allowed_hosts)
                 try:
                     validate(part)
                 except (ApStarError, OSError, ValueError) as exc:
@@ -194,7 +244,7 @@ def download_files(jobs: Sequence[DownloadJob], *, workers: int = 4, retries: in
                 error = str(exc)
                 if attempt <= retries:
                     time.sleep(backoff_s * 2 ** (attempt - 1))
-            except requests.HTTPError as exc:
+            except (requests.HTTPError, _Refused) as exc:
                 return DownloadResult(job, "failed", attempt, str(exc))
         return DownloadResult(job, "failed", retries + 1, error)
 
@@ -208,12 +258,33 @@ def download_files(jobs: Sequence[DownloadJob], *, workers: int = 4, retries: in
     return [results[i] for i in range(len(jobs))]
 
 
-def _fetch(session: requests.Session, url: str, part: Path, timeout_s: float) -> None:
+def _get(session: requests.Session, url: str, headers: dict, timeout_s: float,
+         allowed_hosts: Sequence[str]) -> requests.Response:
+    """GET with redirects followed by hand: only to the same scheme, host and port, or to an
+    allowed host."""
+    origin = urlsplit(url)
+    for _ in range(MAX_REDIRECTS + 1):
+        response = session.get(url, headers=headers, stream=True, timeout=timeout_s, allow_redirects=False)
+        if not response.is_redirect:
+            return response
+        target = urljoin(url, response.headers["Location"])
+        response.close()
+        where = urlsplit(target)
+        same = (where.scheme, where.hostname, where.port) == (origin.scheme, origin.hostname, origin.port)
+        if not same and where.hostname not in allowed_hosts:
+            raise _Refused(f"redirect from {origin.hostname} to another host {where.hostname!r} refused "
+                           "(allow the host to follow it)")
+        url = target
+    raise _Refused(f"more than {MAX_REDIRECTS} redirects")
+
+
+def _fetch(session: requests.Session, url: str, part: Path, timeout_s: float,
+           max_bytes: int | None = MAX_APSTAR_BYTES, allowed_hosts: Sequence[str] = ()) -> None:
     """Fetch ``url`` into ``part``, resuming from the bytes already there."""
     offset = part.stat().st_size if part.exists() else 0
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     try:
-        with session.get(url, headers=headers, stream=True, timeout=timeout_s) as response:
+        with _get(session, url, headers, timeout_s, allowed_hosts) as response:
             if response.status_code == 416:  # part file longer than the resource: start over
                 part.unlink(missing_ok=True)
                 raise _Retryable("HTTP 416 on resume; restarting from byte 0")
@@ -222,11 +293,19 @@ def _fetch(session: requests.Session, url: str, part: Path, timeout_s: float) ->
             response.raise_for_status()
             resumed = response.status_code == 206
             expected = response.headers.get("Content-Length")
+            start = offset if resumed else 0
+            if max_bytes is not None and expected is not None and start + int(expected) > max_bytes:
+                part.unlink(missing_ok=True)
+                raise _Refused(f"{start + int(expected)} bytes announced, over the {max_bytes}-byte cap")
             received = 0
             with open(part, "ab" if resumed else "wb") as fh:
                 for chunk in response.iter_content(chunk_size=1 << 16):
-                    fh.write(chunk)
                     received += len(chunk)
+                    if max_bytes is not None and start + received > max_bytes:
+                        fh.close()
+                        part.unlink(missing_ok=True)
+                        raise _Refused(f"body over the {max_bytes}-byte cap: discarded")
+                    fh.write(chunk)
             if expected is not None and received < int(expected):
                 raise _Retryable(f"connection closed after {received} of {expected} bytes")
     except (requests.ConnectionError, requests.Timeout,
