@@ -2,24 +2,34 @@
 
 Layout of a store directory::
 
-    spectra.h5        /segments/<k>/{flux, error, mask}: contiguous (n_k, 8575) datasets
+    segments/<k>.h5   /flux, /error, /mask: contiguous (n_k, 8575) datasets, one file per segment
     index.parquet     one row per ingested file: header facts, file, sha256, segment, offset
     rejects.parquet   one row per file that could not be ingested, with the reason
 
 Only the combined spectrum (apStar row 0) is stored: flux and error float32 in
-1e-17 erg/s/cm²/Å, the mask int32. Each ingest appends its new rows as one or more new segments;
-datasets are written uncompressed and contiguous so that readers memory-map them and gather a
-random batch with one fancy-indexing copy (the training and inference hot path). A file whose
-content changes is rewritten in place; a file that no longer exists leaves the index.
+1e-17 erg/s/cm²/Å, the mask int32. Each ingest appends its new rows as one or more new segment
+files; datasets are written uncompressed and contiguous so that readers memory-map them and
+gather a random batch with one fancy-indexing copy (the training and inference hot path).
+
+What a kill cannot break: a segment file is written under a temporary name and renamed when
+complete, and the index (the only thing that makes rows visible) is rewritten atomically after
+each segment, so a store is always its last consistent index; segment files that no index row
+refers to (a kill between the two steps, a file whose content changed) and torn temporary files
+are removed by the next ingest. A file whose content changes is written to a new segment and its
+index row repointed; a file that no longer exists leaves the index. One ingest at a time holds
+the store's lock; a second one stops with one line.
 
 Ingest is incremental: a file whose size and modification time match the stat cache
 (``.stat-cache.parquet``, ignored by DVC through ``.dvcignore``) is not opened; one whose bytes
 hash to the indexed SHA-256 is not parsed again. Index, rejects and spectra depend only on the
 files' contents, so the same tree gives byte-identical stores (and a stable ``dvc.lock``).
+Every file under the tree ends in the index or in the rejects with a reason: unreadable
+directories, dangling links, link loops and names that are not UTF-8 included.
 """
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
 import time
@@ -33,16 +43,19 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from apogeenet.atomic import atomic_path
 from apogeenet.io.apstar import (APSTAR_CDELT1, APSTAR_CRVAL1, APSTAR_NPIX, ApStarError,
                                  content_hash, read_apstar_bytes, wavelength_grid)
 from apogeenet.progress import progress_bar
 
 __all__ = ["IngestReport", "SpectraBatch", "SpectraStore", "StoreError", "ingest"]
 
-SPECTRA_FILE = "spectra.h5"
+SEGMENTS_DIR = "segments"
 INDEX_FILE = "index.parquet"
 REJECTS_FILE = "rejects.parquet"
 STAT_CACHE_FILE = ".stat-cache.parquet"
+LOCK_FILE = ".ingest.lock"
+LEGACY_SPECTRA_FILE = "spectra.h5"  # one HDF5 file for every segment (stores before 2026-11)
 _ARRAYS = {"flux": np.float32, "error": np.float32, "mask": np.int32}
 INDEX_COLUMNS = ["apogee_id", "telescope", "field", "location_id", "nvisits", "snr", "ra", "dec",
                  "n_good_pixels", "file", "sha256", "segment", "offset"]
@@ -51,7 +64,7 @@ STAT_COLUMNS = ["file", "size", "mtime_ns"]
 
 
 class StoreError(ValueError):
-    """A store directory that is missing or inconsistent."""
+    """A store directory that is missing, inconsistent or busy."""
 
 
 class SpectraBatch(NamedTuple):
@@ -79,6 +92,10 @@ class IngestReport:
         return bool(self.ingested or self.updated or self.removed or self.newly_rejected)
 
 
+def segment_path(store_dir: Path, segment: int) -> Path:
+    return store_dir / SEGMENTS_DIR / f"{int(segment):06d}.h5"
+
+
 # --------------------------------------------------------------------------------------- reading
 
 
@@ -95,6 +112,9 @@ class SpectraStore:
         if not index_file.exists():
             raise StoreError(f"{self.path}: not a spectra store (no {INDEX_FILE}); "
                              f"create one with `apogeenet ingest SRC_DIR {self.path}`")
+        if (self.path / LEGACY_SPECTRA_FILE).exists():
+            raise StoreError(f"{self.path}: a store in the old single-file layout; run `apogeenet ingest "
+                             f"SRC_DIR {self.path}` once to convert it")
         self.index = pd.read_parquet(index_file)
         self._segments = self.index["segment"].to_numpy(np.int64)
         self._offsets = self.index["offset"].to_numpy(np.int64)
@@ -111,22 +131,20 @@ class SpectraStore:
 
     def _open_maps(self) -> None:
         self._maps = {}
-        if len(self) == 0:
-            self._pid = os.getpid()
-            return
-        spectra = self.path / SPECTRA_FILE
-        with h5py.File(spectra, "r") as h5:
-            for seg in np.unique(self._segments):
-                group = h5[f"segments/{seg:06d}"]
-                maps = {}
-                for name in _ARRAYS:
-                    ds = group[name]
-                    offset = ds.id.get_offset()
-                    if offset is None or ds.chunks is not None or ds.compression is not None:
-                        raise StoreError(f"{spectra}: segment {seg} {name} is not contiguous")
-                    maps[name] = np.memmap(spectra, dtype=ds.dtype, mode="r", offset=offset,
-                                           shape=ds.shape)
-                self._maps[int(seg)] = maps
+        for seg in np.unique(self._segments):
+            path = segment_path(self.path, seg)
+            try:
+                with h5py.File(path, "r") as h5:
+                    maps = {}
+                    for name in _ARRAYS:
+                        ds = h5[name]
+                        offset = ds.id.get_offset()
+                        if offset is None or ds.chunks is not None or ds.compression is not None:
+                            raise StoreError(f"{path}: {name} is not contiguous")
+                        maps[name] = np.memmap(path, dtype=ds.dtype, mode="r", offset=offset, shape=ds.shape)
+            except (OSError, KeyError) as exc:
+                raise StoreError(f"{path}: unreadable segment ({exc}); run `apogeenet ingest` again") from None
+            self._maps[int(seg)] = maps
         self._pid = os.getpid()
 
     def read(self, rows: Sequence[int] | np.ndarray) -> SpectraBatch:
@@ -158,6 +176,68 @@ class SpectraStore:
             yield rows, self.read(rows)
 
 
+# -------------------------------------------------------------------------------------- scanning
+
+
+def display_name(rel: str) -> str:
+    """A file name as it can be stored and printed: bytes that are not UTF-8 shown as \\xNN."""
+    return os.fsencode(rel).decode("utf-8", "backslashreplace")
+
+
+def _is_utf8(rel: str) -> bool:
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def scan_tree(src_dir: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Every ``*.fits`` file under ``src_dir`` (links followed, each directory once), and a
+    (name, reason) for everything that cannot be read: an unreadable directory, a dangling link,
+    a link loop, a name that is not UTF-8. Both sorted, so the result depends only on the tree."""
+    files: list[Path] = []
+    problems: list[tuple[str, str]] = []
+    seen: set[tuple[int, int]] = set()
+
+    def rel(path: Path) -> str:
+        return display_name(path.relative_to(src_dir).as_posix())
+
+    stack = [src_dir]
+    while stack:
+        directory = stack.pop()
+        info = directory.stat()
+        if (info.st_dev, info.st_ino) in seen:
+            problems.append((rel(directory), "symbolic link loop: a directory already scanned"))
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as exc:
+            problems.append((rel(directory) + "/", f"cannot read directory: {exc.strerror or exc}"))
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            try:
+                path.stat()  # follows links
+            except OSError as exc:
+                if entry.name.endswith(".fits") or entry.is_symlink():
+                    reason = {errno.ENOENT: "dangling symbolic link", errno.ELOOP: "symbolic link loop"}.get(
+                        exc.errno, f"cannot read: {exc.strerror or exc}")
+                    problems.append((rel(path), reason))
+                continue
+            if path.is_dir():
+                stack.append(path)
+            elif entry.name.endswith(".fits"):
+                if _is_utf8(path.relative_to(src_dir).as_posix()):
+                    files.append(path)
+                else:
+                    problems.append((rel(path), "file name is not valid UTF-8: rename the file"))
+    return sorted(files), sorted(problems)
+
+
 # -------------------------------------------------------------------------------------- ingesting
 
 
@@ -175,11 +255,11 @@ class _Loaded(NamedTuple):
 def _load(job: tuple[Path, str, str | None]) -> _Loaded:
     """Read, hash and parse one file (runs in a worker process)."""
     path, rel, known_hash = job
-    stat = path.stat()
     try:
+        stat = path.stat()
         raw = path.read_bytes()
     except OSError as exc:
-        return _Loaded(rel, "", stat.st_size, stat.st_mtime_ns, reason=f"cannot read: {exc}")
+        return _Loaded(rel, "", 0, 0, reason=f"cannot read: {exc.strerror or exc}")
     sha = content_hash(raw)
     if sha == known_hash:
         return _Loaded(rel, sha, stat.st_size, stat.st_mtime_ns, same_content=True)
@@ -194,18 +274,48 @@ def _load(job: tuple[Path, str, str | None]) -> _Loaded:
     return _Loaded(rel, sha, stat.st_size, stat.st_mtime_ns, facts=facts, arrays=arrays)
 
 
-def _scan(src_dir: Path) -> list[Path]:
-    return sorted(p for p in src_dir.rglob("*.fits") if p.is_file() and not p.name.startswith("."))
-
-
 def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
+def _write_segment(store_dir: Path, segment: int, buffer: list[_Loaded]) -> None:
+    """One segment file, complete or not at all."""
+    with atomic_path(segment_path(store_dir, segment)) as tmp:
+        with h5py.File(tmp, "w", track_order=False) as h5:
+            for k, (name, dtype) in enumerate(_ARRAYS.items()):
+                h5.create_dataset(name, data=np.stack([b.arrays[k] for b in buffer]).astype(dtype),
+                                  track_times=False)
 
 
 def _empty(columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+
+
+def _tidy(store_dir: Path, index: pd.DataFrame) -> None:
+    """Remove segment files no index row refers to and temporary files left by a kill."""
+    folder = store_dir / SEGMENTS_DIR
+    if not folder.is_dir():
+        return
+    used = {segment_path(store_dir, s).name for s in index["segment"].unique()}
+    for path in folder.iterdir():
+        if path.name not in used:
+            path.unlink(missing_ok=True)
+
+
+def _open_state(store_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Index, rejects and stat cache of a store (empty when new; an old single-file store is
+    started afresh: its files are ingested again)."""
+    index_file, rejects_file = store_dir / INDEX_FILE, store_dir / REJECTS_FILE
+    stat_file = store_dir / STAT_CACHE_FILE
+    legacy = store_dir / LEGACY_SPECTRA_FILE
+    if legacy.exists():
+        for path in (index_file, rejects_file, stat_file, legacy):
+            path.unlink(missing_ok=True)
+    index = pd.read_parquet(index_file) if index_file.exists() else _empty(INDEX_COLUMNS)
+    rejects = pd.read_parquet(rejects_file) if rejects_file.exists() else _empty(REJECT_COLUMNS)
+    cached = pd.read_parquet(stat_file) if stat_file.exists() else _empty(STAT_COLUMNS)
+    return index, rejects, cached
 
 
 def ingest(src_dir: str | os.PathLike, store_dir: str | os.PathLike, *, workers: int = 2,
@@ -215,33 +325,58 @@ def ingest(src_dir: str | os.PathLike, store_dir: str | os.PathLike, *, workers:
     Files are parsed in ``workers`` processes (in this process when 1). Every file ends either
     in the index or in the rejects table with its reason. At most ``segment_rows`` spectra are
     held in memory before they are written as a segment; the index is rewritten after each
-    segment, so an interrupted ingest keeps what it wrote.
+    segment, so an interrupted ingest keeps what it wrote. A second ingest into the same store
+    while one runs raises :class:`StoreError`.
     """
-    started = time.perf_counter()
+    from filelock import FileLock, Timeout
+
     src_dir, store_dir = Path(src_dir), Path(store_dir)
     if not src_dir.is_dir():
         raise StoreError(f"{src_dir}: no such directory")
     store_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(store_dir / LOCK_FILE), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise StoreError(f"{store_dir}: another ingest is writing to this store; wait for it to finish "
+                         "(or remove the store if no ingest runs)") from None
+    try:
+        return _ingest_locked(src_dir, store_dir, workers=workers, segment_rows=segment_rows, progress=progress)
+    finally:
+        lock.release()
+
+
+def _ingest_locked(src_dir: Path, store_dir: Path, *, workers: int, segment_rows: int,
+                   progress: bool) -> IngestReport:
+    started = time.perf_counter()
     index_file, rejects_file = store_dir / INDEX_FILE, store_dir / REJECTS_FILE
     stat_file = store_dir / STAT_CACHE_FILE
-    index = pd.read_parquet(index_file) if index_file.exists() else _empty(INDEX_COLUMNS)
-    rejects = pd.read_parquet(rejects_file) if rejects_file.exists() else _empty(REJECT_COLUMNS)
-    cached = pd.read_parquet(stat_file) if stat_file.exists() else _empty(STAT_COLUMNS)
+    index, rejects, cached = _open_state(store_dir)
+    _tidy(store_dir, index)
 
-    files = _scan(src_dir)
+    files, problems = scan_tree(src_dir)
     rel_of = {p: p.relative_to(src_dir).as_posix() for p in files}
-    present = set(rel_of.values())
-    report = IngestReport(scanned=len(files))
+    present = set(rel_of.values()) | {name for name, _ in problems}
+    report = IngestReport(scanned=len(files) + len(problems))
 
     removed = ~index["file"].isin(present)
     report.removed = int(removed.sum())
     index = index[~removed].reset_index(drop=True)
+    old_rejects = set(rejects["file"])
     rejects = rejects[rejects["file"].isin(present)].reset_index(drop=True)
 
     by_file = {f: i for i, f in enumerate(index["file"])}
     known_files = set(by_file) | set(rejects["file"])
     stats = {f: (int(s), int(m)) for f, s, m in
              zip(cached["file"], cached["size"], cached["mtime_ns"]) if f in known_files}
+    index_rows = index.to_dict("records")
+    reject_rows = {r["file"]: r for r in rejects.to_dict("records")}
+    dropped: set[int] = set()  # index rows of files that were good and no longer are
+    for name, reason in problems:
+        if name in by_file:
+            dropped.add(by_file[name])
+        report.newly_rejected += name not in old_rejects or reject_rows[name]["reason"] != reason
+        reject_rows[name] = {"file": name, "reason": reason}
     jobs = []
     for path in files:
         rel, stat = rel_of[path], path.stat()
@@ -251,41 +386,31 @@ def ingest(src_dir: str | os.PathLike, store_dir: str | os.PathLike, *, workers:
         known = index.at[by_file[rel], "sha256"] if rel in by_file else None
         jobs.append((path, rel, known))
 
-    if not jobs:
-        report.rejected = len(rejects)
-        report.rejects = list(zip(rejects["file"], rejects["reason"]))
-        if report.removed:
-            _write_atomic(index, index_file)
-            _write_atomic(rejects, rejects_file)
-            _write_atomic(_stat_frame(stats), stat_file)
-        report.seconds = time.perf_counter() - started
-        return report
-
-    index_rows = index.to_dict("records")
-    reject_rows = {r["file"]: r for r in rejects.to_dict("records")}
-    next_segment = _next_segment(store_dir)
-    buffer: list[_Loaded] = []
-    dropped: set[int] = set()  # index rows of files that were good and no longer are
+    next_segment = max((int(s) + 1 for s in index["segment"]), default=0)
+    if (store_dir / SEGMENTS_DIR).is_dir():
+        next_segment = max([next_segment, *(int(p.stem) + 1 for p in (store_dir / SEGMENTS_DIR).glob("[0-9]*.h5"))])
+    buffer: list[tuple[_Loaded, int | None]] = []  # (spectrum, index row it replaces)
 
     def flush() -> None:
         nonlocal next_segment
         if buffer:
-            with h5py.File(store_dir / SPECTRA_FILE, "a") as h5:
-                group = h5.create_group(f"segments/{next_segment:06d}")
-                for k, (name, dtype) in enumerate(_ARRAYS.items()):
-                    group.create_dataset(name, data=np.stack([b.arrays[k] for b in buffer]).astype(dtype),
-                                         track_times=False)
-            for offset, loaded in enumerate(buffer):
-                index_rows.append(_index_row(loaded, next_segment, offset))
+            (store_dir / SEGMENTS_DIR).mkdir(exist_ok=True)
+            _write_segment(store_dir, next_segment, [loaded for loaded, _ in buffer])
+            for offset, (loaded, row) in enumerate(buffer):
+                if row is None:
+                    index_rows.append(_index_row(loaded, next_segment, offset))
+                else:
+                    index_rows[row] = _index_row(loaded, next_segment, offset)
             next_segment += 1
             buffer.clear()
-        kept = [r for i, r in enumerate(index_rows) if i not in dropped]
-        _write_atomic(pd.DataFrame(kept, columns=INDEX_COLUMNS), index_file)
-        _write_atomic(pd.DataFrame(list(reject_rows.values()), columns=REJECT_COLUMNS), rejects_file)
+        kept = pd.DataFrame([r for i, r in enumerate(index_rows) if i not in dropped], columns=INDEX_COLUMNS)
+        _write_atomic(kept, index_file)
+        _write_atomic(pd.DataFrame(sorted(reject_rows.values(), key=lambda r: r["file"]),
+                                   columns=REJECT_COLUMNS), rejects_file)
         _write_atomic(_stat_frame(stats), stat_file)
 
     def results() -> Iterator[_Loaded]:
-        if workers == 1 or len(jobs) == 1:
+        if workers == 1 or len(jobs) <= 1:
             yield from map(_load, jobs)
             return
         context = multiprocessing.get_context("forkserver")
@@ -296,7 +421,8 @@ def ingest(src_dir: str | os.PathLike, store_dir: str | os.PathLike, *, workers:
         for loaded in results():
             bar.advance()
             row = by_file.get(loaded.file)
-            stats[loaded.file] = (loaded.size, loaded.mtime_ns)
+            if loaded.size:
+                stats[loaded.file] = (loaded.size, loaded.mtime_ns)
             if loaded.same_content:  # touched, not changed
                 report.unchanged += 1
                 continue
@@ -307,29 +433,20 @@ def ingest(src_dir: str | os.PathLike, store_dir: str | os.PathLike, *, workers:
                     dropped.add(row)
                 continue
             reject_rows.pop(loaded.file, None)
+            buffer.append((loaded, row))
             if row is not None:
-                old = index_rows[row]
-                _overwrite(store_dir, old["segment"], old["offset"], loaded.arrays)
-                index_rows[row] = _index_row(loaded, old["segment"], old["offset"])
                 report.updated += 1
             else:
-                buffer.append(loaded)
                 report.ingested += 1
-                if len(buffer) >= segment_rows:
-                    flush()
+            if len(buffer) >= segment_rows:
+                flush()
+    if jobs or report.removed or report.newly_rejected or dropped:
         flush()
+    _tidy(store_dir, pd.read_parquet(index_file) if index_file.exists() else _empty(INDEX_COLUMNS))
     report.rejected = len(reject_rows)
-    report.rejects = [(r["file"], r["reason"]) for r in reject_rows.values()]
+    report.rejects = sorted((r["file"], r["reason"]) for r in reject_rows.values())
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _next_segment(store_dir: Path) -> int:
-    spectra = store_dir / SPECTRA_FILE
-    if not spectra.exists():
-        return 0
-    with h5py.File(spectra, "r") as h5:
-        return max((int(k) + 1 for k in h5.get("segments", {}).keys()), default=0)
 
 
 def _index_row(loaded: _Loaded, segment: int, offset: int) -> dict:
@@ -339,10 +456,3 @@ def _index_row(loaded: _Loaded, segment: int, offset: int) -> dict:
 
 def _stat_frame(stats: dict[str, tuple[int, int]]) -> pd.DataFrame:
     return pd.DataFrame([(f, s, m) for f, (s, m) in sorted(stats.items())], columns=STAT_COLUMNS)
-
-
-def _overwrite(store_dir: Path, segment: int, offset: int, arrays: tuple) -> None:
-    with h5py.File(store_dir / SPECTRA_FILE, "a") as h5:
-        group = h5[f"segments/{int(segment):06d}"]
-        for name, values in zip(_ARRAYS, arrays):
-            group[name][int(offset)] = values

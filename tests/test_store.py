@@ -69,7 +69,7 @@ def test_rows_read_back_exactly_in_any_order(tree, tmp_path):
 
 def test_a_second_ingest_does_no_work(tree, tmp_path):
     ingest(tree, tmp_path / "store", workers=2)
-    spectra = tmp_path / "store" / "spectra.h5"
+    spectra = tmp_path / "store" / "segments" / "000000.h5"
     before = spectra.stat().st_mtime_ns, (tmp_path / "store" / "index.parquet").stat().st_mtime_ns
     report = ingest(tree, tmp_path / "store", workers=2)
     assert not report.did_work
@@ -137,5 +137,5 @@ def test_store_depends_only_on_file_contents(tree, tmp_path):
     shutil.copytree(tree, copy, copy_function=shutil.copy)  # fresh mtimes
     ingest(tree, tmp_path / "a", workers=1)
     ingest(copy, tmp_path / "b", workers=2)
-    for name in ("spectra.h5", "index.parquet", "rejects.parquet"):
+    for name in ("segments/000000.h5", "index.parquet", "rejects.parquet"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
