@@ -274,3 +274,82 @@ def test_an_unreadable_directory_is_a_reject_row(small_tree, tmp_path, monkeypat
     report = store_module.ingest(small_tree, tmp_path / "store", workers=1)
     name = blocked.relative_to(small_tree).as_posix() + "/"
     assert dict(report.rejects) == {name: "cannot read directory: Permission denied"}
+
+
+def _killed_mid_write(target: str, nth: int, call: str) -> None:
+    """As :func:`_killed_at`, but the ``nth`` call of ``target(obj, path)`` first writes half of
+    what it would write to ``path``: a kill in the middle of saving a file."""
+    prologue = f"""
+import importlib, io, os, signal
+module, attr = {target!r}.split(":")
+owner = importlib.import_module(module)
+original = getattr(owner, attr)
+calls = [0]
+def half_then_die(obj, path, *args, **kwargs):
+    calls[0] += 1
+    if calls[0] == {nth}:
+        buffer = io.BytesIO()
+        original(obj, buffer, *args, **kwargs)
+        with open(path, "wb") as fh:
+            fh.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(obj, path, *args, **kwargs)
+setattr(owner, attr, half_then_die)
+"""
+    result = subprocess.run([sys.executable, "-c", prologue + call], capture_output=True, text=True,
+                            timeout=600, cwd=Path(__file__).parent)
+    assert result.returncode == -9, f"the child was not killed: {result.returncode} {result.stderr[-1500:]}"
+
+
+@pytest.fixture(scope="module")
+def labelled(small_tree, tmp_path_factory):
+    """A store of the small tree and a label catalog with train and dev splits."""
+    from apogeenet.io.tables import read_table
+    from apogeenet.labels.catalog import combine_labels
+    from apogeenet.store import ingest
+
+    root = tmp_path_factory.mktemp("labelled")
+    ingest(small_tree, root / "store", workers=1)
+    truth = read_table(small_tree.parent / "truth-synth.fits")
+    catalog = combine_labels({"PAYNE": truth[["APOGEE_ID", "TEFF", "LOGG", "FE_H"]]})
+    catalog["SPLIT"] = np.where(np.arange(len(catalog)) % 4 == 0, "dev", "train")
+    catalog.to_parquet(root / "labels.parquet")
+    return root / "store", root / "labels.parquet"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nth", [2, 3])  # 2: last.pt of epoch 0 … 3: best.pt of epoch 1
+def test_training_killed_while_saving_resumes_to_the_uninterrupted_result(labelled, tmp_path, nth):
+    from training_worker import train
+
+    store, catalog = labelled
+    clean = train(store, catalog, tmp_path / "clean")
+    _killed_mid_write("torch:save", nth, f"from training_worker import train\n"
+                                         f"train({str(store)!r}, {str(catalog)!r}, {str(tmp_path / 'killed')!r})")
+    from apogeenet.serving import load_weights
+
+    for checkpoint in (tmp_path / "killed").glob("*.pt"):  # none is torn: old or new, never half
+        load_weights(checkpoint)
+    resumed = train(store, catalog, tmp_path / "killed")
+    assert [h["dev_loss"] for h in resumed.history] == [h["dev_loss"] for h in clean.history]
+    assert (resumed.best_dev_loss, resumed.best_epoch) == (clean.best_dev_loss, clean.best_epoch)
+    for name, weights in clean.model.state_dict().items():
+        assert torch.equal(weights, resumed.model.state_dict()[name]), name
+
+
+def test_a_killed_mlflow_run_is_marked_killed_by_the_next(tmp_path, monkeypatch):
+    import mlflow
+
+    from apogeenet.tracking import mlflow_run
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    child = ("import os, signal\nfrom apogeenet.tracking import mlflow_run\n"
+             f"with mlflow_run('stage', 'doomed', root={str(tmp_path)!r}):\n"
+             "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    result = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    assert result.returncode == -9
+    with mlflow_run("stage", "next", root=tmp_path):
+        pass
+    runs = mlflow.search_runs(experiment_names=["stage"], output_format="list")
+    assert {r.info.run_name: r.info.status for r in runs} == {"doomed": "KILLED", "next": "FINISHED"}

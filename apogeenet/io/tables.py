@@ -51,9 +51,15 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     frame = table[scalar].to_pandas()
     for name in frame.columns:
         if frame[name].dtype == object or pd.api.types.is_string_dtype(frame[name]):
-            frame[name] = frame[name].map(lambda v: v.decode() if isinstance(v, bytes) else v)
-            frame[name] = frame[name].str.strip()
+            frame[name] = frame[name].map(_text)
     return frame
+
+
+def _text(value):
+    """A FITS string cell as str without padding (bytes decoded; empty or masked cells as they are)."""
+    if isinstance(value, bytes):
+        value = value.decode(errors="backslashreplace")
+    return value.strip() if isinstance(value, str) else value
 
 
 def write_table(frame: pd.DataFrame, path: str | os.PathLike, *, units: dict[str, str] | None = None,

@@ -1,0 +1,20 @@
+"""A small training run that a test can start in a child process and kill (test_reliability.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from apogeenet.labels.catalog import Normalisation
+from apogeenet.store import SpectraStore
+from apogeenet.train import LabelledSpectra, TrainConfig, TrainResult, train_model
+
+TABLE1 = Normalisation(4700.0, 900.0, 3.5, 1.2, -0.1, 0.25)
+CONFIG = TrainConfig(max_epochs=4, patience=10, batch_size=4, dropout=0.3, schedule="onecycle")
+
+
+def train(store: str | Path, catalog: str | Path, checkpoints: str | Path) -> TrainResult:
+    data = LabelledSpectra(SpectraStore(store), pd.read_parquet(catalog), TABLE1)
+    train_positions, dev_positions = data.select(split="train"), data.select(split="dev")
+    return train_model(data, train_positions, dev_positions, CONFIG, checkpoints)
