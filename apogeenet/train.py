@@ -222,6 +222,8 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
 
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    for torn in checkpoint_dir.glob(".*.tmp-*"):  # a save that a kill interrupted
+        torn.unlink(missing_ok=True)
     last, best_path = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
     device = best_device()
     torch.manual_seed(cfg.seed)

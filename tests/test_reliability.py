@@ -328,9 +328,10 @@ def test_training_killed_while_saving_resumes_to_the_uninterrupted_result(labell
                                          f"train({str(store)!r}, {str(catalog)!r}, {str(tmp_path / 'killed')!r})")
     from apogeenet.serving import load_weights
 
-    for checkpoint in (tmp_path / "killed").glob("*.pt"):  # none is torn: old or new, never half
+    for checkpoint in (tmp_path / "killed").glob("[!.]*.pt"):  # none is torn: old or new, never half
         load_weights(checkpoint)
     resumed = train(store, catalog, tmp_path / "killed")
+    assert sorted(p.name for p in (tmp_path / "killed").iterdir()) == ["best.pt", "last.pt"]
     assert [h["dev_loss"] for h in resumed.history] == [h["dev_loss"] for h in clean.history]
     assert (resumed.best_dev_loss, resumed.best_epoch) == (clean.best_dev_loss, clean.best_epoch)
     for name, weights in clean.model.state_dict().items():
