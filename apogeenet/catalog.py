@@ -5,7 +5,11 @@ type) with units; ``FLAGS`` marks rows the paper left out instead of dropping th
 
 * bit 0 ``HOT``: predicted Teff above 6 700 K (edge effects, §3.6);
 * bit 1 ``UNPHYSICAL``: a prediction outside the physical bounds (params ``predict.bounds``),
-  as happens at SNR ≈ 0 (§3.6).
+  as happens at SNR ≈ 0 (§3.6);
+* bit 2 ``FEW_PIXELS``: fewer good pixels than ``predict.min_good_pixels`` (a spectrum with no
+  usable pixel, or half of it NaN, still gets a number from the network: it means nothing);
+* bit 3 ``DUPLICATE``: another file of the same APOGEE_ID has a higher SNR (that one is kept, as
+  allStar's primary entry).
 
 The clean view keeps ``FLAGS == 0``. §4.1 products: ``YSO_CANDIDATE`` inside the (Teff, log g)
 triangle (2200, 4.4), (4500, 3.9), (3200, 1.7), and ``AGE_BIN`` from log g for those
@@ -23,7 +27,9 @@ from astropy import units as u
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
 
+from apogeenet.atomic import atomic_paths
 from apogeenet.plotting import pyplot, save
+from apogeenet.store import primary_rows
 
 __all__ = ["AGE_BINS", "FLAG_BITS", "YSO_POLYGON", "age_bins", "build_catalog", "catalog_table",
            "in_yso_polygon", "sigma_snr_plot", "write_catalog", "yso_selection_plot", "kiel_by_type_plot"]
@@ -31,7 +37,7 @@ __all__ = ["AGE_BINS", "FLAG_BITS", "YSO_POLYGON", "age_bins", "build_catalog", 
 YSO_POLYGON = ((2200.0, 4.4), (4500.0, 3.9), (3200.0, 1.7))
 AGE_BINS = ((-np.inf, 3.6, "<~1 Myr"), (3.6, 3.8, "1-2 Myr"), (3.8, 4.0, "2-3 Myr"),
             (4.0, 4.2, "3-5 Myr"), (4.2, np.inf, ">~5 Myr"))
-FLAG_BITS = {"HOT": 1, "UNPHYSICAL": 2}
+FLAG_BITS = {"HOT": 1, "UNPHYSICAL": 2, "FEW_PIXELS": 4, "DUPLICATE": 8}
 _UNITS = {"RA": u.deg, "DEC": u.deg, "TEFF": u.K, "TEFF_LABEL": u.K, "TEFF_ERR": u.K,
           "LOGG": u.dex, "LOGG_LABEL": u.dex, "LOGG_ERR": u.dex,
           "FE_H": u.dex, "FE_H_LABEL": u.dex, "FE_H_ERR": u.dex}
@@ -39,12 +45,14 @@ _DESCRIPTIONS = {
     "TEFF": "APOGEE Net prediction", "TEFF_LABEL": "training label (NaN: none)",
     "TEFF_ERR": "Monte-Carlo sigma (Sect. 3.5)", "SNR": "apStar SNR",
     "DATA_SET": "train/dev/test/none", "DATA_TYPE": "PAYNE/MSTAR/YSO/none",
-    "FLAGS": "bit 0 HOT (Teff > 6700 K), bit 1 UNPHYSICAL (outside predict.bounds)",
+    "FLAGS": "bit 0 HOT (Teff > 6700 K), bit 1 UNPHYSICAL (outside predict.bounds), bit 2 FEW_PIXELS, "
+             "bit 3 DUPLICATE (a higher-SNR file of the same star exists)",
+    "N_GOOD_PIXELS": "pixels with data (finite flux, 0 < error < 1e10)",
     "YSO_CANDIDATE": "inside the Sect. 4.1 (Teff, log g) triangle", "AGE_BIN": "from log g (Sect. 4.1)",
 }
 COLUMNS = ["APOGEE_ID", "RA", "DEC", "LOGG_LABEL", "LOGG", "LOGG_ERR", "TEFF_LABEL", "TEFF", "TEFF_ERR",
-           "FE_H_LABEL", "FE_H", "FE_H_ERR", "SNR", "DATA_SET", "DATA_TYPE", "FLAGS", "YSO_CANDIDATE",
-           "AGE_BIN"]
+           "FE_H_LABEL", "FE_H", "FE_H_ERR", "SNR", "N_GOOD_PIXELS", "DATA_SET", "DATA_TYPE", "FLAGS",
+           "YSO_CANDIDATE", "AGE_BIN"]
 
 
 def in_yso_polygon(teff: np.ndarray, logg: np.ndarray) -> np.ndarray:
@@ -66,11 +74,15 @@ def age_bins(logg: np.ndarray) -> np.ndarray:
 
 def build_catalog(index: pd.DataFrame, prediction: np.ndarray, sigma: np.ndarray,
                   labels: pd.DataFrame | None, *, hot_teff: float,
-                  bounds: dict[str, tuple[float, float]]) -> pd.DataFrame:
+                  bounds: dict[str, tuple[float, float]], n_good_pixels: np.ndarray,
+                  min_good_pixels: int) -> pd.DataFrame:
     """Table 4 rows for the store ``index`` (apogee_id, ra, dec, snr) with predictions and σ
-    (n, 3: TEFF, LOGG, FE_H), labels joined by APOGEE_ID, flags and the §4.1 columns."""
+    (n, 3: TEFF, LOGG, FE_H), each spectrum's count of good pixels, labels joined by APOGEE_ID,
+    flags and the §4.1 columns."""
+    index = index.reset_index(drop=True)
     frame = pd.DataFrame({"APOGEE_ID": index["apogee_id"].to_numpy(), "RA": index["ra"].to_numpy(float),
-                          "DEC": index["dec"].to_numpy(float), "SNR": index["snr"].to_numpy(float)})
+                          "DEC": index["dec"].to_numpy(float), "SNR": index["snr"].to_numpy(float),
+                          "N_GOOD_PIXELS": np.asarray(n_good_pixels, np.int32)})
     for k, name in enumerate(("TEFF", "LOGG", "FE_H")):
         frame[name] = prediction[:, k]
         frame[f"{name}_ERR"] = sigma[:, k]
@@ -89,7 +101,10 @@ def build_catalog(index: pd.DataFrame, prediction: np.ndarray, sigma: np.ndarray
     for name, (lo, hi) in bounds.items():
         value = frame[name.upper()].to_numpy(float)
         outside |= ~((value >= lo) & (value <= hi))
-    frame["FLAGS"] = (flags | np.where(outside, FLAG_BITS["UNPHYSICAL"], 0)).astype(np.int16)
+    flags |= np.where(outside, FLAG_BITS["UNPHYSICAL"], 0)
+    flags |= np.where(frame["N_GOOD_PIXELS"] < min_good_pixels, FLAG_BITS["FEW_PIXELS"], 0)
+    flags |= np.where(primary_rows(index), 0, FLAG_BITS["DUPLICATE"])
+    frame["FLAGS"] = flags.astype(np.int16)
     frame["YSO_CANDIDATE"] = in_yso_polygon(frame["TEFF"], frame["LOGG"]) & (frame["FLAGS"] == 0)
     frame["AGE_BIN"] = np.where(frame["YSO_CANDIDATE"], age_bins(frame["LOGG"]), "")
     return frame[COLUMNS]
@@ -107,17 +122,21 @@ def catalog_table(frame: pd.DataFrame, meta: dict | None = None) -> Table:
     return table
 
 
-def write_catalog(frame: pd.DataFrame, out_dir: Path, stem: str, meta: dict | None = None) -> list[Path]:
-    """FITS, Parquet and CSV (units in the FITS/Parquet metadata and the CSV header names)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    table = catalog_table(frame, meta)
-    paths = [out_dir / f"{stem}.fits", out_dir / f"{stem}.parquet", out_dir / f"{stem}.csv"]
-    with warnings.catch_warnings():  # 'dex' is not a FITS-standard unit; TUNIT still says dex
-        warnings.filterwarnings("ignore", message=".*dex.*", category=AstropyUserWarning)
-        table.write(paths[0], overwrite=True)
-    table.write(paths[1], overwrite=True)
-    csv = frame.rename(columns={c: f"{c} [{unit}]" for c, unit in _UNITS.items()})
-    csv.to_csv(paths[2], index=False, float_format="%.6g")
+def write_catalog(frames: dict[str, pd.DataFrame], out_dir: Path, meta: dict | None = None) -> list[Path]:
+    """Each frame (by file stem) as FITS, Parquet and CSV (units in the FITS/Parquet metadata and
+    the CSV header names). All files are written under temporary names first and then moved into
+    place together (:func:`apogeenet.atomic.atomic_paths`): a kill leaves the previous catalog
+    whole, never files of two runs or half a file."""
+    paths = [out_dir / f"{stem}.{kind}" for stem in frames for kind in ("fits", "parquet", "csv")]
+    with atomic_paths(paths) as temps:
+        for (stem, frame), (fits_tmp, parquet_tmp, csv_tmp) in zip(frames.items(), zip(*[iter(temps)] * 3)):
+            table = catalog_table(frame, meta)
+            with warnings.catch_warnings():  # 'dex' is not a FITS-standard unit; TUNIT still says dex
+                warnings.filterwarnings("ignore", message=".*dex.*", category=AstropyUserWarning)
+                table.write(fits_tmp, format="fits")
+            table.write(parquet_tmp, format="parquet")
+            csv = frame.rename(columns={c: f"{c} [{unit}]" for c, unit in _UNITS.items()})
+            csv.to_csv(csv_tmp, index=False, float_format="%.6g")
     return paths
 
 

@@ -115,6 +115,9 @@ class ValidateParams(_Section):
     """Largest allowed difference between a source's split fraction and its target (§3)."""
     min_finite_fraction: float = Field(0.8, gt=0, le=1)
     """Smallest fraction of pixels with data in a spectrum."""
+    allow_duplicate_stars: bool = False
+    """Accept several files of one APOGEE_ID in the store (real releases: a star in two fields);
+    each star then trains on, and enters the clean catalog with, its highest-S/N file."""
 
 
 class TrainProfile(_Section):
@@ -214,6 +217,9 @@ class PredictParams(_Section):
     """Inputs per network call (small chunks stay in the CPU cache; see bench/infer.py)."""
     spectra_per_block: int = Field(64, ge=1)
     """Spectra read from the store at a time."""
+    min_good_pixels: int = Field(5000, ge=0)
+    """Fewer good pixels than this flag a row FEW_PIXELS (real combined spectra have ~7 700 of
+    8 575, the synthetic 7 214; a spectrum with half its flux NaN has under 4 300)."""
     hot_teff: float = 6700.0
     """Flag HOT above this predicted Teff (K): the paper leaves these out of Table 4."""
     bounds: dict[str, tuple[float, float]] = {"teff": (2000.0, 12000.0), "logg": (-1.0, 6.0),

@@ -12,7 +12,7 @@ import pandas as pd
 from apogeenet.config import Params
 
 __all__ = ["StageError", "adapt_stage", "evaluate_stage", "label_stage", "load_model", "predict_stage",
-           "train_stage", "validate_stage"]
+           "require_validation", "train_stage", "validate_stage"]
 
 
 class StageError(ValueError):
@@ -89,12 +89,41 @@ def validate_stage(cfg: Params, *, allstar: Path | None = None):
     suites = build_suites(young_fields=list(cfg.labels.young_fields),
                           store_ids=store.index["apogee_id"].tolist(),
                           split_tolerance=cfg.validation.split_tolerance,
-                          min_finite_fraction=cfg.validation.min_finite_fraction)
-    return run_suites(frames, suites, cfg.paths.validation)
+                          min_finite_fraction=cfg.validation.min_finite_fraction,
+                          allow_duplicate_stars=cfg.validation.allow_duplicate_stars)
+    return run_suites(frames, suites, cfg.paths.validation, inputs=_validated_inputs(cfg))
+
+
+def _validated_inputs(cfg: Params) -> dict[str, str]:
+    """SHA-256 of the label catalog and of the store's index: what a validation run vouches for."""
+    import hashlib
+
+    from apogeenet.labels.build import LABELS_FILE
+    from apogeenet.store import INDEX_FILE
+
+    return {name: hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "missing"
+            for name, path in (("labels", cfg.paths.labels / LABELS_FILE), ("store_index", cfg.paths.store / INDEX_FILE))}
+
+
+def require_validation(cfg: Params) -> None:
+    """The gate: nothing trains on labels (or a store) that the Great Expectations suites have not
+    passed as they are now."""
+    import json
+
+    summary = cfg.paths.validation / "summary.json"
+    if not summary.exists():
+        raise StageError(f"the labels have not been validated ({summary} is missing): run `apogeenet validate` first")
+    report = json.loads(summary.read_text())
+    if not report.get("success"):
+        failed = ", ".join(sorted({f["suite"] for f in report.get("failures", [])})) or "see the summary"
+        raise StageError(f"the labels failed validation ({failed}): fix them and run `apogeenet validate` again")
+    if report.get("inputs") != _validated_inputs(cfg):
+        raise StageError("the labels or the spectra store changed since they were validated: run "
+                         "`apogeenet validate` again")
 
 
 def _training_data(cfg: Params):
-    """The store joined to the label catalog, and Table 1."""
+    """The store joined to the label catalog, and Table 1 (once the gate has passed)."""
     import json
 
     from apogeenet.io.tables import read_table
@@ -107,6 +136,7 @@ def _training_data(cfg: Params):
     for needed in (labels_dir / LABELS_FILE, labels_dir / TABLE1_FILE):
         if not needed.exists():
             raise StageError(f"{needed} is missing: run `apogeenet label` first")
+    require_validation(cfg)
     table1 = Normalisation(**json.loads((labels_dir / TABLE1_FILE).read_text()))
     return LabelledSpectra(SpectraStore(cfg.paths.store), read_table(labels_dir / LABELS_FILE), table1)
 
@@ -421,6 +451,7 @@ def predict_stage(cfg: Params, *, model: str | None = None, store: Path | None =
 
     from apogeenet.catalog import (FLAG_BITS, build_catalog, kiel_by_type_plot, sigma_snr_plot,
                                    write_catalog, yso_selection_plot)
+    from apogeenet.io.apstar import good_pixels
     from apogeenet.io.tables import read_table
     from apogeenet.labels.build import LABELS_FILE
     from apogeenet.progress import progress_bar
@@ -440,9 +471,10 @@ def predict_stage(cfg: Params, *, model: str | None = None, store: Path | None =
     index = spectra.index.reset_index(drop=True)
     keys = seed_keys(index["apogee_id"])
     n = len(index)
-    prediction, sigma = np.empty((n, 3)), np.empty((n, 3))
+    prediction, sigma, n_good = np.empty((n, 3)), np.empty((n, 3)), np.empty(n, np.int64)
     with progress_bar(n, f"predict ({n_draws} draws)", enabled=progress) as bar:
         for rows, batch in spectra.iter_batches(p.spectra_per_block):
+            n_good[rows] = good_pixels(batch.flux, batch.error).sum(axis=1)  # checked here, whatever the store
             result = mc_predict(predictor, batch.flux, batch.error, keys[rows], n_draws=n_draws,
                                 seed=p.seed, cap=p.error_cap, max_batch=p.max_batch,
                                 forward_batch=p.forward_batch, reference=p.error_reference)
@@ -451,11 +483,11 @@ def predict_stage(cfg: Params, *, model: str | None = None, store: Path | None =
     labels_file = cfg.paths.labels / LABELS_FILE
     labels = read_table(labels_file) if labels_file.exists() else None
     frame = build_catalog(index, prediction, sigma, labels, hot_teff=p.hot_teff,
-                          bounds={k: tuple(v) for k, v in p.bounds.items()})
+                          bounds={k: tuple(v) for k, v in p.bounds.items()}, n_good_pixels=n_good,
+                          min_good_pixels=p.min_good_pixels)
     meta = {"model": spec, "draws": n_draws, "seed": p.seed, "errcap": p.error_cap, "errref": p.error_reference}
-    files = write_catalog(frame, out_dir, "catalog", meta)
     clean = frame[frame["FLAGS"] == 0]
-    files += write_catalog(clean, out_dir, "catalog_clean", meta)
+    files = write_catalog({"catalog": frame, "catalog_clean": clean}, out_dir, meta)
     files += [kiel_by_type_plot(clean, out_dir / "kiel_by_type.png"),
               sigma_snr_plot(clean, out_dir / "sigma_vs_snr.png"),
               yso_selection_plot(frame, out_dir / "yso_selection.png")]
@@ -470,8 +502,9 @@ def predict_stage(cfg: Params, *, model: str | None = None, store: Path | None =
     metrics = {"n_spectra": n, "n_clean": len(clean),
                **{f"n_{flag.lower()}": int((frame["FLAGS"] & bit > 0).sum()) for flag, bit in FLAG_BITS.items()},
                "n_yso_candidates": int(frame["YSO_CANDIDATE"].sum())}
-    lines = [f"Catalog of {n} spectra from {store_dir} by {spec}: {len(clean)} clean, {metrics['n_hot']} HOT, "
-             f"{metrics['n_unphysical']} UNPHYSICAL, {metrics['n_yso_candidates']} YSO candidates\n"]
+    lines = [f"Catalog of {n} spectra from {store_dir} by {spec}: {len(clean)} clean, "
+             + ", ".join(f"{metrics[f'n_{flag.lower()}']} {flag}" for flag in FLAG_BITS)
+             + f", {metrics['n_yso_candidates']} YSO candidates\n"]
     for name in ("TEFF", "LOGG", "FE_H"):
         metrics[f"median_sigma/{name.lower()}"] = float(np.median(clean[f"{name}_ERR"])) if len(clean) else np.nan
     for against, table in reports.items():

@@ -48,7 +48,7 @@ from apogeenet.io.apstar import (APSTAR_CDELT1, APSTAR_CRVAL1, APSTAR_NPIX, ApSt
                                  content_hash, read_apstar_bytes, wavelength_grid)
 from apogeenet.progress import progress_bar
 
-__all__ = ["IngestReport", "SpectraBatch", "SpectraStore", "StoreError", "ingest"]
+__all__ = ["IngestReport", "SpectraBatch", "SpectraStore", "StoreError", "ingest", "primary_rows", "scan_tree"]
 
 SEGMENTS_DIR = "segments"
 INDEX_FILE = "index.parquet"
@@ -174,6 +174,16 @@ class SpectraStore:
         for start in range(0, len(self), batch_size):
             rows = np.arange(start, min(start + batch_size, len(self)))
             yield rows, self.read(rows)
+
+
+def primary_rows(index: pd.DataFrame) -> np.ndarray:
+    """True for the row of each ``apogee_id`` with the highest ``snr`` (the first of equals): the
+    spectrum that trains and enters the clean catalog when a star has several files."""
+    order = pd.DataFrame({"id": index["apogee_id"].to_numpy(), "snr": -index["snr"].to_numpy(float)})
+    order = order.sort_values(["id", "snr"], kind="stable")
+    primary = np.zeros(len(order), bool)
+    primary[order.drop_duplicates("id").index.to_numpy()] = True
+    return primary
 
 
 # -------------------------------------------------------------------------------------- scanning

@@ -32,7 +32,7 @@ from apogeenet.atomic import atomic_path
 from apogeenet.labels.catalog import LABEL_COLUMNS, Normalisation
 from apogeenet.model import ApogeeNet, prepare_flux, scale_flux
 from apogeenet.serving import ModelFileError, load_weights
-from apogeenet.store import SpectraStore
+from apogeenet.store import SpectraStore, primary_rows
 
 __all__ = ["LabelledSpectra", "TrainConfig", "TrainResult", "TrainingDiverged", "best_device",
            "load_checkpoint", "predict_standardised", "train_model"]
@@ -74,8 +74,8 @@ class LabelledSpectra:
     def __init__(self, store: SpectraStore, catalog: pd.DataFrame, table1: Normalisation,
                  flux_scale: float | None = 1.0) -> None:
         index = store.index.reset_index(drop=True)
-        row_of = pd.Series(np.arange(len(index)), index=index["apogee_id"].to_numpy())
-        row_of = row_of[~row_of.index.duplicated()]
+        primary = primary_rows(index)  # a star with several files trains on its best one
+        row_of = pd.Series(np.flatnonzero(primary), index=index["apogee_id"].to_numpy()[primary])
         catalog = catalog[catalog["APOGEE_ID"].isin(row_of.index)].reset_index(drop=True)
         self.store = store
         self.catalog = catalog

@@ -38,8 +38,10 @@ class ValidationReport:
         return lines
 
 
-def run_suites(frames: dict[str, pd.DataFrame], suites: dict, out_dir: str | os.PathLike) -> ValidationReport:
-    """Validate each frame against the suite of the same name; write Data Docs and summary.json."""
+def run_suites(frames: dict[str, pd.DataFrame], suites: dict, out_dir: str | os.PathLike, *,
+               inputs: dict[str, str] | None = None) -> ValidationReport:
+    """Validate each frame against the suite of the same name; write Data Docs and summary.json
+    (with ``inputs``, the hashes of what was validated, that later stages check)."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -81,6 +83,6 @@ def run_suites(frames: dict[str, pd.DataFrame], suites: dict, out_dir: str | os.
     context.build_data_docs()
     report.docs = str(out_dir / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html")
     (out_dir / "summary.json").write_text(json.dumps(
-        {"success": report.success, "suites": report.suites, "failures": report.failures,
-         "data_docs": report.docs}, indent=2) + "\n")
+        {"success": report.success, "inputs": inputs or {}, "suites": report.suites,
+         "failures": report.failures, "data_docs": report.docs}, indent=2) + "\n")
     return report

@@ -5,7 +5,9 @@
 * ``labels_payne``, ``labels_mstar``, ``labels_yso``: label ranges per source (and the §2.2 cut);
 * ``catalog_integrity``: unique IDs, no missing values, known sources and splits, every star with
   a spectrum, split fractions within the tolerance of 80/10/10 and 60/20/20;
-* ``spectra_store``: 8575 pixels, enough pixels with data, S/N > 0.
+* ``spectra_store``: 8575 pixels, enough pixels with data, S/N > 0, one file per star (unless
+  ``validation.allow_duplicate_stars``: real releases hold some stars from two fields or
+  telescopes; training and the clean catalog then take each star's highest-S/N file).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def _between(column, lo, hi, *, strict=False, mostly=1.0):
 
 
 def build_suites(*, young_fields: list[str], store_ids: list[str], split_tolerance: float,
-                 min_finite_fraction: float) -> dict[str, gx.ExpectationSuite]:
+                 min_finite_fraction: float, allow_duplicate_stars: bool = False) -> dict[str, gx.ExpectationSuite]:
     cuts = [_between(column, *SELECTION_BOX[key], strict=True)
             for column, key in (("J_K", "J-K"), ("G_K", "g-K"), ("M_K", "M_K"))]
     cuts += [gxe.ExpectColumnValuesToBeBetween(column="PARALLAX_OVER_ERROR",
@@ -56,6 +58,7 @@ def build_suites(*, young_fields: list[str], store_ids: list[str], split_toleran
         _between("N_PIXELS", 8575, 8575),
         _between("FINITE_FRACTION", min_finite_fraction, 1.0),
         gxe.ExpectColumnValuesToBeBetween(column="SNR", min_value=0, strict_min=True),
+        *([] if allow_duplicate_stars else [gxe.ExpectColumnValuesToBeUnique(column="APOGEE_ID")]),
     ]
     return {name: gx.ExpectationSuite(name=name, expectations=list(items))
             for name, items in expectations.items()}

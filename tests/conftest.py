@@ -54,7 +54,7 @@ SMALL_YSO = {"n_train": 600, "n_test": 200, "epochs": 2, "batch_size": 128, "lea
 def project(tmp_path_factory):
     """A small project (120-star survey, store, labels) shared by the stage tests."""
     from apogeenet.config import load_params
-    from apogeenet.stages import label_stage
+    from apogeenet.stages import label_stage, validate_stage
     from apogeenet.store import ingest
     from apogeenet.synth.survey import make_survey
 
@@ -67,5 +67,7 @@ def project(tmp_path_factory):
         "labels": "derived/labels", "validation": "derived/validation"}.items()},
         "yso": SMALL_YSO, "validation": {"split_tolerance": 0.2}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    label_stage(load_params(root / "params.yaml"), track=False)  # every test starts from labels
+    cfg = load_params(root / "params.yaml")
+    label_stage(cfg, track=False)  # every test starts from validated labels
+    assert validate_stage(cfg).success
     return root

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pandas as pd
 import pytest
@@ -12,6 +13,7 @@ from typer.testing import CliRunner
 from apogeenet.cli import app
 from apogeenet.config import load_params
 from apogeenet.stages import label_stage, validate_stage
+from test_cli import EXE
 
 
 def test_label_then_validate_writes_everything(project):
@@ -36,14 +38,20 @@ def test_label_then_validate_writes_everything(project):
 def test_a_failing_gate_stops_with_a_readable_summary(project):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["validation"]["min_finite_fraction"] = 0.99  # synthetic spectra have 7214/8575 pixels
+    params["paths"]["validation"] = str(project / "strict-validation")
     bad = project / "strict.yaml"
     bad.write_text(yaml.safe_dump(params))
     result = CliRunner().invoke(app, ["validate", "--params", str(bad)])
     assert result.exit_code == 1
     assert "spectra_store: FAILED" in result.output
     assert "expect_column_values_to_be_between(FINITE_FRACTION): 120 of 120 rows unexpected" in result.output
-    summary = json.loads((project / "derived" / "validation" / "summary.json").read_text())
+    summary = json.loads((project / "strict-validation" / "summary.json").read_text())
     assert summary["success"] is False and summary["failures"][0]["suite"] == "spectra_store"
+    # the gate cannot be skipped: nothing trains on labels that failed it
+    trained = subprocess.run([EXE, "train", "--no-track", "--params", str(bad), "--out", str(project / "never")],
+                             capture_output=True, text=True, cwd=project, timeout=300)
+    assert trained.returncode == 2 and "failed validation (spectra_store)" in trained.stderr
+    assert not (project / "never").exists()
 
 
 @pytest.mark.slow

@@ -354,3 +354,52 @@ def test_a_killed_mlflow_run_is_marked_killed_by_the_next(tmp_path, monkeypatch)
         pass
     runs = mlflow.search_runs(experiment_names=["stage"], output_format="list")
     assert {r.info.run_name: r.info.status for r in runs} == {"doomed": "KILLED", "next": "FINISHED"}
+
+
+# --------------------------------------------------------------------- gates that cannot be skipped
+
+
+@pytest.fixture()
+def project_copy(project, tmp_path):
+    import shutil
+
+    import yaml
+
+    root = tmp_path / "project"
+    shutil.copytree(project, root, symlinks=True)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["paths"] = {k: v.replace(str(project), str(root)) for k, v in params["paths"].items()}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+def test_the_same_star_in_two_files_fails_validation_and_trains_once(project_copy):
+    import shutil
+
+    from apogeenet.config import load_params
+    from apogeenet.stages import _training_data, validate_stage
+    from apogeenet.store import ingest
+
+    cfg = load_params(project_copy / "params.yaml")
+    first = sorted(cfg.paths.spectra.rglob("*.fits"))[0]
+    shutil.copy(first, first.with_name("copy-" + first.name))
+    ingest(cfg.paths.spectra, cfg.paths.store, workers=1)
+    report = validate_stage(cfg)
+    assert not report.success
+    assert [(f["suite"], f["expectation"]) for f in report.failures] == [
+        ("spectra_store", "expect_column_values_to_be_unique")]
+    allowed = cfg.model_copy(update={"validation": cfg.validation.model_copy(update={"allow_duplicate_stars": True})})
+    assert validate_stage(allowed).success
+    data = _training_data(allowed)
+    assert data.catalog["APOGEE_ID"].is_unique and len(set(data.rows)) == len(data.rows)
+
+
+def test_labels_changed_after_validation_do_not_train(project_copy):
+    import pandas as pd
+
+    labels = project_copy / "derived" / "labels" / "labels.parquet"
+    frame = pd.read_parquet(labels)
+    frame.loc[0, "TEFF"] = np.nan  # a NaN label slipped in after the gates ran
+    frame.to_parquet(labels)
+    result = run("train", "--no-track", "--params", project_copy / "params.yaml", cwd=project_copy)
+    assert result.returncode == 2 and "changed since they were validated" in result.stderr

@@ -98,20 +98,25 @@ def test_yso_polygon_and_age_bins_of_section_4():
 
 
 def test_catalog_flags_units_and_round_trips(tmp_path):
-    index = pd.DataFrame({"apogee_id": ["2MA", "2MB", "2MC", "2MD"], "ra": [1.0, 2.0, 3.0, 4.0],
-                          "dec": [-1.0, 0.0, 1.0, 2.0], "snr": [100.0, 50.0, 0.5, 30.0]})
-    prediction = np.array([[4800, 2.5, -0.2], [7200, 4.1, 0.0], [2500, 9.0, -5.0], [3300, 3.7, 0.0]])
-    sigma = np.array([[20, 0.03, 0.01], [80, 0.1, 0.05], [300, 0.5, 0.2], [40, 0.05, 0.02]])
+    index = pd.DataFrame({"apogee_id": ["2MA", "2MB", "2MC", "2MD", "2ME", "2MA"], "ra": [1.0, 2.0, 3.0, 4.0, 5.0, 1.0],
+                          "dec": [-1.0, 0.0, 1.0, 2.0, 3.0, -1.0], "snr": [100.0, 50.0, 0.5, 30.0, 80.0, 40.0]})
+    prediction = np.array([[4800, 2.5, -0.2], [7200, 4.1, 0.0], [2500, 9.0, -5.0], [3300, 3.7, 0.0],
+                           [5000, 3.0, 0.0], [4810, 2.6, -0.2]])
+    sigma = np.array([[20, 0.03, 0.01], [80, 0.1, 0.05], [300, 0.5, 0.2], [40, 0.05, 0.02], [0, 0, 0],
+                      [25, 0.04, 0.01]])
     labels = pd.DataFrame({"APOGEE_ID": ["2MA", "2MD"], "TEFF": [4750.0, 3350.0], "LOGG": [2.4, 3.8],
                            "FE_H": [-0.25, 0.01], "SOURCE": ["PAYNE", "YSO"], "SPLIT": ["test", "train"]})
     frame = build_catalog(index, prediction, sigma, labels, hot_teff=6700,
-                          bounds={"teff": (2000, 12000), "logg": (-1, 6), "fe_h": (-3, 1.5)})
-    assert frame["FLAGS"].tolist() == [0, 1, 2, 0]  # HOT, UNPHYSICAL
-    assert frame["DATA_SET"].tolist() == ["test", "none", "none", "train"]
-    assert frame["DATA_TYPE"].tolist() == ["PAYNE", "none", "none", "YSO"]
-    assert frame["YSO_CANDIDATE"].tolist() == [False, False, False, True] and frame["AGE_BIN"][3] == "1-2 Myr"
+                          bounds={"teff": (2000, 12000), "logg": (-1, 6), "fe_h": (-3, 1.5)},
+                          n_good_pixels=np.array([7700, 7700, 7700, 7700, 0, 7700]), min_good_pixels=5000)
+    # HOT, UNPHYSICAL, FEW_PIXELS (no usable pixel), DUPLICATE (the lower-SNR file of 2MA)
+    assert frame["FLAGS"].tolist() == [0, 1, 2, 0, 4, 8]
+    assert frame["DATA_SET"].tolist() == ["test", "none", "none", "train", "none", "test"]
+    assert frame["DATA_TYPE"].tolist() == ["PAYNE", "none", "none", "YSO", "none", "PAYNE"]
+    assert frame["YSO_CANDIDATE"].tolist() == [False, False, False, True, False, False]
+    assert frame["AGE_BIN"][3] == "1-2 Myr"
     assert frame["TEFF_LABEL"][0] == 4750.0 and np.isnan(frame["TEFF_LABEL"][1])
-    fits, parquet, csv = write_catalog(frame, tmp_path, "catalog", {"model": "models:/apogeenet@champion"})
+    fits, parquet, csv = write_catalog({"catalog": frame}, tmp_path, {"model": "models:/apogeenet@champion"})
     table = Table.read(fits)
     assert str(table["TEFF"].unit) == "K" and str(table["RA"].unit) == "deg" and table.meta["MODEL"].startswith("models:/")
     np.testing.assert_allclose(table["TEFF_ERR"], sigma[:, 0])
