@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator, model_validator
 
 __all__ = ["ConfigError", "Params", "load_params"]
 
@@ -149,13 +149,11 @@ class TrainParams(_Section):
     amp: bool = False
     """bfloat16 autocast on CUDA."""
 
-    @field_validator("profile")
-    @classmethod
-    def _known(cls, value: str, info) -> str:
-        profiles = info.data.get("profiles") if info.data else None
-        if profiles is not None and value not in profiles:
-            raise ValueError(f"unknown profile {value!r}; define it under train.profiles")
-        return value
+    @model_validator(mode="after")
+    def _known(self) -> TrainParams:
+        if self.profile not in self.profiles:
+            raise ValueError(f"unknown profile {self.profile!r}; train.profiles defines {sorted(self.profiles)}")
+        return self
 
     def active(self) -> TrainProfile:
         if self.profile not in self.profiles:
@@ -244,17 +242,28 @@ class Params(_Section):
 def load_params(path: str | os.PathLike | None = None) -> Params:
     """Read and validate ``params.yaml``; without a file the defaults above apply.
 
-    ``path`` defaults to ``$APOGEENET_PARAMS`` or ``params.yaml`` in the working directory.
+    ``path`` defaults to ``$APOGEENET_PARAMS`` or ``params.yaml`` in the working directory; only
+    that default may be absent (then the defaults apply): a file the user names must exist.
     """
-    path = Path(path or os.environ.get("APOGEENET_PARAMS") or DEFAULT_PARAMS_FILE)
+    named = path or os.environ.get("APOGEENET_PARAMS")
+    path = Path(named or DEFAULT_PARAMS_FILE)
     if not path.exists():
+        if named:
+            raise ConfigError(f"{path}: no such parameters file")
         return Params()
+    if not path.is_file():
+        raise ConfigError(f"{path}: not a file (give a params.yaml)")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        raw = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (paths:, train:, ...), got {type(raw).__name__}")
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"{path}: {problems}") from None

@@ -14,7 +14,6 @@ happen under a lock beside the tracking store, so two registrations at once cann
 from __future__ import annotations
 
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -24,6 +23,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema, TensorSpec
 
 from apogeenet.serving import Predictor
+from apogeenet.tracking import tracking_lock
 
 __all__ = ["MODEL_NAME", "ApogeeNetPyfunc", "load_predictor", "log_and_register", "registered_versions"]
 
@@ -64,18 +64,6 @@ def load_predictor(uri: str) -> Predictor:
         return Predictor.load(weights)
 
 
-@contextmanager
-def _registry_lock():
-    """Serialise champion decisions of processes that share the tracking store (a file lock in
-    ``mlruns/``; a remote tracking server is not covered)."""
-    from filelock import FileLock
-
-    from apogeenet.tracking import tracking_root
-
-    with FileLock(str(tracking_root() / "registry.lock"), timeout=600):
-        yield
-
-
 def log_and_register(predictor: Predictor, example_flux: np.ndarray, *, dev_loss_of) -> dict:
     """Log the model in the active run, register a new version, set ``candidate`` and maybe
     ``champion``. ``dev_loss_of(predictor)`` measures a model on the current dev set.
@@ -93,7 +81,7 @@ def log_and_register(predictor: Predictor, example_flux: np.ndarray, *, dev_loss
                                        input_example=example_flux[:2].astype(np.float32))
     # the version is born with its tag: a kill can leave an untagged log, never an untagged version
     version = str(mlflow.register_model(info.model_uri, MODEL_NAME, tags={"dev_loss": f"{dev_loss:.6g}"}).version)
-    with _registry_lock():
+    with tracking_lock("registry"):  # compare and move the champion one process at a time
         client.set_registered_model_alias(MODEL_NAME, "candidate", version)
         try:
             champion = client.get_model_version_by_alias(MODEL_NAME, "champion")

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["mlflow_run", "tracking_root", "tracking_uri"]
+__all__ = ["mlflow_run", "tracking_lock", "tracking_root", "tracking_uri"]
 
 
 def tracking_root(root: str | os.PathLike = "mlruns") -> Path:
@@ -23,6 +23,16 @@ def tracking_root(root: str | os.PathLike = "mlruns") -> Path:
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+@contextmanager
+def tracking_lock(name: str, root: str | os.PathLike = "mlruns") -> Iterator[None]:
+    """A file lock beside the tracking store, for what processes sharing it must do one at a
+    time: creating the SQLite schema and experiments, moving the champion alias."""
+    from filelock import FileLock
+
+    with FileLock(str(tracking_root(root) / f".{name}.lock"), timeout=600):
+        yield
 
 
 def tracking_uri(root: str | os.PathLike = "mlruns") -> str:
@@ -75,10 +85,11 @@ def mlflow_run(experiment: str, run_name: str, *, root: str | os.PathLike = "mlr
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri(root))
-    if mlflow.get_experiment_by_name(experiment) is None:
-        artifacts = (Path(root).resolve() / "artifacts").as_uri()
-        mlflow.create_experiment(experiment, artifact_location=artifacts)
-    experiment_id = mlflow.set_experiment(experiment).experiment_id
+    with tracking_lock("setup", root):  # two stages starting on a fresh store: one creates it
+        if mlflow.get_experiment_by_name(experiment) is None:
+            artifacts = (Path(root).resolve() / "artifacts").as_uri()
+            mlflow.create_experiment(experiment, artifact_location=artifacts)
+        experiment_id = mlflow.set_experiment(experiment).experiment_id
     _close_killed_runs(experiment_id)
     owner = {_PID_TAG: str(os.getpid()), _HOST_TAG: socket.gethostname()}
     with mlflow.start_run(run_name=run_name, tags={**(tags or {}), **owner}) as run:

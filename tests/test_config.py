@@ -31,6 +31,8 @@ def test_repository_params_validate():
     ("synth:\n  fractions: {giant: 0.5}\n", "sum to 1"),
     ("synth:\n  fractions: {giants: 1.0}\n", "unknown population"),
     ("ingest: [\n", "not valid YAML"),
+    ("train:\n  profile: fast\n", "unknown profile 'fast'"),  # a typo dies at load, not mid-training
+    ("- just\n- a list\n", "expected a mapping"),
 ])
 def test_bad_params_name_the_key(tmp_path, text, message):
     path = tmp_path / "params.yaml"
@@ -76,3 +78,30 @@ def test_help_is_fast_enough_to_be_pleasant():
     heavy = [m for m in ("torch", "mlflow", "prefect", "great_expectations", "astropy.io.fits")
              if f" {m}\n" in result.stderr]
     assert heavy == [], f"importing the CLI pulls in {heavy}"
+
+
+def test_a_named_params_file_must_exist_and_be_a_file(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="no such parameters file"):
+        load_params(tmp_path / "typo.yaml")
+    with pytest.raises(ConfigError, match="not a file"):
+        load_params(tmp_path)
+    monkeypatch.setenv("APOGEENET_PARAMS", str(tmp_path / "gone.yaml"))
+    with pytest.raises(ConfigError, match="no such parameters file"):
+        load_params()
+    monkeypatch.delenv("APOGEENET_PARAMS")
+    monkeypatch.chdir(tmp_path)
+    assert load_params() == Params()  # only the default ./params.yaml may be absent
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--params", "missing.yaml"], "no such parameters file"),
+    (["train", "--params", "."], "not a file"),
+    (["train", "--params", "profile.yaml"], "unknown profile"),
+])
+def test_params_mistakes_are_one_line_from_the_command(tmp_path, args, message):
+    from test_cli import run
+
+    (tmp_path / "profile.yaml").write_text("train:\n  profile: fast\n")
+    result = run(*args, cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

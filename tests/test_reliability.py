@@ -3,6 +3,7 @@ outside the output; a kill at a dangerous moment loses nothing; bad input gets o
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -403,3 +404,157 @@ def test_labels_changed_after_validation_do_not_train(project_copy):
     frame.to_parquet(labels)
     result = run("train", "--no-track", "--params", project_copy / "params.yaml", cwd=project_copy)
     assert result.returncode == 2 and "changed since they were validated" in result.stderr
+
+
+# -------------------------------------------------------------- a corpus of damaged and odd spectra
+
+
+def test_damaged_headers_never_escape_as_anything_but_a_reason(multi_visit_file):
+    """400 copies of a real apStar file with random bytes changed in the first headers: each one
+    parses or is rejected with ApStarError (astropy's VerifyError used to escape and crash)."""
+    from apogeenet.io.apstar import ApStarError, read_apstar_bytes
+
+    raw = multi_visit_file.read_bytes()
+    rng = np.random.default_rng(0)
+    outcomes = {"parsed": 0, "rejected": 0}
+    for _ in range(400):
+        damaged = bytearray(raw)
+        for position in rng.integers(0, 4 * 2880, rng.integers(1, 20)):
+            damaged[position] = rng.integers(0, 256)
+        try:
+            read_apstar_bytes(bytes(damaged))
+            outcomes["parsed"] += 1
+        except ApStarError as exc:
+            assert exc.reason
+            outcomes["rejected"] += 1
+    assert outcomes["rejected"] > 50  # the corpus does damage what matters
+
+
+def test_inspect_prints_every_readable_file_around_unreadable_ones(multi_visit_file, tmp_path):
+    from apogeenet.io.apstar import ApStarError, read_apstar_bytes
+
+    raw = multi_visit_file.read_bytes()
+    rng = np.random.default_rng(0)
+    while True:  # a header damage astropy's verifier raises on
+        damaged = bytearray(raw)
+        for position in rng.integers(0, 4 * 2880, 10):
+            damaged[position] = rng.integers(0, 256)
+        try:
+            read_apstar_bytes(bytes(damaged))
+        except ApStarError as exc:
+            if "VerifyError" in exc.reason:
+                break
+    (tmp_path / "verify.fits").write_bytes(bytes(damaged))
+    (tmp_path / "dangling.fits").symlink_to(tmp_path / "nowhere.fits")
+    result = run("inspect", "--json", tmp_path / "verify.fits", multi_visit_file, tmp_path / "dangling.fits", tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert [json.loads(line)["APOGEE_ID"] for line in result.stdout.splitlines()] == ["2M00452143+1634446"]
+    assert len(result.stderr.strip().splitlines()) == 3
+
+
+def _prediction_setup(source: Path, root: Path) -> tuple[Path, Path]:
+    """A store of ``source``, a params.yaml whose catalog goes to ``root/catalog``, an untrained model."""
+    import yaml
+
+    from apogeenet.store import ingest
+
+    ingest(source, root / "store", workers=1)
+    (root / "params.yaml").write_text(yaml.safe_dump({"paths": {
+        "store": str(root / "store"), "labels": str(root / "none"), "raw": str(root / "none"),
+        "catalog": str(root / "catalog")}}))
+    torch.manual_seed(0)
+    return root / "params.yaml", Predictor(ApogeeNet(3), TABLE1, flux_scale=None).save(root / "model.pt")
+
+
+def test_spectra_without_usable_pixels_are_flagged_and_kept_out_of_the_clean_view(small_tree, tmp_path):
+    import dataclasses
+
+    import pandas as pd
+
+    from apogeenet.config import load_params
+    from apogeenet.io.apstar import read_apstar, write_apstar
+    from apogeenet.stages import predict_stage
+
+    source = tmp_path / "src"
+    good = sorted(small_tree.rglob("*.fits"))[:4]
+    for number, path in enumerate(good):
+        star = read_apstar(path)
+        flux, error = star.flux.copy(), star.error.copy()
+        combined_flux, combined_error = (flux, error) if flux.ndim == 1 else (flux[0], error[0])
+        if number == 1:  # the sentinel everywhere: no usable pixel
+            combined_error[:] = 1e10
+        elif number == 2:  # one good pixel
+            keep = np.flatnonzero(combined_error < 1e10)[100]
+            combined_error[np.arange(combined_error.size) != keep] = 1e10
+        elif number == 3:  # half the flux NaN
+            combined_flux[: combined_flux.size // 2] = np.nan
+        write_apstar(dataclasses.replace(star, flux=flux, error=error), source / path.name)
+    params, model = _prediction_setup(source, tmp_path)
+    predict_stage(load_params(params), model=str(model), draws=3, track=False)
+    catalog = pd.read_parquet(tmp_path / "catalog" / "catalog.parquet").set_index("APOGEE_ID")
+    ids = [read_apstar(source / p.name).apogee_id for p in good]
+    flags = catalog.loc[ids, "FLAGS"].to_numpy()
+    assert flags[0] & 4 == 0 and all(f & 4 for f in flags[1:])  # FEW_PIXELS
+    assert catalog.loc[ids, "N_GOOD_PIXELS"].tolist()[1:3] == [0, 1]
+    clean = pd.read_parquet(tmp_path / "catalog" / "catalog_clean.parquet")
+    assert not set(ids[1:]) & set(clean["APOGEE_ID"])
+
+
+@pytest.mark.parametrize("nth", [1, 2])  # after the catalog's FITS and Parquet, in the clean view's files
+def test_a_kill_while_writing_the_catalog_leaves_the_previous_one_whole(small_tree, tmp_path, nth):
+    import pandas as pd
+
+    from apogeenet.config import load_params
+    from apogeenet.stages import predict_stage
+
+    params, model = _prediction_setup(small_tree, tmp_path)
+    cfg = load_params(params)
+    predict_stage(cfg, model=str(model), draws=3, track=False)  # run A
+    catalog = tmp_path / "catalog"
+    before = {p.name: p.read_bytes() for p in catalog.glob("catalog*")}
+    _killed_at("pandas:DataFrame.to_csv", nth,  # run B, another seed, killed while writing
+               f"from apogeenet.config import load_params\nfrom apogeenet.stages import predict_stage\n"
+               f"cfg = load_params({str(params)!r})\n"
+               f"cfg = cfg.model_copy(update={{'predict': cfg.predict.model_copy(update={{'seed': 1}})}})\n"
+               f"predict_stage(cfg, model={str(model)!r}, draws=3, track=False)")
+    assert {p.name: p.read_bytes() for p in catalog.glob("catalog*")} == before  # A, whole, nothing of B
+    seeded = cfg.model_copy(update={"predict": cfg.predict.model_copy(update={"seed": 1})})
+    predict_stage(seeded, model=str(model), draws=3, track=False)  # rerun B
+    predict_stage(seeded, model=str(model), out_dir=tmp_path / "uninterrupted", draws=3, track=False)
+    for name in ("catalog.parquet", "catalog_clean.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(catalog / name), pd.read_parquet(tmp_path / "uninterrupted" / name))
+
+
+# ------------------------------------------------------------------------------------------ races
+
+
+@pytest.mark.slow
+def test_two_registrations_at_once_leave_the_better_model_champion(tmp_path):
+    """A champion exists; two better models register 0.3 s apart, and measuring a model takes 1 s.
+    Both used to measure the old champion at the same time and both promote themselves: the one
+    that finished last (the worse) ended as champion."""
+    import mlflow
+
+    from apogeenet.registry import MODEL_NAME
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    worker = Path(__file__).parent / "registration_worker.py"
+    first = subprocess.run([sys.executable, str(worker), str(tmp_path), "0.95"], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    better = subprocess.Popen([sys.executable, str(worker), str(tmp_path), "0.5"], env=env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    import time
+
+    time.sleep(0.3)
+    worse = subprocess.Popen([sys.executable, str(worker), str(tmp_path), "0.9"], env=env, cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for process in (better, worse):
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-2000:]
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    client = mlflow.MlflowClient()
+    champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
+    assert champion.tags["dev_loss"] == "0.25"
+    assert {v.tags["dev_loss"] for v in client.search_model_versions(f"name='{MODEL_NAME}'")} == {
+        "0.9025", "0.25", "0.81"}

@@ -188,8 +188,9 @@ def read_apstar_bytes(raw: bytes, path: str | os.PathLike = "<bytes>") -> ApStar
                 return _parse(hdul, path)
         except ApStarError:
             raise
-        except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:
-            raise ApStarError(path, f"not a readable FITS file ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - astropy raises VerifyError, ValueError, ... on damage
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise ApStarError(path, f"not a readable FITS file ({type(exc).__name__}: {first})") from None
 
 
 def _parse(hdul: fits.HDUList, path: str | os.PathLike) -> ApStar:
