@@ -75,6 +75,7 @@ def test_tables_from_known_predictions():
     assert robust_sigma(np.array([-1.0, 0.0, 1.0, 100.0])) == pytest.approx(1.4826)
 
 
+@pytest.mark.floats
 def test_predictor_round_trip_in_physical_units(tmp_path):
     torch.manual_seed(0)
     predictor = Predictor(ApogeeNet(3), TABLE1)
@@ -202,6 +203,7 @@ def test_a_round_that_never_improves_returns_its_starting_weights(small, tmp_pat
     assert all(torch.equal(v, init[k]) for k, v in result.model.state_dict().items())
 
 
+@pytest.mark.floats
 def test_per_spectrum_flux_unit_ignores_the_brightness(tmp_path):
     torch.manual_seed(0)
     flux = np.random.default_rng(3).uniform(10, 500, (3, 8575)).astype(np.float32)

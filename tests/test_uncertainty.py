@@ -56,6 +56,7 @@ def test_mean_error_is_over_good_pixels_and_the_cap_is_5x(spectra):
     np.testing.assert_array_equal(sigma[:, 1000], error[:, 1000])  # ordinary pixels keep their error
 
 
+@pytest.mark.floats
 def test_draws_are_reproducible_and_independent_of_blocking(spectra, predictor):
     flux, error = spectra
     keys = seed_keys([f"2M{i:08d}" for i in range(len(flux))])
@@ -69,6 +70,7 @@ def test_draws_are_reproducible_and_independent_of_blocking(spectra, predictor):
     assert not np.allclose(a.sigma, c.sigma)
 
 
+@pytest.mark.floats
 def test_sigma_is_the_spread_of_single_noisy_passes(spectra, predictor):
     flux, error = spectra
     keys = seed_keys(["2M00000001+0000001"])
