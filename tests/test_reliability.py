@@ -558,3 +558,32 @@ def test_two_registrations_at_once_leave_the_better_model_champion(tmp_path):
     assert champion.tags["dev_loss"] == "0.25"
     assert {v.tags["dev_loss"] for v in client.search_model_versions(f"name='{MODEL_NAME}'")} == {
         "0.9025", "0.25", "0.81"}
+
+
+@pytest.mark.slow
+def test_a_registration_killed_after_the_version_is_created_leaves_it_tagged(tmp_path):
+    import mlflow
+
+    from apogeenet.registry import MODEL_NAME
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    worker = Path(__file__).parent / "registration_worker.py"
+    script = ("import os, runpy, signal, sys\nimport mlflow\nregister = mlflow.register_model\n"
+              "def register_then_die(*args, **kwargs):\n    version = register(*args, **kwargs)\n"
+              "    os.kill(os.getpid(), signal.SIGKILL)\n"
+              "mlflow.register_model = register_then_die\n"
+              f"sys.argv = [{str(worker)!r}, {str(tmp_path)!r}, '0.5']\n"
+              f"runpy.run_path({str(worker)!r}, run_name='__main__')\n")
+    killed = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=600)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    again = subprocess.run([sys.executable, str(worker), str(tmp_path), "0.7"], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    client = mlflow.MlflowClient()
+    versions = client.search_model_versions(f"name='{MODEL_NAME}'")
+    assert sorted(v.tags.get("dev_loss") for v in versions) == ["0.25", "0.49"]  # no version without its tag
+    assert client.get_model_version_by_alias(MODEL_NAME, "champion").tags["dev_loss"] == "0.49"
+    runs = mlflow.search_runs(experiment_names=["race"], output_format="list")
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]
