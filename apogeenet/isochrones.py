@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from apogeenet.photometry import wise_from_ks
+
 __all__ = ["BAND_NAMES", "Isochrones", "IsochroneError", "read_mist_iso", "read_parsec_cmd",
            "shipped_parsec"]
 
@@ -81,8 +83,6 @@ def _finish(frame: pd.DataFrame, source: str) -> Isochrones:
         if band not in frame:
             frame[band] = np.nan
     if frame[["W1", "W2", "W3"]].isna().all().all() and frame["K"].notna().any():
-        from apogeenet.synth.photometry import wise_from_ks
-
         for band, values in wise_from_ks(frame["K"].to_numpy(), frame["Teff"].to_numpy(),
                                          frame["logg"].to_numpy()).items():
             frame[band] = values

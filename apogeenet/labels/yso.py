@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from apogeenet.isochrones import Isochrones
-from apogeenet.synth.photometry import extinction
+from apogeenet.photometry import extinction
 
 __all__ = ["CATALOG_COLUMNS", "FEATURES", "LIMITS", "TARGETS", "PhotometricNoise", "YSOPhotometryNet", "YSOModel",
            "features_from_catalog", "synthetic_photometry", "train_yso_net"]

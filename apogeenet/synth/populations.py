@@ -26,7 +26,8 @@ import pandas as pd
 from astropy.coordinates import SkyCoord
 
 from apogeenet.io.apstar import twomass_id
-from apogeenet.synth.photometry import BANDS, absolute_from_labels, extinction, parsec_stars
+from apogeenet.isochrones import shipped_parsec
+from apogeenet.photometry import BANDS, absolute_from_labels, extinction
 from apogeenet.synth.portable import quantise_frame
 
 __all__ = ["POPULATIONS", "REGIONS", "Region", "draw_population", "draw_survey", "observe"]
@@ -113,7 +114,7 @@ def _giants(rng, n):
 
 def _parsec_main_sequence(rng, n, mass_range, fe_mean, fe_sigma, fe_range):
     mass = rng.uniform(*mass_range, n)
-    stars = parsec_stars(np.full(n, 500.0), mass, main_sequence_only=True)
+    stars = shipped_parsec().interpolate(np.full(n, 500.0), mass, main_sequence_only=True)
     stars["Teff"] = np.minimum(stars["Teff"], _TEFF_MAX)
     fe_h, alpha = _metallicity(rng, n, fe_mean, fe_sigma, *fe_range)
     return pd.DataFrame({"teff": stars.pop("Teff"), "logg": stars.pop("logg"), "fe_h": fe_h,
@@ -206,7 +207,7 @@ def _ysos(rng, n):
                         else np.clip(rng.exponential(3.0, m), 0, 20))
             ra[pick], dec[pick], fields[pick] = _in_region(rng, region, m)
         mass = np.clip(10 ** rng.normal(np.log10(0.3), 0.45, k), 0.09, 2.4)
-        stars = parsec_stars(age, mass)
+        stars = shipped_parsec().interpolate(age, mass)
         stars = pd.DataFrame({"teff": stars.pop("Teff"), "logg": stars.pop("logg"),
                               "fe_h": rng.normal(0.0, 0.05, k), "alpha_fe": 0.0, "mass": mass,
                               "age_myr": age}).join(stars)

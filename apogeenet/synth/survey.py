@@ -35,7 +35,7 @@ from astropy.table import Table
 from apogeenet.io.apstar import APSTAR_NPIX, BAD_PIXEL_ERROR, ApStar, write_apstar
 from apogeenet.progress import progress_bar
 from apogeenet.synth.emulator import EMULATOR_LABELS, PayneEmulator
-from apogeenet.synth.photometry import BANDS, extinction_curve
+from apogeenet.photometry import BANDS, extinction_curve
 from apogeenet.synth.populations import draw_survey
 from apogeenet.synth.portable import SPECTRUM_BITS, quantise
 

@@ -1,7 +1,7 @@
-"""Photometry of synthetic stars from real stellar models (used for paper §2.3–2.4 inputs).
+"""Photometric relations shared by the labels (§2.3–2.4) and the synthetic survey: bands,
+extinction, bolometric corrections. Imports no other apogeenet module (isochrones, labels and
+synth all build on it; nothing here builds on them).
 
-* PARSEC v1.2S solar isochrones (ages 1–100 Myr and 500 Myr, package data): Teff, log g, radius,
-  log L and absolute 2MASS J/H/Ks, Gaia G/BP/RP, SDSS and PS1 g/r for a given (age, mass).
 * MIST v1.2 bolometric corrections at [Fe/H] = 0, A_V = 0 (package data): WISE W1–W3 for every
   star (W = Ks + BC_Ks − BC_W, keeping the model's own Ks), and all bands for stars given by
   labels rather than by age and mass (giants): M = M_bol − BC with M_bol = 4.74 − 2.5 log L.
@@ -21,10 +21,7 @@ import pandas as pd
 from dust_extinction.parameter_averages import G23
 from scipy.interpolate import RegularGridInterpolator
 
-from apogeenet.isochrones import shipped_parsec
-
-__all__ = ["BANDS", "absolute_from_labels", "extinction", "extinction_curve", "parsec_stars",
-           "wise_from_ks"]
+__all__ = ["BANDS", "absolute_from_labels", "extinction", "extinction_curve", "wise_from_ks"]
 
 #: Band name -> effective wavelength in µm (2MASS, Gaia DR2, PS1, WISE).
 BANDS: dict[str, float] = {"J": 1.235, "H": 1.662, "K": 2.159, "G": 0.673, "BP": 0.532,
@@ -63,12 +60,6 @@ def wise_from_ks(ks: np.ndarray, teff: np.ndarray, logg: np.ndarray) -> dict[str
     """Absolute W1–W3 from absolute Ks and the MIST BCs at (Teff, log g)."""
     bc_k = _bc("K", teff, logg)
     return {band: ks + bc_k - _bc(band, teff, logg) for band in ("W1", "W2", "W3")}
-
-
-def parsec_stars(age_myr: np.ndarray, mass: np.ndarray, *, main_sequence_only: bool = False) -> pd.DataFrame:
-    """Teff, logg, radius, logL and absolute J, H, K, G, BP, RP, g, r, W1, W2, W3 of stars at
-    (age, mass) on the shipped PARSEC grid (see :meth:`apogeenet.isochrones.Isochrones.interpolate`)."""
-    return shipped_parsec().interpolate(age_myr, mass, main_sequence_only=main_sequence_only)
 
 
 def absolute_from_labels(teff: np.ndarray, logg: np.ndarray, mass: np.ndarray) -> pd.DataFrame:
