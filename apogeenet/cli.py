@@ -13,7 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from apogeenet.config import ConfigError, load_params
+from apogeenet.config import load_params
+from apogeenet.errors import UserFacingError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="APOGEE Net (Olney et al. 2020): stellar parameters from APOGEE spectra.")
@@ -24,27 +25,15 @@ ParamsOption = Annotated[Optional[Path], typer.Option(
     "--params", help="params.yaml to read defaults from (default: ./params.yaml or $APOGEENET_PARAMS).")]
 
 
-class UserError(Exception):
+class UserError(UserFacingError):
     """Raised by commands for a mistake in the user's input; printed as one line."""
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    from apogeenet.io.apstar import ApStarError
-    from apogeenet.io.tables import TableError
-    from apogeenet.isochrones import IsochroneError
-    from apogeenet.serving import ModelFileError
-    from apogeenet.stages import StageError
-    from apogeenet.store import StoreError
-    from apogeenet.train import TrainingDiverged
-    return (UserError, ConfigError, ApStarError, TableError, StoreError, StageError, IsochroneError,
-            ModelFileError, TrainingDiverged, FileExistsError, FileNotFoundError)
 
 
 def main() -> None:
     """Console-script entry: user mistakes become one line on stderr and exit code 2."""
     try:
         app()
-    except _user_errors() as exc:
+    except (UserFacingError, FileExistsError, FileNotFoundError) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
 

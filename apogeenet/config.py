@@ -13,12 +13,14 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator, model_validator
 
+from apogeenet.errors import UserFacingError
+
 __all__ = ["ConfigError", "Params", "load_params"]
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserFacingError):
     """``params.yaml`` is missing a key, has a wrong type or an out-of-range value."""
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from apogeenet.errors import UserFacingError
 from apogeenet.photometry import wise_from_ks
 
 __all__ = ["BAND_NAMES", "Isochrones", "IsochroneError", "read_mist_iso", "read_parsec_cmd",
@@ -37,7 +38,7 @@ PHYSICAL = ("Teff", "logg", "radius", "logL")
 _SIGMA_SB_TERMS = 5772.0  # Teff of the Sun, for R = sqrt(L) (5772/Teff)^2
 
 
-class IsochroneError(ValueError):
+class IsochroneError(UserFacingError):
     """An isochrone file that cannot be read; the message names the file and the reason."""
 
 

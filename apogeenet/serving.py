@@ -16,13 +16,14 @@ import pandas as pd
 import torch
 
 from apogeenet.atomic import atomic_path
+from apogeenet.errors import UserFacingError
 from apogeenet.labels.catalog import LABEL_COLUMNS, Normalisation
 from apogeenet.model import ApogeeNet, scale_flux
 
 __all__ = ["ModelFileError", "Predictor", "load_weights"]
 
 
-class ModelFileError(ValueError):
+class ModelFileError(UserFacingError):
     """A file that is not an apogeenet model (or checkpoint) of plain weights."""
 
 

@@ -10,12 +10,13 @@ import numpy as np
 import pandas as pd
 
 from apogeenet.config import Params
+from apogeenet.errors import UserFacingError
 
 __all__ = ["StageError", "adapt_stage", "evaluate_stage", "label_stage", "load_model", "predict_stage",
            "require_validation", "train_stage", "validate_stage"]
 
 
-class StageError(ValueError):
+class StageError(UserFacingError):
     """A stage cannot run: a missing input or a failed gate; the message says which."""
 
 
@@ -30,7 +31,7 @@ def label_stage(cfg: Params, *, allstar: Path | None = None, payne: Path | None 
     from apogeenet.io.tables import read_table
     from apogeenet.isochrones import shipped_parsec
     from apogeenet.labels.build import LABELS_FILE, YSOTraining, build_labels, save_label_set
-    from apogeenet.synth.survey import ALLSTAR_FILE, MEMBERS_FILE, PAYNE_FILE
+    from apogeenet.synth.files import ALLSTAR_FILE, MEMBERS_FILE, PAYNE_FILE
 
     survey = cfg.paths.raw
     tables = {name: read_table(path or survey / default) for name, path, default in
@@ -76,7 +77,7 @@ def validate_stage(cfg: Params, *, allstar: Path | None = None):
     from apogeenet.io.tables import read_table
     from apogeenet.labels.build import LABELS_FILE, MSTAR_FILE
     from apogeenet.store import SpectraStore
-    from apogeenet.synth.survey import ALLSTAR_FILE
+    from apogeenet.synth.files import ALLSTAR_FILE
 
     labels_dir = cfg.paths.labels
     for needed in (labels_dir / LABELS_FILE, labels_dir / MSTAR_FILE):
@@ -355,7 +356,7 @@ def adapt_stage(cfg: Params, *, init_model: str | None = None, out_dir: Path | N
 def _survey_truth(cfg: Params) -> pd.DataFrame | None:
     """True parameters of a synthetic survey (indexed by APOGEE_ID), None for real data."""
     from apogeenet.io.tables import read_table
-    from apogeenet.synth.survey import TRUTH_FILE
+    from apogeenet.synth.files import TRUTH_FILE
 
     path = cfg.paths.raw / TRUTH_FILE
     return read_table(path).set_index("APOGEE_ID") if path.exists() else None

@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from apogeenet.atomic import atomic_path
+from apogeenet.errors import UserFacingError
 from apogeenet.io.apstar import (APSTAR_CDELT1, APSTAR_CRVAL1, APSTAR_NPIX, ApStarError,
                                  content_hash, read_apstar_bytes, wavelength_grid)
 from apogeenet.progress import progress_bar
@@ -63,7 +64,7 @@ REJECT_COLUMNS = ["file", "reason"]
 STAT_COLUMNS = ["file", "size", "mtime_ns"]
 
 
-class StoreError(ValueError):
+class StoreError(UserFacingError):
     """A store directory that is missing, inconsistent or busy."""
 
 

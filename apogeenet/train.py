@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from apogeenet.atomic import atomic_path
+from apogeenet.errors import UserFacingError
 from apogeenet.labels.catalog import LABEL_COLUMNS, Normalisation
 from apogeenet.model import ApogeeNet, prepare_flux, scale_flux
 from apogeenet.serving import ModelFileError, load_weights
@@ -41,7 +42,7 @@ __all__ = ["LabelledSpectra", "TrainConfig", "TrainResult", "TrainingDiverged", 
 _log = logging.getLogger(__name__)
 
 
-class TrainingDiverged(ValueError):
+class TrainingDiverged(UserFacingError):
     """The loss became NaN or infinite; the message says when and what to change."""
 
 

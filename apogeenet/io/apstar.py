@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+from apogeenet.errors import UserFacingError
+
 __all__ = [
     "APSTAR_CDELT1",
     "APSTAR_CRVAL1",
@@ -53,7 +55,7 @@ _FLUX_UNIT = "Flux (10^-17 erg/s/cm^2/Ang)"
 _ERROR_UNIT = "Error (10^-17 erg/s/cm^2/Ang)"
 
 
-class ApStarError(ValueError):
+class ApStarError(UserFacingError):
     """An apStar file that cannot be used; the message names the file and the reason."""
 
     def __init__(self, path: str | os.PathLike, reason: str) -> None:

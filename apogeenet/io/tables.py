@@ -8,13 +8,15 @@ from pathlib import Path
 import pandas as pd
 from astropy.table import Table
 
+from apogeenet.errors import UserFacingError
+
 __all__ = ["TableError", "read_table", "table_format", "write_table"]
 
 _FORMATS = {".fits": "fits", ".fit": "fits", ".fits.gz": "fits", ".csv": "csv",
             ".parquet": "parquet", ".pq": "parquet"}
 
 
-class TableError(ValueError):
+class TableError(UserFacingError):
     """A catalog that cannot be read; the message names the file and the reason."""
 
 

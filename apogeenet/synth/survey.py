@@ -33,20 +33,16 @@ from astropy.io import fits
 from astropy.table import Table
 
 from apogeenet.io.apstar import APSTAR_NPIX, BAD_PIXEL_ERROR, ApStar, write_apstar
+from apogeenet.photometry import BANDS, extinction_curve
 from apogeenet.progress import progress_bar
 from apogeenet.synth.emulator import EMULATOR_LABELS, PayneEmulator
-from apogeenet.photometry import BANDS, extinction_curve
+from apogeenet.synth.files import ALLSTAR_FILE, MEMBERS_FILE, PAYNE_FILE, SPECTRA_DIR, TRUTH_FILE
 from apogeenet.synth.populations import draw_survey
 from apogeenet.synth.portable import SPECTRUM_BITS, quantise
 
 __all__ = ["ALLSTAR_FILE", "MEMBERS_FILE", "PAYNE_FILE", "TRUTH_FILE", "SurveyReport",
            "SpectrumSynthesizer", "make_survey"]
 
-ALLSTAR_FILE = "allStar-synth.fits"
-PAYNE_FILE = "payne-synth.fits"
-MEMBERS_FILE = "members-kounkel2019-synth.fits"
-TRUTH_FILE = "truth-synth.fits"
-SPECTRA_DIR = "apStar"
 BADPIX, SIG_SKYLINE = 1 << 0, 1 << 12
 _RSUN_CM, _PC_CM = 6.957e10, 3.0857e18
 _SKY_ERROR_FACTOR = 3.0
