@@ -20,11 +20,21 @@ from apogeenet.errors import UserFacingError
 from apogeenet.labels.catalog import LABEL_COLUMNS, Normalisation
 from apogeenet.model import ApogeeNet, scale_flux
 
-__all__ = ["ModelFileError", "Predictor", "load_weights"]
+__all__ = ["ModelFileError", "Predictor", "load_weights", "save_weights"]
 
 
 class ModelFileError(UserFacingError):
     """A file that is not an apogeenet model (or checkpoint) of plain weights."""
+
+
+def save_weights(obj: dict, path: str | Path) -> Path:
+    """``torch.save`` atomically (a kill leaves the previous file) and byte-reproducibly: saved
+    through a file object, so the archive's inner name is torch's fixed one, not the temporary
+    file's (which holds a process id)."""
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+    return path
 
 
 def load_weights(path: str | Path, device: str | torch.device = "cpu") -> dict:
@@ -79,10 +89,8 @@ class Predictor:
         """Write weights, Table 1 and the flux unit (atomically: a kill leaves the old file)."""
         path = Path(path)
         weights = {k: v.cpu() for k, v in self.model.state_dict().items()}
-        with atomic_path(path) as tmp:
-            torch.save({"model": weights, "table1": self.table1.to_dict(), "flux_scale": self.flux_scale,
-                        "architecture": "ApogeeNet-AppendixB", "n_outputs": 3}, tmp)
-        return path
+        return save_weights({"model": weights, "table1": self.table1.to_dict(), "flux_scale": self.flux_scale,
+                             "architecture": "ApogeeNet-AppendixB", "n_outputs": 3}, path)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Predictor:

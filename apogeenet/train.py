@@ -28,11 +28,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from apogeenet.atomic import atomic_path
 from apogeenet.errors import UserFacingError
 from apogeenet.labels.catalog import LABEL_COLUMNS, Normalisation
 from apogeenet.model import ApogeeNet, prepare_flux, scale_flux
-from apogeenet.serving import ModelFileError, load_weights
+from apogeenet.serving import ModelFileError, load_weights, save_weights
 from apogeenet.store import SpectraStore, primary_rows
 
 __all__ = ["LabelledSpectra", "TrainConfig", "TrainResult", "TrainingDiverged", "best_device",
@@ -187,11 +186,6 @@ def load_checkpoint(path: Path) -> dict | None:
         return None
 
 
-def _save(obj: dict, path: Path) -> None:
-    with atomic_path(path) as tmp:  # a kill while saving leaves the previous checkpoint
-        torch.save(obj, tmp)
-
-
 def _rng_state(device: torch.device) -> dict:
     """The global generators that dropout draws from, so that a resumed run is the same run."""
     state = {"cpu": torch.get_rng_state()}
@@ -253,7 +247,7 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
     measure = dev_loss or (lambda net: _dev_loss(net, data, dev_positions, 256, device))
     if saved is None and init_state is not None:  # the starting point is the best so far
         state.update(best_dev_loss=measure(model), best_epoch=-1)
-        _save({"model": model.state_dict(), "config": asdict(cfg), "epoch": -1}, best_path)
+        save_weights({"model": model.state_dict(), "config": asdict(cfg), "epoch": -1}, best_path)
     loss_fn = nn.MSELoss()
     while state["epoch"] < cfg.max_epochs and state["bad_epochs"] < cfg.patience:
         started = time.perf_counter()
@@ -287,11 +281,11 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
         state["history"].append(record)
         if epoch_loss < state["best_dev_loss"]:
             state.update(best_dev_loss=epoch_loss, best_epoch=state["epoch"], bad_epochs=0)
-            _save({"model": model.state_dict(), "config": asdict(cfg), "epoch": state["epoch"]}, best_path)
+            save_weights({"model": model.state_dict(), "config": asdict(cfg), "epoch": state["epoch"]}, best_path)
         else:
             state["bad_epochs"] += 1
         state["epoch"] += 1
-        _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        save_weights({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                "generator": generator.get_state(), "rng": _rng_state(device), "state": state,
                "signature": signature, "scheduler": scheduler.state_dict() if scheduler is not None else None},
               last)
