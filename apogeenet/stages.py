@@ -452,7 +452,6 @@ def predict_stage(cfg: Params, *, model: str | None = None, store: Path | None =
 
     from apogeenet.catalog import (FLAG_BITS, build_catalog, kiel_by_type_plot, sigma_snr_plot,
                                    write_catalog, yso_selection_plot)
-    from apogeenet.io.apstar import good_pixels
     from apogeenet.io.tables import read_table
     from apogeenet.labels.build import LABELS_FILE
     from apogeenet.progress import progress_bar
@@ -472,10 +471,9 @@ def predict_stage(cfg: Params, *, model: str | None = None, store: Path | None =
     index = spectra.index.reset_index(drop=True)
     keys = seed_keys(index["apogee_id"])
     n = len(index)
-    prediction, sigma, n_good = np.empty((n, 3)), np.empty((n, 3)), np.empty(n, np.int64)
+    prediction, sigma = np.empty((n, 3)), np.empty((n, 3))
     with progress_bar(n, f"predict ({n_draws} draws)", enabled=progress) as bar:
         for rows, batch in spectra.iter_batches(p.spectra_per_block):
-            n_good[rows] = good_pixels(batch.flux, batch.error).sum(axis=1)  # checked here, whatever the store
             result = mc_predict(predictor, batch.flux, batch.error, keys[rows], n_draws=n_draws,
                                 seed=p.seed, cap=p.error_cap, max_batch=p.max_batch,
                                 forward_batch=p.forward_batch, reference=p.error_reference)
@@ -484,7 +482,7 @@ def predict_stage(cfg: Params, *, model: str | None = None, store: Path | None =
     labels_file = cfg.paths.labels / LABELS_FILE
     labels = read_table(labels_file) if labels_file.exists() else None
     frame = build_catalog(index, prediction, sigma, labels, hot_teff=p.hot_teff,
-                          bounds={k: tuple(v) for k, v in p.bounds.items()}, n_good_pixels=n_good,
+                          bounds={k: tuple(v) for k, v in p.bounds.items()}, n_good_pixels=index["n_good_pixels"].to_numpy(),
                           min_good_pixels=p.min_good_pixels)
     meta = {"model": spec, "draws": n_draws, "seed": p.seed, "errcap": p.error_cap, "errref": p.error_reference}
     clean = frame[frame["FLAGS"] == 0]

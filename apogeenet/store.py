@@ -37,6 +37,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISDIR
 from typing import NamedTuple
 
 import h5py
@@ -232,14 +233,14 @@ def scan_tree(src_dir: Path) -> tuple[list[Path], list[tuple[str, str]]]:
                 continue
             path = Path(entry.path)
             try:
-                path.stat()  # follows links
+                target = path.stat()  # follows links
             except OSError as exc:
                 if entry.name.endswith(".fits") or entry.is_symlink():
                     reason = {errno.ENOENT: "dangling symbolic link", errno.ELOOP: "symbolic link loop"}.get(
                         exc.errno, f"cannot read: {exc.strerror or exc}")
                     problems.append((rel(path), reason))
                 continue
-            if path.is_dir():
+            if S_ISDIR(target.st_mode):
                 stack.append(path)
             elif entry.name.endswith(".fits"):
                 if _is_utf8(path.relative_to(src_dir).as_posix()):
@@ -397,9 +398,7 @@ def _ingest_locked(src_dir: Path, store_dir: Path, *, workers: int, segment_rows
         known = index.at[by_file[rel], "sha256"] if rel in by_file else None
         jobs.append((path, rel, known))
 
-    next_segment = max((int(s) + 1 for s in index["segment"]), default=0)
-    if (store_dir / SEGMENTS_DIR).is_dir():
-        next_segment = max([next_segment, *(int(p.stem) + 1 for p in (store_dir / SEGMENTS_DIR).glob("[0-9]*.h5"))])
+    next_segment = max((int(s) + 1 for s in index["segment"]), default=0)  # _tidy left no other files
     buffer: list[tuple[_Loaded, int | None]] = []  # (spectrum, index row it replaces)
 
     def flush() -> None:

@@ -151,12 +151,13 @@ def test_bodies_over_the_size_cap_are_discarded(fake_sas, multi_visit_file, tmp_
 # ------------------------------------------------------------------------------ kills lose nothing
 
 
-def _killed_at(target: str, nth: int, call: str) -> None:
+def _killed_at(target: str, nth: int, call: str, *, half_write: bool = False) -> None:
     """Run ``call`` (Python) in a child process that kill -9s itself on the ``nth`` call of
-    ``target`` (``module:attribute``), after that call has done half of its work where it writes
-    a file: the moment a real kill is most harmful."""
+    ``target`` (``module:Attribute.path``): before the call, or with ``half_write`` (a
+    ``target(obj, file)`` such as torch.save) after writing half of what it would write to the
+    file: a kill in the middle of saving it."""
     script = f"""
-import importlib, os, signal
+import importlib, io, os, signal
 module, name = {target!r}.split(":")
 owner = importlib.import_module(module)
 *path, attr = name.split(".")
@@ -167,12 +168,23 @@ calls = [0]
 def dying(*args, **kwargs):
     calls[0] += 1
     if calls[0] == {nth}:
+        if {half_write!r}:
+            buffer = io.BytesIO()
+            original(args[0], buffer, *args[2:], **kwargs)
+            half = buffer.getvalue()[: len(buffer.getvalue()) // 2]
+            if hasattr(args[1], "write"):
+                args[1].write(half)
+                args[1].flush()
+            else:
+                with open(args[1], "wb") as fh:
+                    fh.write(half)
         os.kill(os.getpid(), signal.SIGKILL)
     return original(*args, **kwargs)
 setattr(owner, attr, dying)
 {call}
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                            cwd=Path(__file__).parent)
     assert result.returncode == -9, f"the child was not killed: {result.returncode} {result.stderr[-1500:]}"
 
 
@@ -279,36 +291,6 @@ def test_an_unreadable_directory_is_a_reject_row(small_tree, tmp_path, monkeypat
     assert dict(report.rejects) == {name: "cannot read directory: Permission denied"}
 
 
-def _killed_mid_write(target: str, nth: int, call: str) -> None:
-    """As :func:`_killed_at`, but the ``nth`` call of ``target(obj, path)`` first writes half of
-    what it would write to ``path``: a kill in the middle of saving a file."""
-    prologue = f"""
-import importlib, io, os, signal
-module, attr = {target!r}.split(":")
-owner = importlib.import_module(module)
-original = getattr(owner, attr)
-calls = [0]
-def half_then_die(obj, path, *args, **kwargs):
-    calls[0] += 1
-    if calls[0] == {nth}:
-        buffer = io.BytesIO()
-        original(obj, buffer, *args, **kwargs)
-        half = buffer.getvalue()[: len(buffer.getvalue()) // 2]
-        if hasattr(path, "write"):
-            path.write(half)
-            path.flush()
-        else:
-            with open(path, "wb") as fh:
-                fh.write(half)
-        os.kill(os.getpid(), signal.SIGKILL)
-    return original(obj, path, *args, **kwargs)
-setattr(owner, attr, half_then_die)
-"""
-    result = subprocess.run([sys.executable, "-c", prologue + call], capture_output=True, text=True,
-                            timeout=600, cwd=Path(__file__).parent)
-    assert result.returncode == -9, f"the child was not killed: {result.returncode} {result.stderr[-1500:]}"
-
-
 @pytest.fixture(scope="module")
 def labelled(small_tree, tmp_path_factory):
     """A store of the small tree and a label catalog with train and dev splits."""
@@ -332,8 +314,9 @@ def test_training_killed_while_saving_resumes_to_the_uninterrupted_result(labell
 
     store, catalog = labelled
     clean = train(store, catalog, tmp_path / "clean")
-    _killed_mid_write("torch:save", nth, f"from training_worker import train\n"
-                                         f"train({str(store)!r}, {str(catalog)!r}, {str(tmp_path / 'killed')!r})")
+    _killed_at("torch:save", nth, f"from training_worker import train\n"
+                                  f"train({str(store)!r}, {str(catalog)!r}, {str(tmp_path / 'killed')!r})",
+               half_write=True)
     from apogeenet.serving import load_weights
 
     for checkpoint in (tmp_path / "killed").glob("[!.]*.pt"):  # none is torn: old or new, never half
