@@ -4,6 +4,7 @@
     python3 run.py demo   # install into .venv when missing, then run the main job
     python3 run.py test   # install into .venv when missing, then run the test suite (and the
                           # float-comparing tests again under oneDNN's SSE4.1 and AVX2 kernels)
+    python3 run.py test --fast  # only the tests not marked slow (under 2 minutes on 2 cores)
     python3 run.py server # a local Prefect server on 127.0.0.1:4200 (for the deployments)
     python3 run.py serve  # serve train/pretrain, train/adapt, evaluate, label against it
 
@@ -63,7 +64,9 @@ def main(argv: list[str]) -> int:
     ensure_venv()
     env = {**os.environ, **QUIET_ENV, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     try:
-        if argv[0] == "test":
+        if argv[0] == "test" and argv[1:] == ["--fast"]:  # the tests not marked slow: under 2 minutes
+            sh(BIN / "python", "-m", "pytest", "-n", "2", "-m", "not slow", env=env)
+        elif argv[0] == "test":
             sh(BIN / "python", "-m", "pytest", "-n", "2", *argv[1:], env=env)
             if len(argv) == 1:  # tolerances must hold on other CPUs: oneDNN picks kernels by ISA
                 for isa in ONEDNN_ISAS:
@@ -80,14 +83,7 @@ def main(argv: list[str]) -> int:
             sh(BIN / "apogeenet", "synth", env=env)
             sh(BIN / "dvc", "repro", env=env)
             sh(BIN / "apogeenet", "info", env=env)
-            for stage, report in (("model", "tables.md"), ("adapted", "tables.md"),
-                                  ("evaluation", "quality.md"), ("catalog", "summary.md")):
-                path = ROOT / "derived" / stage / report
-                if path.exists():
-                    print(f"== {stage}: {path.parent}\n{path.read_text()}")
-            catalog = ROOT / "derived" / "catalog"
-            print(f"Table 4 catalog: {catalog / 'catalog.fits'} (.parquet, .csv; clean view catalog_clean.*)\n"
-                  f"plots: {', '.join(str(p) for p in sorted(catalog.glob('*.png')))}")
+            sh(BIN / "apogeenet", "report", env=env)
             sh(BIN / "apogeenet", "models", env=env)
             print(f"MLflow: mlflow ui --backend-store-uri sqlite:///{ROOT / 'mlruns' / 'mlflow.db'}")
     except subprocess.CalledProcessError as exc:

@@ -7,44 +7,31 @@ criterion has not improved for ``patience_rounds`` rounds and the best model ove
 returned. The criterion (``stop_on``): ``groups`` (default) — the larger of the MSTAR and the YSO
 dev MSE, each relative to the starting model's, so a model counts as better only when both groups
 are (the paper continued "until the performance on M dwarfs and YSOs did not show continuing
-improvement"); ``focus`` — the MSTAR + YSO dev stars pooled (on the default survey it traded the
-YSOs for the M dwarfs); ``all`` — the whole dev set (a round then rarely gets past its first
-epoch, since the pretrained model already sits at the whole-dev optimum).
+improvement"); ``focus`` — the MSTAR + YSO dev stars pooled, which lets one group pay for the
+other; ``all`` — the whole dev set, at whose optimum the pretrained model already sits.
 
-The paper keeps "performance on the broader Payne data set"; the 5 % sample and a gentler,
-constant learning rate (``adapt.learning_rate``) alone did not on the default survey (Payne
-test scatter +36 % Teff, +28 % log g and [Fe/H] after one round). So an epoch counts as better
-only while the Payne dev stars' RMS error of every parameter stays within
-``max_payne_increase`` of the starting model's (None: no guard); a round in which no epoch
-qualifies keeps the model it started from.
+The paper keeps "performance on the broader Payne data set"; the 5 % sample and a gentle constant
+learning rate alone need not (README, "Adaptation"). So an epoch counts as better only while the
+Payne dev stars' RMS error of every parameter stays within ``max_payne_increase`` of the starting
+model's (None: no guard); a round in which no epoch qualifies keeps the model it started from.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from apogeenet.config import AdaptParams, StopOn
 from apogeenet.model import ApogeeNet
-from apogeenet.train import LabelledSpectra, TrainConfig, predict_standardised, train_model
+from apogeenet.train import LabelledSpectra, predict_standardised, standardised_mse, train_model
 
-__all__ = ["AdaptConfig", "AdaptResult", "adapt_model", "focus_loss", "rms_per_parameter"]
+__all__ = ["AdaptResult", "adapt_model", "focus_loss", "rms_per_parameter"]
 
 FOCUS_SOURCES = ("MSTAR", "YSO")
-
-
-@dataclass(frozen=True)
-class AdaptConfig:
-    payne_fraction: float = 0.05
-    patience_rounds: int = 2
-    max_rounds: int = 6
-    seed: int = 1
-    stop_on: str = "groups"  # what an epoch must lower: "groups" (MSTAR and YSO dev MSE each, relative to the
-    #                          start: the larger ratio), "focus" (MSTAR + YSO pooled) or "all" (every dev star)
-    max_payne_increase: float | None = 0.05  # guard on the Payne dev RMS per parameter (None: off)
 
 
 @dataclass
@@ -58,8 +45,7 @@ class AdaptResult:
 
 def focus_loss(model: ApogeeNet, data: LabelledSpectra, positions: np.ndarray) -> float:
     """Standardised MSE of ``model`` on ``positions``."""
-    pred = predict_standardised(model, data, positions)
-    return float(np.mean((pred - data.targets[positions]) ** 2))
+    return standardised_mse(data, positions, predict_standardised(model, data, positions))
 
 
 def rms_per_parameter(model: ApogeeNet, data: LabelledSpectra, positions: np.ndarray) -> np.ndarray:
@@ -68,11 +54,11 @@ def rms_per_parameter(model: ApogeeNet, data: LabelledSpectra, positions: np.nda
     return np.sqrt(np.mean((pred - data.targets[positions]) ** 2, axis=0))
 
 
-def adapt_model(data: LabelledSpectra, init_state: dict, train_cfg: TrainConfig, cfg: AdaptConfig,
-                checkpoint_dir: str | Path, *,
+def adapt_model(data: LabelledSpectra, init_state: dict, cfg: AdaptParams, checkpoint_dir: str | Path, *,
                 on_round: Callable[[dict, list[dict]], None] | None = None,
                 on_epoch: Callable[[dict], None] | None = None) -> AdaptResult:
-    """Run the rounds of §3.4 from ``init_state``; ``on_round(record, history)`` after each."""
+    """Run the rounds of §3.4 from ``init_state``, each trained with ``cfg.training``;
+    ``on_round(record, history)`` after each."""
     checkpoint_dir = Path(checkpoint_dir)
     focus_train = data.select(split="train", sources=FOCUS_SOURCES)
     payne_train = data.select(split="train", sources=("PAYNE",))
@@ -80,7 +66,7 @@ def adapt_model(data: LabelledSpectra, init_state: dict, train_cfg: TrainConfig,
     payne_dev = data.select(split="dev", sources=("PAYNE",))
     if len(focus_train) == 0 or len(focus_dev) == 0:
         raise ValueError("adaptation needs MSTAR or YSO stars in the train and dev splits")
-    model = ApogeeNet(3, dropout=train_cfg.dropout)
+    model = ApogeeNet(3, dropout=cfg.training.dropout)
     model.load_state_dict(init_state)
     criterion = _stopping_criterion(model, data, cfg, focus_dev, payne_dev)
     initial = focus_loss(model, data, focus_dev)
@@ -91,8 +77,8 @@ def adapt_model(data: LabelledSpectra, init_state: dict, train_cfg: TrainConfig,
         rng = np.random.default_rng([cfg.seed, k])
         sample = rng.choice(payne_train, n_payne, replace=False) if n_payne else np.array([], int)
         positions = np.concatenate([focus_train, sample])
-        result = train_model(data, positions, focus_dev, replace(train_cfg, seed=train_cfg.seed + k),
-                             checkpoint_dir / f"round{k:02d}", init_state=state, dev_loss=criterion,
+        result = train_model(data, positions, focus_dev, cfg.training, checkpoint_dir / f"round{k:02d}",
+                             seed=cfg.training.seed + k, init_state=state, dev_loss=criterion,
                              on_epoch=on_epoch)
         record = {"round": k, "n_train": len(positions), "n_payne": int(n_payne),
                   "epochs": len(result.history), "best_epoch": result.best_epoch,
@@ -111,24 +97,22 @@ def adapt_model(data: LabelledSpectra, init_state: dict, train_cfg: TrainConfig,
     return AdaptResult(model, initial, focus_loss(model, data, focus_dev), best_round, rounds)
 
 
-def _stopping_criterion(start: ApogeeNet, data: LabelledSpectra, cfg: AdaptConfig, focus_dev: np.ndarray,
+def _stopping_criterion(start: ApogeeNet, data: LabelledSpectra, cfg: AdaptParams, focus_dev: np.ndarray,
                         payne_dev: np.ndarray) -> Callable[[ApogeeNet], float]:
     """The loss by which epochs and rounds are compared (``stop_on``), measured against the
     starting model ``start``; infinite where the Payne guard is broken."""
-    if cfg.stop_on not in ("groups", "focus", "all"):
-        raise ValueError(f"unknown stop_on {cfg.stop_on!r}: use 'groups', 'focus' or 'all'")
     guard = None
     if cfg.max_payne_increase is not None and len(payne_dev):
         guard = (1 + cfg.max_payne_increase) * rms_per_parameter(start, data, payne_dev)
-    if cfg.stop_on == "groups":
+    if cfg.stop_on is StopOn.GROUPS:
         groups = [data.select(split="dev", sources=(source,)) for source in FOCUS_SOURCES]
         groups = [(g, focus_loss(start, data, g)) for g in groups if len(g)]
-    stop_dev = data.select(split="dev") if cfg.stop_on == "all" else focus_dev
+    stop_dev = data.select(split="dev") if cfg.stop_on is StopOn.ALL else focus_dev
 
     def criterion(net: ApogeeNet) -> float:
         if guard is not None and np.any(rms_per_parameter(net, data, payne_dev) > guard):
             return float("inf")
-        if cfg.stop_on == "groups":  # better only when every focus group is better
+        if cfg.stop_on is StopOn.GROUPS:  # better only when every focus group is better
             return max(focus_loss(net, data, g) / base for g, base in groups)
         return focus_loss(net, data, stop_dev)
 

@@ -31,7 +31,7 @@ from apogeenet.atomic import atomic_paths
 from apogeenet.plotting import pyplot, save
 from apogeenet.store import primary_rows
 
-__all__ = ["AGE_BINS", "FLAG_BITS", "YSO_POLYGON", "age_bins", "build_catalog", "catalog_table",
+__all__ = ["AGE_BINS", "FLAG_BITS", "YSO_POLYGON", "age_bins", "build_catalog", "catalog_summary", "catalog_table", "write_products",
            "in_yso_polygon", "sigma_snr_plot", "write_catalog", "yso_selection_plot", "kiel_by_type_plot"]
 
 YSO_POLYGON = ((2200.0, 4.4), (4500.0, 3.9), (3200.0, 1.7))
@@ -138,6 +138,56 @@ def write_catalog(frames: dict[str, pd.DataFrame], out_dir: Path, meta: dict | N
             csv = frame.rename(columns={c: f"{c} [{unit}]" for c, unit in _UNITS.items()})
             csv.to_csv(csv_tmp, index=False, float_format="%.6g")
     return paths
+
+
+def catalog_summary(frame: pd.DataFrame, truth: pd.DataFrame | None, source: str, model: str
+                    ) -> tuple[dict[str, float], str, dict[str, pd.DataFrame]]:
+    """Counts per flag, median σ of the clean view and, on the test split, the calibration of σ
+    against the labels and (synthetic survey) the truth: (metrics, summary.md text, tables)."""
+    from apogeenet.uncertainty import calibration
+
+    clean = frame[frame["FLAGS"] == 0]
+    test = frame[frame["DATA_SET"] == "test"]
+    tables = {}
+    if truth is not None and len(test):
+        tables["truth"] = calibration(test, truth)
+    if len(test):
+        tables["labels"] = calibration(test, test.set_index("APOGEE_ID")[
+            ["TEFF_LABEL", "LOGG_LABEL", "FE_H_LABEL"]].rename(columns=lambda c: c[:-6]))
+    metrics = {"n_spectra": len(frame), "n_clean": len(clean),
+               **{f"n_{flag.lower()}": int((frame["FLAGS"] & bit > 0).sum()) for flag, bit in FLAG_BITS.items()},
+               "n_yso_candidates": int(frame["YSO_CANDIDATE"].sum())}
+    lines = [f"Catalog of {len(frame)} spectra from {source} by {model}: {len(clean)} clean, "
+             + ", ".join(f"{metrics[f'n_{flag.lower()}']} {flag}" for flag in FLAG_BITS)
+             + f", {metrics['n_yso_candidates']} YSO candidates\n"]
+    for name in ("TEFF", "LOGG", "FE_H"):
+        metrics[f"median_sigma/{name.lower()}"] = float(np.median(clean[f"{name}_ERR"])) if len(clean) else np.nan
+    for against, table in tables.items():
+        lines += [f"\nUncertainty calibration on the test split against the {against}: z = (prediction - "
+                  f"{'label' if against == 'labels' else against}) / sigma\n\n", table.round(4).to_markdown(), "\n"]
+        for parameter, row in table.iterrows():
+            for column in ("spearman_sigma_snr", "z_std", "z_robust_sigma", "frac_within_1sigma"):
+                metrics[f"calibration_{against}/{parameter.lower()}_{column}"] = float(row[column])
+    return metrics, "".join(lines), tables
+
+
+def write_products(frame: pd.DataFrame, out_dir: Path, meta: dict, *, truth: pd.DataFrame | None,
+                   source: str) -> tuple[dict, str]:
+    """The catalog and its clean view (:func:`write_catalog`), the §4 plots, the calibration
+    tables, summary.md and metrics.json; returns (metrics, summary text)."""
+    import json
+
+    clean = frame[frame["FLAGS"] == 0]
+    write_catalog({"catalog": frame, "catalog_clean": clean}, out_dir, meta)
+    kiel_by_type_plot(clean, out_dir / "kiel_by_type.png")
+    sigma_snr_plot(clean, out_dir / "sigma_vs_snr.png")
+    yso_selection_plot(frame, out_dir / "yso_selection.png")
+    metrics, summary, calibrations = catalog_summary(frame, truth, source, str(meta.get("model", "")))
+    for against, table in calibrations.items():
+        table.to_csv(out_dir / f"calibration_{against}.csv")
+    (out_dir / "summary.md").write_text(summary)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return metrics, summary
 
 
 _COLOURS = {"PAYNE": "tab:blue", "MSTAR": "tab:red", "YSO": "tab:green", "none": "0.6"}

@@ -164,21 +164,25 @@ def _print_ingest(report, store: Path) -> None:
 
 @app.command()
 def synth(
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Survey directory [params: paths.raw]")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Survey directory, default file names "
+                                                                "[params: paths.allstar, payne, members, truth, spectra]")] = None,
     n_stars: Annotated[Optional[int], typer.Option(min=1, help="Stars [params: synth.n_stars]")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed [params: synth.seed]")] = None,
     params: ParamsOption = None,
 ) -> None:
     """Make the synthetic survey: apStar files, allStar, Payne, membership and truth tables
     (deterministic: same seed and size give byte-identical files)."""
+    from apogeenet.synth.files import SurveyFiles
     from apogeenet.synth.survey import make_survey
 
     cfg = load_params(params)
-    out_dir = out_dir or cfg.paths.raw
-    _, report = make_survey(out_dir, n_stars or cfg.synth.n_stars,
-                            cfg.synth.seed if seed is None else seed, cfg.synth.fractions,
-                            chunk=cfg.synth.chunk, progress=True)
-    out.print(f"{report.n_stars} stars {report.counts} in {report.seconds:.0f} s -> {out_dir}",
+    if out_dir is None and cfg.paths.truth is None:
+        raise UserError("paths.truth is null: a synthetic survey writes its truth table there (or give --out)")
+    files = SurveyFiles.under(out_dir) if out_dir else SurveyFiles(
+        cfg.paths.allstar, cfg.paths.payne, cfg.paths.members, cfg.paths.truth, cfg.paths.spectra)
+    _, report = make_survey(files, n_stars or cfg.synth.n_stars, cfg.synth.seed if seed is None else seed,
+                            cfg.synth.fractions, chunk=cfg.synth.chunk, progress=True)
+    out.print(f"{report.n_stars} stars {report.counts} in {report.seconds:.0f} s -> {files.allstar.parent}",
               soft_wrap=True)
 
 
@@ -226,11 +230,25 @@ def label_mdwarfs(
     out.print(f"{summary} -> {output_table}", soft_wrap=True)
 
 
+def _with_paths(cfg, **paths: Path | None):
+    """``cfg`` with the paths given on the command line (dvc.yaml passes them from params.yaml)."""
+    given = {f"paths.{name}": str(path) for name, path in paths.items() if path is not None}
+    return cfg.with_overrides(given) if given else cfg
+
+
+LabelsOption = Annotated[Optional[Path], typer.Option(help="Labels directory [params: paths.labels]")]
+StoreOption = Annotated[Optional[Path], typer.Option(help="Spectra store [params: paths.store]")]
+ValidationOption = Annotated[Optional[Path], typer.Option(
+    help="Validation results that must have passed [params: paths.validation]")]
+TruthOption = Annotated[Optional[Path], typer.Option(
+    help="True parameters of a synthetic survey, when it has them [params: paths.truth]")]
+
+
 @app.command()
 def label(
-    allstar: Annotated[Optional[Path], typer.Option(help="allStar-like catalog [survey's allStar-synth.fits]")] = None,
-    payne: Annotated[Optional[Path], typer.Option(help="Payne-format labels [survey's payne-synth.fits]")] = None,
-    members: Annotated[Optional[Path], typer.Option(help="Kounkel-format membership [survey's members file]")] = None,
+    allstar: Annotated[Optional[Path], typer.Option(help="allStar-like catalog [params: paths.allstar]")] = None,
+    payne: Annotated[Optional[Path], typer.Option(help="Payne-format labels [params: paths.payne]")] = None,
+    members: Annotated[Optional[Path], typer.Option(help="Kounkel-format membership [params: paths.members]")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output directory [params: paths.labels]")] = None,
     track: Annotated[bool, typer.Option(help="Log the run and the YSO network to MLflow (mlruns/).")] = True,
     params: ParamsOption = None,
@@ -238,31 +256,27 @@ def label(
     """Build the training labels (paper §2.2-2.4): Payne, M-dwarf and YSO labels, splits, Table 1."""
     from apogeenet.stages import label_stage
 
-    cfg = load_params(params)
-    metrics = label_stage(cfg, allstar=allstar, payne=payne, members=members, out_dir=out_dir, track=track)
-    counts = {k: v for k, v in metrics.items()
-              if k.split("_")[0] in ("payne", "mstar", "yso") and k.split("_")[-1] in ("train", "dev", "test")}
-    out.print(f"{metrics['n_labels']} labels {counts}; {metrics['yso_outside_grid']} YSO predictions "
-              f"outside the isochrone grid left out", soft_wrap=True)
-    out.print(f"YSO network held-out RMS: log Teff {metrics['yso_net_log_teff_rms']:.4f} dex, "
-              f"log g {metrics['yso_net_logg_rms']:.4f} dex; Table 1 {metrics['table1']} "
-              f"-> {out_dir or cfg.paths.labels}", soft_wrap=True)
+    cfg = _with_paths(load_params(params), allstar=allstar, payne=payne, members=members, labels=out_dir)
+    out.print(label_stage(cfg, track=track).report, soft_wrap=True)
 
 
 @app.command()
 def validate(
-    allstar: Annotated[Optional[Path], typer.Option(help="allStar-like catalog [survey's allStar-synth.fits]")] = None,
+    allstar: Annotated[Optional[Path], typer.Option(help="allStar-like catalog [params: paths.allstar]")] = None,
+    labels: LabelsOption = None,
+    store: StoreOption = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Results and Data Docs [params: paths.validation]")] = None,
+    track: Annotated[bool, typer.Option(help="Log the results to MLflow (experiment validate).")] = True,
     params: ParamsOption = None,
 ) -> None:
     """Great Expectations gates: M-dwarf cuts, label ranges, catalog integrity and splits, spectra
     store. Writes Data Docs and summary.json; exits 1 with the failing expectations if any fail."""
     from apogeenet.stages import validate_stage
 
-    report = validate_stage(load_params(params), allstar=allstar)
-    for line in report.summary_lines():
-        (out if report.success else err).print(line, highlight=False, soft_wrap=True)
-    out.print(f"Data Docs: {report.docs}", soft_wrap=True)
-    if not report.success:
+    cfg = _with_paths(load_params(params), allstar=allstar, labels=labels, store=store, validation=out_dir)
+    result = validate_stage(cfg, track=track)
+    (out if result.passed else err).print(result.report, highlight=False, soft_wrap=True)
+    if not result.passed:
         raise typer.Exit(1)
 
 
@@ -271,6 +285,9 @@ def train(
     init: Annotated[Optional[str], typer.Option(help="Start from a model.pt or an MLflow model URI "
                                                      "(e.g. models:/apogeenet@champion).")] = None,
     profile: Annotated[Optional[str], typer.Option(help="Training profile [params: train.profile]")] = None,
+    labels: LabelsOption = None,
+    store: StoreOption = None,
+    validation: ValidationOption = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output directory [params: paths.model]")] = None,
     track: Annotated[bool, typer.Option(help="Log to MLflow and register the model.")] = True,
     params: ParamsOption = None,
@@ -279,21 +296,19 @@ def train(
     An interrupted run resumes from its last checkpoint."""
     from apogeenet.stages import train_stage
 
-    cfg = load_params(params)
+    cfg = _with_paths(load_params(params), labels=labels, store=store, validation=validation, model=out_dir)
     if profile:
-        if profile not in cfg.train.profiles:
-            raise UserError(f"unknown profile {profile!r}; params.yaml defines {sorted(cfg.train.profiles)}")
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"profile": profile})})
-    result = train_stage(cfg, init_model=init, out_dir=out_dir, track=track, progress=True)
-    out.print(f"best dev loss {result['best_dev_loss']:.4f} at epoch {result['best_epoch']}; "
-              f"test MSE full {result.get('test/full/mse', float('nan')):.4f}", soft_wrap=True)
-    _print_registry_and_tables(result, out_dir or cfg.paths.model)
+        cfg = cfg.with_overrides({"train.profile": profile})
+    out.print(train_stage(cfg, init_model=init, track=track, progress=True).report, soft_wrap=True)
 
 
 @app.command()
 def adapt(
     init: Annotated[Optional[str], typer.Option(help="Model to adapt: model.pt or MLflow URI "
                                                      "[models:/apogeenet@champion; derived/model/model.pt with --no-track]")] = None,
+    labels: LabelsOption = None,
+    store: StoreOption = None,
+    validation: ValidationOption = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output directory [params: paths.adapted]")] = None,
     track: Annotated[bool, typer.Option(help="Log to MLflow (nested run per round) and register.")] = True,
     params: ParamsOption = None,
@@ -301,11 +316,8 @@ def adapt(
     """Adapt a trained model to M dwarfs and YSOs (paper §3.4): rounds on MSTAR + YSO + 5 % Payne."""
     from apogeenet.stages import adapt_stage
 
-    cfg = load_params(params)
-    result = adapt_stage(cfg, init_model=init, out_dir=out_dir, track=track)
-    out.print(f"{result['rounds']} rounds; MSTAR+YSO dev loss {result['initial_focus_dev_loss']:.4f} -> "
-              f"{result['adapted_focus_dev_loss']:.4f} (best round {result['best_round']})", soft_wrap=True)
-    _print_registry_and_tables(result, out_dir or cfg.paths.adapted)
+    cfg = _with_paths(load_params(params), labels=labels, store=store, validation=validation, adapted=out_dir)
+    out.print(adapt_stage(cfg, init_model=init, track=track).report, soft_wrap=True)
 
 
 @app.command()
@@ -313,6 +325,10 @@ def evaluate(
     model: Annotated[Optional[str], typer.Option(help="model.pt or MLflow URI [paths.adapted/model.pt]")] = None,
     baseline: Annotated[Optional[str], typer.Option(help="Model before adaptation, for the §3.4 check "
                                                          "[paths.model/model.pt when present]")] = None,
+    labels: LabelsOption = None,
+    store: StoreOption = None,
+    validation: ValidationOption = None,
+    truth: TruthOption = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output directory [params: paths.evaluation]")] = None,
     track: Annotated[bool, typer.Option(help="Log to MLflow (experiment evaluate).")] = True,
     strict: Annotated[bool, typer.Option(help="Exit 1 when a check fails.")] = False,
@@ -322,13 +338,11 @@ def evaluate(
     check of a model; writes quality.md, CSVs, plots and metrics.json."""
     from apogeenet.stages import evaluate_stage
 
-    cfg = load_params(params)
-    metrics = evaluate_stage(cfg, model=model, baseline=baseline, out_dir=out_dir, track=track)
-    out_dir = out_dir or cfg.paths.evaluation
-    out.print((out_dir / "quality.md").read_text(), soft_wrap=True)
-    failed = [k for k in ("quality/passed", "adaptation/passed") if metrics.get(k) == 0]
-    out.print(f"checks failed: {', '.join(failed)}" if failed else "all checks passed", soft_wrap=True)
-    if strict and failed:
+    cfg = _with_paths(load_params(params), labels=labels, store=store, validation=validation, truth=truth,
+                      evaluation=out_dir)
+    result = evaluate_stage(cfg, model=model, baseline=baseline, track=track)
+    out.print(result.report, soft_wrap=True)
+    if strict and not result.passed:
         raise typer.Exit(1)
 
 
@@ -336,7 +350,10 @@ def evaluate(
 def predict(
     model: Annotated[Optional[str], typer.Option(help="Registered alias/version (models:/apogeenet@champion, "
                                                       "models:/apogeenet/3), runs:/ URI or model.pt [params: predict.model]")] = None,
-    store: Annotated[Optional[Path], typer.Option(help="Spectra store [params: paths.store]")] = None,
+    store: StoreOption = None,
+    labels: Annotated[Optional[Path], typer.Option(
+        help="Labels directory joined to the catalog when it exists [params: paths.labels]")] = None,
+    truth: TruthOption = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output directory [params: paths.catalog]")] = None,
     draws: Annotated[Optional[int], typer.Option(min=2, help="Monte-Carlo draws per spectrum [params: predict.draws]")] = None,
     error_reference: Annotated[Optional[str], typer.Option(help="Cap pixel errors at 5x the 'mean' (paper) or "
@@ -349,16 +366,12 @@ def predict(
     plots and the uncertainty calibration."""
     from apogeenet.stages import predict_stage
 
-    cfg = load_params(params)
+    cfg = _with_paths(load_params(params), store=store, labels=labels, truth=truth, catalog=out_dir)
     if error_reference not in (None, "mean", "median"):
         raise UserError(f"--error-reference must be 'mean' or 'median', not {error_reference!r}")
-    metrics = predict_stage(cfg, model=model, store=store, out_dir=out_dir, draws=draws,
-                            error_reference=error_reference, track=track, progress=True)
-    out_dir = out_dir or cfg.paths.catalog
-    out.print((out_dir / "summary.md").read_text(), soft_wrap=True)
-    out.print(f"catalog: {out_dir}/catalog.fits (.parquet, .csv), clean view catalog_clean.*, plots "
-              f"kiel_by_type.png, sigma_vs_snr.png, yso_selection.png ({metrics['n_spectra']} spectra)",
-              soft_wrap=True, highlight=False)
+    result = predict_stage(cfg, model=model, draws=draws, error_reference=error_reference, track=track,
+                           progress=True)
+    out.print(result.report, soft_wrap=True, highlight=False)
 
 
 @app.command()
@@ -377,11 +390,23 @@ def models(params: ParamsOption = None) -> None:
     out.print(f"champion: models:/apogeenet@champion = version {champion}", soft_wrap=True, highlight=False)
 
 
-def _print_registry_and_tables(result: dict, out_dir: Path) -> None:
-    if "version" in result:
-        out.print(f"registered apogeenet version {result['version']} (candidate); champion is version "
-                  f"{result['champion_version']}", soft_wrap=True)
-    out.print((out_dir / "tables.md").read_text(), soft_wrap=True)
+@app.command()
+def report(params: ParamsOption = None) -> None:
+    """Print the reports of the last run of each stage: Tables 2/3 of the trained and the adapted
+    model, the quality bar, the catalog summary (from the directories in params.yaml `paths`)."""
+    cfg = load_params(params).paths
+    shown = 0
+    for title, path in (("trained model", cfg.model / "tables.md"), ("adapted model", cfg.adapted / "tables.md"),
+                        ("evaluation", cfg.evaluation / "quality.md"), ("catalog", cfg.catalog / "summary.md")):
+        if path.exists():
+            out.print(f"== {title}: {path}\n{path.read_text()}", soft_wrap=True, highlight=False)
+            shown += 1
+    if not shown:
+        raise UserError("no stage has run yet: run `dvc repro` (or `python3 run.py demo`) first")
+    plots = sorted(cfg.catalog.glob("*.png"))
+    if plots:
+        out.print(f"Table 4 catalog: {cfg.catalog / 'catalog.fits'} (.parquet, .csv; clean view catalog_clean.*)\n"
+                  f"plots: {', '.join(map(str, plots))}", soft_wrap=True, highlight=False)
 
 
 @app.command()

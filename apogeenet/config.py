@@ -7,15 +7,17 @@ and pass the values on (STYLE §2).
 from __future__ import annotations
 
 import os
+from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator, model_validator
 
 from apogeenet.errors import UserFacingError
 
-__all__ = ["ConfigError", "Params", "load_params"]
+__all__ = ["AdaptParams", "ConfigError", "ErrorReference", "FluxUnit", "Optimizer", "Params", "PredictParams", "Recipe", "Release",
+           "Schedule", "StopOn", "TrainProfile", "YSONoise", "YSOParams", "load_params"]
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 
@@ -28,9 +30,61 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class Optimizer(StrEnum):
+    SGD = "sgd"    # the paper
+    ADAM = "adam"
+
+
+class Schedule(StrEnum):
+    CONSTANT = "constant"  # the paper
+    ONECYCLE = "onecycle"  # one cycle over max_epochs peaking at the learning rate
+
+
+class FluxUnit(StrEnum):
+    CONSTANT = "constant"          # raw flux over one constant, the training median (the paper)
+    PER_SPECTRUM = "per_spectrum"  # each spectrum over its own median good pixel
+
+
+class Recipe(StrEnum):
+    RELEASED = "released"  # the M-dwarf relations as the paper's released catalog applied them
+    PAPER = "paper"        # eqs. 1-3 as printed (§2.3)
+
+
+class YSONoise(StrEnum):
+    CATALOG = "catalog"  # the allStar's own errors on the training photometry
+    NONE = "none"        # no scatter (the paper)
+
+
+class StopOn(StrEnum):
+    GROUPS = "groups"  # both the MSTAR and the YSO dev MSE must fall (apogeenet.adapt)
+    FOCUS = "focus"    # MSTAR + YSO pooled
+    ALL = "all"        # every dev star
+
+
+class ErrorReference(StrEnum):
+    MEAN = "mean"      # the paper
+    MEDIAN = "median"  # robust on real apStar files
+
+
+class Release(StrEnum):
+    DR14 = "dr14"
+    DR16 = "dr16"
+    DR17 = "dr17"
+
+
 class PathsParams(_Section):
-    raw: Path = Path("data/synth")
-    """The survey (catalogs and apStar tree); everything under ``data/`` is versioned by ``data.dvc``."""
+    """Every file and directory a stage reads or writes; dvc.yaml templates the same keys."""
+
+    allstar: Path = Path("data/synth/allStar-synth.fits")
+    """allStar-like catalog: photometry, astrometry, fields (§2.3-2.4); under ``data/``, as every
+    raw input, it is versioned by ``data.dvc``."""
+    payne: Path = Path("data/synth/payne-synth.fits")
+    """Payne-format labels (§2.2)."""
+    members: Path = Path("data/synth/members-kounkel2019-synth.fits")
+    """Kounkel-format membership of young regions (§2.4)."""
+    truth: Path | None = Path("data/synth/truth-synth.fits")
+    """True parameters of a synthetic survey (null for real data): evaluate and predict compare
+    against it when the file exists."""
     spectra: Path = Path("data/synth/apStar")
     """The apStar tree that ``ingest`` reads."""
     store: Path = Path("derived/store")
@@ -78,7 +132,7 @@ class IngestParams(_Section):
 
 
 class DownloadParams(_Section):
-    release: Literal["dr14", "dr16", "dr17"] = "dr17"
+    release: Release = Release.DR17
     base_url: HttpUrl = HttpUrl("https://data.sdss.org/sas")
     workers: int = Field(4, ge=1, le=32)
     retries: int = Field(5, ge=0)
@@ -91,7 +145,7 @@ class DownloadParams(_Section):
 
 
 class LabelsParams(_Section):
-    recipe: Literal["released", "paper"] = "released"
+    recipe: Recipe = Recipe.RELEASED
     """M-dwarf relations: as the released catalog did them, or eqs. 1-3 as printed (§2.3)."""
     young_fields: tuple[str, ...] = ("ORIONA", "ORIONB", "IC348", "N1333", "N2264", "PLEIADES")
     """APOGEE fields of star-forming regions and young clusters, left out of the M-dwarf sample."""
@@ -106,7 +160,7 @@ class YSOParams(_Section):
     batch_size: int = Field(512, ge=1)
     learning_rate: float = Field(3e-3, gt=0)
     seed: int = 7
-    noise: Literal["catalog", "none"] = "catalog"
+    noise: YSONoise = YSONoise.CATALOG
     """Errors on the training photometry: the allStar's own per band ("catalog") or none (the paper)."""
     noise_radius_lum: float = Field(0.05, ge=0, le=1)
     noise_distance: float = Field(0.05, ge=0, le=1)
@@ -123,7 +177,9 @@ class ValidateParams(_Section):
 
 
 class TrainProfile(_Section):
-    optimizer: Literal["sgd", "adam"] = "adam"
+    """One complete training recipe of APOGEE Net (§3.3)."""
+
+    optimizer: Optimizer = Optimizer.ADAM
     learning_rate: float = Field(1e-3, gt=0)
     momentum: float = Field(0.0, ge=0, lt=1)
     batch_size: int = Field(128, ge=1)
@@ -131,10 +187,15 @@ class TrainProfile(_Section):
     patience: int = Field(5, ge=1)
     grad_clip: float = Field(0.0, ge=0)
     """Largest gradient norm (0: no clipping)."""
-    schedule: Literal["constant", "onecycle"] = "constant"
+    schedule: Schedule = Schedule.CONSTANT
     """Constant learning rate (the paper) or one cycle over max_epochs peaking at learning_rate."""
-    flux_unit: Literal["constant", "per_spectrum"] = "constant"
-    """Raw flux over one constant (the training median), or each spectrum over its own median."""
+    flux_unit: FluxUnit = FluxUnit.CONSTANT
+    """Raw flux over one constant (the training median), or each spectrum over its own median
+    (a model that starts from another keeps that model's unit)."""
+    dropout: float = Field(0.1, ge=0, lt=1)
+    seed: int = 0
+    amp: bool = False
+    """bfloat16 autocast on CUDA."""
 
 
 class TrainParams(_Section):
@@ -142,14 +203,11 @@ class TrainParams(_Section):
 
     profile: str = "demo"
     profiles: dict[str, TrainProfile] = {
-        "paper": TrainProfile(optimizer="sgd", learning_rate=1e-3, max_epochs=1000),
-        "demo": TrainProfile(optimizer="adam", learning_rate=1e-3, batch_size=32, max_epochs=20,
-                             patience=8, grad_clip=1.0, schedule="onecycle", flux_unit="per_spectrum"),
+        "paper": TrainProfile(optimizer=Optimizer.SGD, learning_rate=1e-3, max_epochs=1000),
+        "demo": TrainProfile(optimizer=Optimizer.ADAM, learning_rate=1e-3, batch_size=32, max_epochs=20,
+                             patience=8, grad_clip=1.0, schedule=Schedule.ONECYCLE,
+                             flux_unit=FluxUnit.PER_SPECTRUM),
     }
-    dropout: float = Field(0.1, ge=0, lt=1)
-    seed: int = 0
-    amp: bool = False
-    """bfloat16 autocast on CUDA."""
 
     @model_validator(mode="after")
     def _known(self) -> TrainParams:
@@ -158,8 +216,6 @@ class TrainParams(_Section):
         return self
 
     def active(self) -> TrainProfile:
-        if self.profile not in self.profiles:
-            raise ValueError(f"train.profile {self.profile!r} is not one of {sorted(self.profiles)}")
         return self.profiles[self.profile]
 
 
@@ -171,11 +227,11 @@ class AdaptParams(_Section):
     """Stop after this many rounds without a better MSTAR + YSO dev loss."""
     max_rounds: int = Field(6, ge=1)
     seed: int = 1
-    learning_rate: float | None = Field(None, gt=0)
-    """Constant learning rate of the rounds (None: the training profile's)."""
-    patience: int = Field(5, ge=1)
-    """Early-stopping patience (epochs) inside a round."""
-    stop_on: Literal["groups", "focus", "all"] = "groups"
+    training: TrainProfile = TrainProfile(learning_rate=2e-5, batch_size=32, max_epochs=20, patience=5,
+                                          grad_clip=1.0, flux_unit=FluxUnit.PER_SPECTRUM)
+    """How each round trains (its ``patience`` is the early stopping inside a round); the flux unit
+    is the starting model's."""
+    stop_on: StopOn = StopOn.GROUPS
     """What an epoch must lower (apogeenet.adapt): both the MSTAR and the YSO dev MSE ("groups"),
     the two pooled ("focus") or the whole dev set ("all")."""
     max_payne_increase: float | None = Field(0.05, ge=0)
@@ -209,7 +265,7 @@ class PredictParams(_Section):
     seed: int = 0
     error_cap: float = Field(5.0, gt=0)
     """Each pixel's σ is capped at this many times the spectrum's mean good-pixel error."""
-    error_reference: Literal["mean", "median"] = "mean"
+    error_reference: ErrorReference = ErrorReference.MEAN
     """What the cap multiplies: the mean good-pixel error (the paper) or the median (real files)."""
     max_batch: int = Field(1600, ge=1)
     """Network inputs (spectra × draws) made together."""
@@ -218,8 +274,8 @@ class PredictParams(_Section):
     spectra_per_block: int = Field(64, ge=1)
     """Spectra read from the store at a time."""
     min_good_pixels: int = Field(5000, ge=0)
-    """Fewer good pixels than this flag a row FEW_PIXELS (real combined spectra have ~7 700 of
-    8 575, the synthetic 7 214; a spectrum with half its flux NaN has under 4 300)."""
+    """Fewer good pixels than this flag a row FEW_PIXELS: well below a normal combined spectrum's
+    count and above half the 8 575 (README, "Inference, uncertainties and the catalog")."""
     hot_teff: float = 6700.0
     """Flag HOT above this predicted Teff (K): the paper leaves these out of Table 4."""
     bounds: dict[str, tuple[float, float]] = {"teff": (2000.0, 12000.0), "logg": (-1.0, 6.0),
@@ -239,6 +295,22 @@ class Params(_Section):
     predict: PredictParams = PredictParams()
     ingest: IngestParams = IngestParams()
     download: DownloadParams = DownloadParams()
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Params:
+        """A copy with dotted keys replaced (``{"train.profile": "paper"}``), validated like the file."""
+        raw = self.model_dump(mode="json")
+        for key, value in overrides.items():
+            section, _, name = key.partition(".")
+            raw[section][name] = value
+        return _validated(raw, "overrides")
+
+
+def _validated(raw: dict, source: object) -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{source}: {problems}") from None
 
 
 def load_params(path: str | os.PathLike | None = None) -> Params:
@@ -264,8 +336,4 @@ def load_params(path: str | os.PathLike | None = None) -> Params:
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (paths:, train:, ...), got {type(raw).__name__}")
-    try:
-        return Params.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{path}: {problems}") from None
+    return _validated(raw, path)

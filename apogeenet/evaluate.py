@@ -19,9 +19,10 @@ import pandas as pd
 from apogeenet.labels.catalog import LABEL_COLUMNS, SPLITS, Normalisation
 from apogeenet.plotting import pyplot, save
 
-__all__ = ["GROUPS", "PAPER_TABLE3", "PARAMETERS", "adaptation_effect", "evaluation_tables", "kiel_plot",
-           "label_vs_prediction_plot", "metrics_from_tables", "quality_bar", "robust_sigma",
-           "tables_markdown"]
+__all__ = ["EVALUATION_FILES", "GROUPS", "PAPER_TABLE3", "PARAMETERS", "adaptation_effect",
+           "adaptation_markdown", "evaluation_tables", "kiel_plot", "label_vs_prediction_plot",
+           "metrics_from_tables", "predictions_frame", "quality_bar", "quality_markdown", "quality_metrics",
+           "robust_sigma", "tables_markdown", "write_evaluation"]
 
 GROUPS = {"full": None, "payne": ("PAYNE",), "mstar": ("MSTAR",), "yso": ("YSO",)}
 PARAMETERS = {"TEFF": "teff", "LOGG": "logg", "FE_H": "fe_h"}
@@ -211,3 +212,77 @@ def kiel_plot(frame: pd.DataFrame, path: str | Path) -> Path:
     axes[0].set_ylabel("log g (dex)")
     axes[0].legend(markerscale=3)
     return save(fig, path)
+
+
+#: Files :func:`write_evaluation` writes into a model's directory (dvc.yaml lists the same).
+EVALUATION_FILES = ("tables.md", "table2.csv", "table3.csv", "predictions.parquet", "label_vs_prediction.png",
+                    "kiel.png", "metrics.json")
+
+
+def predictions_frame(data, predictor, block: int = 256) -> pd.DataFrame:
+    """The label catalog (stars with a spectrum, :class:`apogeenet.train.LabelledSpectra`) with
+    PRED_TEFF, PRED_LOGG, PRED_FE_H from ``predictor`` (a :class:`apogeenet.serving.Predictor`)."""
+    preds = [predictor.predict(data.prepared(np.arange(start, min(start + block, len(data)))))
+             for start in range(0, len(data), block)]
+    pred = pd.concat(preds, ignore_index=True).add_prefix("PRED_")
+    return pd.concat([data.catalog.reset_index(drop=True), pred], axis=1)
+
+
+def write_evaluation(frame: pd.DataFrame, table1: Normalisation, out_dir: Path,
+                     extra_metrics: dict | None = None) -> tuple[dict, str]:
+    """Tables 2 and 3 (Markdown and CSV), predictions.parquet, the Fig. 3/4 plots and
+    metrics.json (Table metrics and ``extra_metrics``) from a predictions frame; returns the
+    metrics and the tables as Markdown."""
+    import json
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table2, table3 = evaluation_tables(frame, table1)
+    table2.to_csv(out_dir / "table2.csv")
+    table3.to_csv(out_dir / "table3.csv")
+    markdown = tables_markdown(table2, table3)
+    (out_dir / "tables.md").write_text(markdown)
+    frame.to_parquet(out_dir / "predictions.parquet", index=False)
+    label_vs_prediction_plot(frame, out_dir / "label_vs_prediction.png")
+    kiel_plot(frame, out_dir / "kiel.png")
+    metrics = {**(extra_metrics or {}), **metrics_from_tables(table2, table3)}
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return metrics, markdown
+
+
+def quality_metrics(quality: pd.DataFrame) -> dict[str, float]:
+    """The quality bar's numbers under ``quality/…`` (gains, passed as 0/1, Table 3 ratios)."""
+    metrics = {f"quality/{g}/{p}_gain": float(v) for (g, p), v in quality["gain"].items()}
+    metrics["quality/passed"] = int(quality["passed"].all())
+    if "reachable" in quality:  # the criteria a perfect model could meet, given the labels' errors
+        metrics["quality/passed_reachable"] = int(quality.loc[quality["reachable"], "passed"].all())
+        metrics["quality/n_passed_truth"] = int((quality["gain_truth"] >= quality["required"]).sum())
+    compared = quality["vs_paper"].dropna()
+    return metrics | {f"quality/{g}/{p}_vs_paper": float(v) for (g, p), v in compared.items()}
+
+
+def quality_markdown(quality: pd.DataFrame, model: str) -> str:
+    """The quality bar as a person reads it (quality.md)."""
+    truth = "reachable" in quality
+    sections = [f"Quality bar of {model} (test split): gain = RMS of predicting the training mean / RMS "
+                "of prediction − label"
+                + ("; label_error = RMS of label − truth (synthetic survey), reachable = a model that "
+                   "predicts the truth would pass" if truth else "")
+                + "\n\n", quality.reset_index().round(3).to_markdown(index=False)]
+    if truth:
+        against_truth = quality["gain_truth"] >= quality["required"]
+        sections.append(f"\n\nPassed {int(quality['passed'].sum())} of {len(quality)} criteria; of the "
+                        f"{int(quality['reachable'].sum())} reachable ones "
+                        f"{int(quality.loc[quality['reachable'], 'passed'].sum())} passed. Against the truth "
+                        f"(gain_truth) {int(against_truth.sum())} of {len(quality)} pass.")
+    compared = quality["vs_paper"].dropna()
+    sections.append(f"\n\nTest scatter (RMS of prediction − label) at or below the paper's Table 3 in "
+                    f"{int((compared <= 1).sum())} of {len(compared)} cells (paper_rms, vs_paper).")
+    return "".join(sections)
+
+
+def adaptation_markdown(effect: pd.DataFrame, model: str, baseline: str, max_payne_increase: float) -> str:
+    """The §3.4 check as a person reads it (appended to quality.md)."""
+    return (f"\n\nAdaptation check (§3.4) of {model} against {baseline}: MStar and YSO dev MSE must "
+            f"fall; Payne test scatter may rise by at most {max_payne_increase:.0%}\n\n"
+            + effect.round(4).to_markdown())

@@ -7,9 +7,9 @@ then fully connected 64·133 → 512 → 512 → 3 with ReLU and dropout 0.1 aft
 outputs are the standardised targets (eq. 4); :class:`apogeenet.train` converts them back.
 
 Initialisation (the paper does not give one): He (Kaiming) normal weights for every Conv1d and
-Linear layer and zero biases. PyTorch's default shrinks activations by ≈0.58 per layer, so after
-twelve convolutions the signal is ~1e-3 of the input and training on the 2 000-star survey did not
-leave the mean-prediction loss in 10 epochs; with He initialisation it does within one or two.
+Linear layer and zero biases. PyTorch's default shrinks activations by a constant factor per
+ReLU layer, so after twelve convolutions the signal has all but vanished and training stays at
+the mean prediction; He initialisation keeps the activations' scale (README, "Training").
 
 Input scale (:func:`scale_flux`), a flux unit stored with the model, one of two:
 * ``flux_scale`` a number: raw flux divided by that constant (the median good pixel of the
@@ -17,9 +17,8 @@ Input scale (:func:`scale_flux`), a flux unit stored with the model, one of two:
   the paper's raw flux (profile ``paper``).
 * ``flux_scale`` None ("per_spectrum"): each spectrum divided by its own median good pixel — the
   shape (continuum slope, line depths) kept, the overall level, which is set by distance and
-  extinction and says nothing about Teff, log g or [Fe/H] without a distance, removed. On the
-  2 000-star survey this lowered the best dev MSE from 0.160 to ≈0.12 in the same 20 epochs
-  (profile ``demo``).
+  extinction and says nothing about Teff, log g or [Fe/H] without a distance, removed (profile
+  ``demo``; README, "Training", compares the two).
 
 Bad pixels: APOGEE writes flux 0 and error 1e10 where there is no data, so the raw flux the
 network sees already carries 0 there — the convention the paper's model was trained with. The

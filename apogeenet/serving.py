@@ -104,3 +104,4 @@ class Predictor:
             raise ModelFileError(f"{path}: not an apogeenet model.pt ({type(exc).__name__}: "
                                  f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
         return cls(model.to(device).eval(), table1, saved.get("flux_scale", 1.0))
+

@@ -1,4 +1,5 @@
-"""MLflow at the edge: the project's local tracking store and a run context for commands/flows.
+"""MLflow at the edge: the project's local tracking store, the typed result every stage returns,
+and the one helper that logs it (:class:`Tracker`).
 
 The store is SQLite at ``mlruns/mlflow.db`` with artifacts under ``mlruns/artifacts`` (MLflow 3
 deprecates the plain file store). ``MLFLOW_TRACKING_URI`` overrides it. ``mlflow`` is imported
@@ -7,13 +8,112 @@ here only, lazily, so library code and ``--help`` never pay for it.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-__all__ = ["mlflow_run", "tracking_lock", "tracking_root", "tracking_uri"]
+__all__ = ["StageResult", "Tracker", "data_version", "flat_params", "mlflow_run", "stage_run", "tracking_lock",
+           "tracking_root", "tracking_uri"]
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What a stage hands back to the CLI and the flows, and what :meth:`Tracker.log` records."""
+
+    stage: str
+    metrics: dict[str, Any]
+    """Numbers (and a few structured values) of the stage; numeric finite ones go to MLflow."""
+    params: dict[str, Any]
+    """The stage's full resolved parameters (flattened, dotted keys)."""
+    report: str
+    """What a person reads: printed by the CLI and the flows."""
+    artifacts: dict[Path, str] = field(default_factory=dict)
+    """File or directory -> the MLflow artifact path it is logged under."""
+    tags: dict[str, str] = field(default_factory=dict)
+    passed: bool = True
+    """False when the stage ran but its check failed (validation, evaluate's bars)."""
+
+
+def flat_params(section: Any, prefix: str = "") -> dict[str, Any]:
+    """A config section (or nested dict) as ``{"a.b": value}`` with plain values."""
+    values = section.model_dump(mode="json") if hasattr(section, "model_dump") else section
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat |= flat_params(value, f"{name}.")
+        else:
+            flat[name] = ",".join(map(str, value)) if isinstance(value, list) else value
+    return flat
+
+
+def data_version(labels_file: Path, dvc_file: Path = Path("data.dvc")) -> str:
+    """The DVC hash of the raw inputs (``data.dvc``) and a hash of the label catalog: the
+    ``data_version`` tag of training and evaluation runs."""
+    import hashlib
+
+    import yaml
+
+    raw = yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"] if dvc_file.exists() else "untracked"
+    label_hash = hashlib.sha256(labels_file.read_bytes()).hexdigest()[:12] if labels_file.exists() else "none"
+    return f"data={raw};labels={label_hash}"
+
+
+class Tracker:
+    """Where a stage reports while it runs: an MLflow run (``active``) or nowhere."""
+
+    def __init__(self, active: bool) -> None:
+        self.active = active
+
+    def log_step(self, metrics: dict[str, float], step: int) -> None:
+        """Per-epoch (or per-round) curves."""
+        if self.active:
+            import mlflow
+
+            mlflow.log_metrics(metrics, step=step)
+
+    @contextmanager
+    def nested(self, run_name: str) -> Iterator[Tracker]:
+        """A child run (one adaptation round)."""
+        if not self.active:
+            yield self
+            return
+        import mlflow
+
+        with mlflow.start_run(run_name=run_name, nested=True):
+            yield self
+
+    def log(self, result: StageResult) -> None:
+        """Parameters, finite numeric metrics, tags and artifacts of ``result``."""
+        if not self.active:
+            return
+        import mlflow
+
+        mlflow.log_params({k: "" if v is None else v for k, v in result.params.items()})
+        mlflow.log_metrics({k: float(v) for k, v in result.metrics.items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)})
+        mlflow.set_tags({**result.tags, "passed": str(result.passed)})
+        for path, artifact_path in result.artifacts.items():
+            if Path(path).is_dir():
+                mlflow.log_artifacts(str(path), artifact_path=artifact_path)
+            else:
+                mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+@contextmanager
+def stage_run(track: bool, experiment: str, run_name: str, *, tags: dict[str, str] | None = None
+              ) -> Iterator[Tracker]:
+    """A :class:`Tracker` inside an MLflow run (:func:`mlflow_run`) when ``track``, else a silent one."""
+    if not track:
+        yield Tracker(False)
+        return
+    with mlflow_run(experiment, run_name, tags=tags):
+        yield Tracker(True)
 
 
 def tracking_root(root: str | os.PathLike = "mlruns") -> Path:

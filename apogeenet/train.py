@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,14 +28,15 @@ import pandas as pd
 import torch
 from torch import nn
 
+from apogeenet.config import Optimizer, Schedule, TrainProfile
 from apogeenet.errors import UserFacingError
 from apogeenet.labels.catalog import LABEL_COLUMNS, Normalisation
 from apogeenet.model import ApogeeNet, prepare_flux, scale_flux
-from apogeenet.serving import ModelFileError, load_weights, save_weights
+from apogeenet.serving import ModelFileError, Predictor, load_weights, save_weights
 from apogeenet.store import SpectraStore, primary_rows
 
-__all__ = ["LabelledSpectra", "TrainConfig", "TrainResult", "TrainingDiverged", "best_device",
-           "load_checkpoint", "predict_standardised", "train_model"]
+__all__ = ["LabelledSpectra", "TrainResult", "TrainingDiverged", "best_device", "load_checkpoint",
+           "predict_standardised", "standardised_mse", "train_model"]
 
 
 _log = logging.getLogger(__name__)
@@ -43,21 +44,6 @@ _log = logging.getLogger(__name__)
 
 class TrainingDiverged(UserFacingError):
     """The loss became NaN or infinite; the message says when and what to change."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    optimizer: str = "adam"          # "sgd" (the paper) or "adam"
-    learning_rate: float = 1e-3
-    momentum: float = 0.0
-    batch_size: int = 128
-    max_epochs: int = 30
-    patience: int = 5
-    dropout: float = 0.1
-    seed: int = 0
-    amp: bool = False                # bfloat16 autocast on CUDA
-    grad_clip: float = 0.0           # max gradient norm; 0 = no clipping
-    schedule: str = "constant"       # "constant" or "onecycle" (peak learning_rate over max_epochs)
 
 
 @dataclass
@@ -85,6 +71,19 @@ class LabelledSpectra:
         labels = catalog[list(LABEL_COLUMNS)].to_numpy(np.float64)
         self.targets = ((labels - table1.mean) / table1.std).astype(np.float32)
 
+    @classmethod
+    def from_files(cls, store_dir: Path, labels_file: Path, table1_file: Path) -> LabelledSpectra:
+        """The store joined to a label catalog and its Table 1 (files of ``apogeenet label``)."""
+        import json
+
+        from apogeenet.io.tables import read_table
+
+        for needed in (labels_file, table1_file):
+            if not Path(needed).exists():
+                raise FileNotFoundError(f"{needed} is missing: run `apogeenet label` first")
+        table1 = Normalisation(**json.loads(Path(table1_file).read_text()))
+        return cls(SpectraStore(store_dir), read_table(labels_file), table1)
+
     def __len__(self) -> int:
         return len(self.catalog)
 
@@ -97,39 +96,49 @@ class LabelledSpectra:
             keep &= self.catalog["SOURCE"].isin(sources).to_numpy()
         return np.flatnonzero(keep)
 
+    def prepared(self, positions: np.ndarray) -> np.ndarray:
+        """Raw flux of these stars as the network takes it (bad pixels 0), before the flux unit."""
+        spectra = self.store.read(self.rows[positions])
+        return prepare_flux(spectra.flux, spectra.error)
+
     def batch(self, positions: np.ndarray, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """Network input and standardised targets on ``device`` (the flux unit applied there)."""
-        spectra = self.store.read(self.rows[positions])
-        flux = torch.from_numpy(prepare_flux(spectra.flux, spectra.error)).to(device)
+        flux = torch.from_numpy(self.prepared(positions)).to(device)
         return scale_flux(flux, self.flux_scale), torch.from_numpy(self.targets[positions]).to(device)
 
     def median_flux(self, positions: np.ndarray, limit: int = 500) -> float:
         """Median good-pixel flux of (up to ``limit`` of) these spectra: the model's flux unit."""
-        spectra = self.store.read(self.rows[np.sort(positions)[:limit]])
-        flux = prepare_flux(spectra.flux, spectra.error)
+        flux = self.prepared(np.sort(positions)[:limit])
         return float(np.median(flux[flux > 0]))
+
+    def predictor_loss(self, predictor: Predictor, positions: np.ndarray) -> float:
+        """:func:`standardised_mse` of a saved model through its own flux unit and Table 1 (so
+        that models with other units compare on this catalog)."""
+        physical = predictor.predict(self.prepared(positions)).to_numpy()
+        return standardised_mse(self, positions, (physical - self.table1.mean) / self.table1.std)
+
+
+def standardised_mse(data: LabelledSpectra, positions: np.ndarray, prediction: np.ndarray) -> float:
+    """The loss of §3.1: MSE of standardised predictions (eq. 4) against the targets."""
+    return float(np.mean((prediction - data.targets[positions]) ** 2))
 
 
 def best_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":
+def _optimizer(model: nn.Module, cfg: TrainProfile) -> torch.optim.Optimizer:
+    if cfg.optimizer is Optimizer.SGD:
         return torch.optim.SGD(model.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}: use 'sgd' or 'adam'")
+    return torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
 
 
-def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainProfile, steps_per_epoch: int):
     """None for a constant rate; a one-cycle schedule peaking at ``learning_rate`` otherwise."""
-    if cfg.schedule == "constant":
+    if cfg.schedule is Schedule.CONSTANT:
         return None
-    if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.learning_rate,
-                                                   epochs=cfg.max_epochs, steps_per_epoch=steps_per_epoch)
-    raise ValueError(f"unknown schedule {cfg.schedule!r}: use 'constant' or 'onecycle'")
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.learning_rate,
+                                               epochs=cfg.max_epochs, steps_per_epoch=steps_per_epoch)
 
 
 def _autocast(device: torch.device, amp: bool):
@@ -152,8 +161,7 @@ def predict_standardised(model: nn.Module, data: LabelledSpectra, positions: np.
 def _dev_loss(model, data, positions, batch_size, device) -> float:
     if len(positions) == 0:
         return math.nan
-    pred = predict_standardised(model, data, positions, batch_size, device)
-    return float(np.mean((pred - data.targets[positions]) ** 2))
+    return standardised_mse(data, positions, predict_standardised(model, data, positions, batch_size, device))
 
 
 def _inputs_hash(data: LabelledSpectra, train_positions: np.ndarray, dev_positions: np.ndarray) -> str:
@@ -201,15 +209,17 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
 
 
 def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_positions: np.ndarray,
-                cfg: TrainConfig, checkpoint_dir: str | Path, *,
+                cfg: TrainProfile, checkpoint_dir: str | Path, *,
+                seed: int | None = None,
                 init_state: dict | None = None,
                 dev_loss: Callable[[nn.Module], float] | None = None,
                 on_epoch: Callable[[dict], None] | None = None,
                 progress: bool = False) -> TrainResult:
     """Train with early stopping on the dev loss; resumable from ``checkpoint_dir/last.pt``.
 
-    ``init_state`` starts from given weights (adaptation, §3.4); those weights are measured first
-    (epoch −1) and stay the best unless an epoch beats them. ``dev_loss(model)`` replaces the MSE
+    ``seed`` replaces the profile's (adaptation rounds). ``init_state`` starts from given weights
+    (adaptation, §3.4); those weights are measured first (epoch −1) and stay the best unless an
+    epoch beats them. ``dev_loss(model)`` replaces the MSE
     on ``dev_positions`` as the early-stopping criterion. ``on_epoch`` receives each epoch's record
     (epoch, train_loss, dev_loss, seconds, samples_per_s).
     """
@@ -221,14 +231,16 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
         torn.unlink(missing_ok=True)
     last, best_path = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
     device = best_device()
-    torch.manual_seed(cfg.seed)
+    seed = cfg.seed if seed is None else seed
+    torch.manual_seed(seed)
     model = ApogeeNet(3, dropout=cfg.dropout).to(device)
     optimizer = _optimizer(model, cfg)
     scheduler = _scheduler(optimizer, cfg, math.ceil(len(train_positions) / cfg.batch_size))
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(seed)
     state = {"epoch": 0, "best_dev_loss": math.inf, "best_epoch": -1, "bad_epochs": 0, "history": []}
-    resizable = ("patience",) if cfg.schedule == "onecycle" else ("max_epochs", "patience")
-    signature = {**{k: v for k, v in asdict(cfg).items() if k not in resizable},
+    resizable = {"patience"} if cfg.schedule is Schedule.ONECYCLE else {"max_epochs", "patience"}
+    config = {**cfg.model_dump(mode="json"), "seed": seed}  # plain values: checkpoints hold no objects
+    signature = {**{k: v for k, v in config.items() if k not in resizable},
                  "n_train": int(len(train_positions)), "n_dev": int(len(dev_positions)),
                  "flux_scale": data.flux_scale, "inputs": _inputs_hash(data, train_positions, dev_positions)}
     saved = load_checkpoint(last)
@@ -247,7 +259,7 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
     measure = dev_loss or (lambda net: _dev_loss(net, data, dev_positions, 256, device))
     if saved is None and init_state is not None:  # the starting point is the best so far
         state.update(best_dev_loss=measure(model), best_epoch=-1)
-        save_weights({"model": model.state_dict(), "config": asdict(cfg), "epoch": -1}, best_path)
+        save_weights({"model": model.state_dict(), "config": config, "epoch": -1}, best_path)
     loss_fn = nn.MSELoss()
     while state["epoch"] < cfg.max_epochs and state["bad_epochs"] < cfg.patience:
         started = time.perf_counter()
@@ -281,7 +293,7 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
         state["history"].append(record)
         if epoch_loss < state["best_dev_loss"]:
             state.update(best_dev_loss=epoch_loss, best_epoch=state["epoch"], bad_epochs=0)
-            save_weights({"model": model.state_dict(), "config": asdict(cfg), "epoch": state["epoch"]}, best_path)
+            save_weights({"model": model.state_dict(), "config": config, "epoch": state["epoch"]}, best_path)
         else:
             state["bad_epochs"] += 1
         state["epoch"] += 1

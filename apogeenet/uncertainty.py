@@ -6,17 +6,16 @@ uncertainty. σ_pixel is the apStar error capped at ``cap`` (5) times the spectr
 where the mean is taken over good pixels only (finite flux, 0 < error < 1e10): bad pixels carry
 the 1e10 sentinel and would otherwise swamp it. Bad pixels stay 0 in every draw, as in training.
 
-Real apStar files also carry inflated errors without the sentinel (up to ~1e6 × the typical
-error near chip gaps and telluric lines): on the 19 real DR13 files the good-pixel mean error is
-180–2 500 × the median, so a cap at 5 × the mean hardly caps and σ(Teff) reaches 10⁴ K. The
-option ``reference="median"`` caps at 5 × the median good-pixel error instead (σ(Teff) 80–550 K
-on those files); on the synthetic survey the two agree within 22 %.
+Real apStar files also carry inflated errors without the sentinel (near chip gaps and telluric
+lines), which pull the mean far above the typical error so that a cap at 5 × the mean hardly
+caps. The option ``reference="median"`` caps at 5 × the median good-pixel error instead (README,
+"Inference, uncertainties and the catalog", has the figures on the real files).
 
 All draws of a block of spectra are made together (one array of up to ``max_batch`` inputs) and
 go through the network together (:meth:`ApogeeNet.forward_chunked`): the convolutions in chunks
-of ``forward_batch`` — on a CPU a chunk of ~16 spectra keeps the first layers' activations
-(8 × 8575 floats each) in cache and ran ~3× faster per spectrum than 128 — and the fully
-connected head once over the block (bench/infer.py). The noise of a spectrum comes
+of ``forward_batch`` — on a CPU a small chunk keeps the first layers' activations (8 × 8575
+floats each) in cache (bench/infer.py measures it) — and the fully connected head once over the
+block. The noise of a spectrum comes
 from a generator seeded by (seed, key), with ``key`` the spectrum's stable identifier (its row in
 the store), so the numbers do not depend on batch size or order: same seed, same numbers.
 """
@@ -31,12 +30,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from apogeenet.config import ErrorReference, PredictParams
 from apogeenet.io.apstar import good_pixels
 from apogeenet.model import prepare_flux, scale_flux
 from apogeenet.serving import Predictor
 
 __all__ = ["MCResult", "calibration", "mean_good_error", "mc_predict", "median_good_error",
-           "perturbation_sigma", "seed_keys"]
+           "perturbation_sigma", "predict_store", "seed_keys"]
 
 
 def mean_good_error(flux: np.ndarray, error: np.ndarray) -> np.ndarray:
@@ -55,12 +55,13 @@ def median_good_error(flux: np.ndarray, error: np.ndarray) -> np.ndarray:
 
 
 def perturbation_sigma(flux: np.ndarray, error: np.ndarray, cap: float = 5.0,
-                       reference: str = "mean") -> np.ndarray:
+                       reference: ErrorReference = ErrorReference.MEAN) -> np.ndarray:
     """σ per pixel for the draws: the error capped at ``cap`` × the spectrum's ``reference``
     ("mean", the paper, or "median") good-pixel error; 0 on bad pixels (they stay 0)."""
     flux, error = np.atleast_2d(flux), np.atleast_2d(error)
     good = good_pixels(flux, error)
-    typical = {"mean": mean_good_error, "median": median_good_error}[reference](flux, error)
+    typical = {ErrorReference.MEAN: mean_good_error,
+               ErrorReference.MEDIAN: median_good_error}[ErrorReference(reference)](flux, error)
     limit = cap * typical[:, None]
     return np.where(good, np.minimum(error, limit), 0).astype(np.float32)
 
@@ -74,7 +75,8 @@ class MCResult:
 
 def mc_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: np.ndarray, *,
                n_draws: int = 100, seed: int = 0, cap: float = 5.0,
-               max_batch: int = 1600, forward_batch: int = 16, reference: str = "mean") -> MCResult:
+               max_batch: int = 1600, forward_batch: int = 16,
+               reference: ErrorReference = ErrorReference.MEAN) -> MCResult:
     """Single-pass predictions and ``n_draws`` Monte-Carlo draws per spectrum, in physical units.
 
     ``flux``/``error``: raw apStar arrays (n, 8575); ``keys``: one integer per spectrum that seeds
@@ -111,6 +113,27 @@ def mc_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: 
             mean[block] = per_star.mean(axis=1)
             spread[block] = per_star.std(axis=1, ddof=1) if n_draws > 1 else np.nan
     return MCResult(prediction, mean, spread)
+
+
+def predict_store(predictor: Predictor, store, cfg: PredictParams, *, n_draws: int | None = None,
+                  progress: bool = False) -> MCResult:
+    """:func:`mc_predict` over every row of a :class:`apogeenet.store.SpectraStore`, read
+    ``cfg.spectra_per_block`` spectra at a time; each star's noise seeded by its APOGEE_ID.
+    (``mean`` is not kept: NaN.)"""
+    from apogeenet.progress import progress_bar
+
+    n_draws = n_draws or cfg.draws
+    keys = seed_keys(store.index["apogee_id"])
+    n = len(store.index)
+    prediction, sigma = np.empty((n, 3)), np.empty((n, 3))
+    with progress_bar(n, f"predict ({n_draws} draws)", enabled=progress) as bar:
+        for rows, batch in store.iter_batches(cfg.spectra_per_block):
+            result = mc_predict(predictor, batch.flux, batch.error, keys[rows], n_draws=n_draws,
+                                seed=cfg.seed, cap=cfg.error_cap, max_batch=cfg.max_batch,
+                                forward_batch=cfg.forward_batch, reference=cfg.error_reference)
+            prediction[rows], sigma[rows] = result.prediction, result.sigma
+            bar.advance(len(rows))
+    return MCResult(prediction, np.full((n, 3), np.nan), sigma)
 
 
 def seed_keys(apogee_ids) -> np.ndarray:

@@ -14,6 +14,6 @@ fi
 export PYTHONPATH=$PWD:$PWD/bench:${PYTHONPATH:-} PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-"$PY" -m pytest tests/test_cuda.py -q -p no:cacheprovider -x 2>&1 | tee "$OUT/test_cuda.log"
+"$PY" -m pytest tests/model/test_cuda.py -q -p no:cacheprovider -x 2>&1 | tee "$OUT/test_cuda.log"
 "$PY" bench/train.py --max-samples 1024 --n-stars 1024 --epochs 3 --out "$OUT/train_gpu.json" 2>&1 | tail -n 25
 "$PY" bench/infer.py --n-synthetic 256 --n-mc 64 --repeats 3 --out "$OUT/infer_gpu.json" 2>&1 | tail -n 45

@@ -30,16 +30,18 @@ from benchio import emit
 from apogeenet.labels.catalog import Normalisation, combine_labels
 from apogeenet.model import ApogeeNet
 from apogeenet.store import SpectraStore, ingest
-from apogeenet.train import LabelledSpectra, TrainConfig, best_device, train_model
+from apogeenet.config import TrainProfile
+from apogeenet.train import LabelledSpectra, best_device, train_model
 
 
 def project_or_synthetic(n_stars: int, tmp: Path) -> tuple[LabelledSpectra, str]:
     from apogeenet.config import load_params
-    from apogeenet.stages import StageError, _training_data
+    from apogeenet.errors import UserFacingError
+    from apogeenet.stages import training_data
 
     try:
-        return _training_data(load_params()), "project store"
-    except (StageError, FileNotFoundError, OSError):
+        return training_data(load_params()), "project store"
+    except (UserFacingError, FileNotFoundError, OSError):
         from apogeenet.synth.survey import make_survey
 
         stars, _ = make_survey(tmp / "survey", n_stars, seed=3, fractions={"giant": 0.5, "dwarf": 0.5})
@@ -75,7 +77,7 @@ def eager(batches, device: torch.device, *, bf16: bool, repeats: int) -> float:
 def pipeline(data, positions, args, checkpoints: Path, *, amp: bool) -> float:
     """Mean samples/s of :func:`train_model` over its epochs (the first one includes warm-up)."""
     dev = positions[:8]  # a token dev set: the bench measures training steps
-    cfg = TrainConfig(optimizer="adam", batch_size=args.batch, max_epochs=args.epochs, patience=args.epochs,
+    cfg = TrainProfile(optimizer="adam", batch_size=args.batch, max_epochs=args.epochs, patience=args.epochs,
                       grad_clip=1.0, amp=amp)
     result = train_model(data, positions, dev, cfg, checkpoints)
     return float(np.mean([h["samples_per_s"] for h in result.history]))

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import sys
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 
 from apogeenet.config import load_params
+from flows import publish
 from apogeenet.stages import evaluate_stage
+from apogeenet.tracking import StageResult
 
 
 @task(name="evaluate")
-def evaluate_task(params_path: str | None, model: str, baseline: str | None) -> dict:
+def evaluate_task(params_path: str | None, model: str, baseline: str | None) -> StageResult:
     cfg = load_params(params_path)
     return evaluate_stage(cfg, model=model, baseline=baseline, out_dir=cfg.paths.evaluation / "flow")
 
@@ -26,10 +28,9 @@ def evaluate_task(params_path: str | None, model: str, baseline: str | None) -> 
 @flow(name="evaluate")
 def evaluate_flow(model: str = "models:/apogeenet@champion", baseline: str | None = None,
                   params_path: str | None = None) -> dict:
-    metrics = evaluate_task(params_path, model, baseline)
-    get_run_logger().info(f"quality bar {'passed' if metrics['quality/passed'] else 'failed'}; "
-                          f"test MSE {metrics['test/full/mse']:.4f}")
-    return metrics
+    result = evaluate_task(params_path, model, baseline)
+    publish(result.report)
+    return result.metrics
 
 
 if __name__ == "__main__":

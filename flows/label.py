@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import sys
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 
 from apogeenet.config import load_params
+from flows import publish
 from apogeenet.stages import label_stage, validate_stage
+from apogeenet.tracking import StageResult
 
 
 class ValidationFailed(RuntimeError):
@@ -20,27 +22,27 @@ class ValidationFailed(RuntimeError):
 
 
 @task(name="build-labels")
-def build_labels_task(params_path: str | None, track: bool) -> dict:
-    return label_stage(load_params(params_path), track=track)
+def build_labels_task(params_path: str | None, track: bool) -> StageResult:
+    result = label_stage(load_params(params_path), track=track)
+    publish(result.report)
+    return result
 
 
 @task(name="validate")
-def validate_task(params_path: str | None) -> dict:
-    report = validate_stage(load_params(params_path))
-    logger = get_run_logger()
-    for line in report.summary_lines():
-        logger.info(line)
-    if not report.success:
-        raise ValidationFailed("\n".join(line for line in report.summary_lines() if "FAILED" in line))
-    return report.suites
+def validate_task(params_path: str | None, track: bool) -> StageResult:
+    result = validate_stage(load_params(params_path), track=track)
+    publish(result.report)
+    if not result.passed:
+        raise ValidationFailed("\n".join(line for line in result.report.splitlines() if "FAILED" in line))
+    return result
 
 
 @flow(name="label")
 def label_flow(params_path: str | None = None, track: bool = True, gates: bool = True) -> dict:
     """Labels, Table 1 and the YSO network (logged to MLflow), then the data gates."""
-    metrics = build_labels_task(params_path, track)
+    metrics = dict(build_labels_task(params_path, track).metrics)
     if gates:
-        metrics["validation"] = validate_task(params_path)
+        metrics["validation"] = validate_task(params_path, track).metrics
     return metrics
 
 

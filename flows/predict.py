@@ -12,23 +12,24 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 
 from apogeenet.config import load_params
+from flows import publish
 from apogeenet.stages import predict_stage
+from apogeenet.tracking import StageResult
 
 
 @task(name="predict", retries=1, retry_delay_seconds=5)
-def predict_task(params_path: str | None, model: str | None, store: str | None) -> dict:
+def predict_task(params_path: str | None, model: str | None, store: str | None) -> StageResult:
     return predict_stage(load_params(params_path), model=model, store=Path(store) if store else None)
 
 
 @flow(name="predict")
 def predict_flow(model: str | None = None, store: str | None = None, params_path: str | None = None) -> dict:
-    metrics = predict_task(params_path, model, store)
-    get_run_logger().info(f"{metrics['n_spectra']} spectra, {metrics['n_clean']} clean, "
-                          f"{metrics['n_yso_candidates']} YSO candidates")
-    return metrics
+    result = predict_task(params_path, model, store)
+    publish(result.report)
+    return result.metrics
 
 
 if __name__ == "__main__":

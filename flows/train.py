@@ -13,19 +13,21 @@ from __future__ import annotations
 import sys
 from typing import Literal
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 
 from apogeenet.config import load_params
+from flows import publish
 from apogeenet.stages import adapt_stage, train_stage
+from apogeenet.tracking import StageResult
 
 
 @task(name="pretrain", retries=1, retry_delay_seconds=5)
-def pretrain_task(params_path: str | None, init_model: str | None) -> dict:
+def pretrain_task(params_path: str | None, init_model: str | None) -> StageResult:
     return train_stage(load_params(params_path), init_model=init_model)
 
 
 @task(name="adapt", retries=1, retry_delay_seconds=5)
-def adapt_task(params_path: str | None, init_model: str | None) -> dict:
+def adapt_task(params_path: str | None, init_model: str | None) -> StageResult:
     return adapt_stage(load_params(params_path), init_model=init_model)
 
 
@@ -34,9 +36,8 @@ def train_flow(mode: Literal["pretrain", "adapt"] = "pretrain", params_path: str
                init_model: str | None = None) -> dict:
     """Pretrain (§3.3) or adapt (§3.4; default start: models:/apogeenet@champion)."""
     result = (pretrain_task if mode == "pretrain" else adapt_task)(params_path, init_model)
-    get_run_logger().info(f"registered apogeenet version {result['version']}; champion is version "
-                          f"{result['champion_version']}; test MSE {result.get('test/full/mse', float('nan')):.4f}")
-    return result
+    publish(result.report)
+    return result.metrics
 
 
 if __name__ == "__main__":

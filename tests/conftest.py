@@ -4,7 +4,6 @@ import os
 from pathlib import Path
 
 import pytest
-import yaml
 
 from apogeenet.examples import example_files
 
@@ -47,27 +46,19 @@ def fake_sas():
     server.server_close()
 
 
-SMALL_YSO = {"n_train": 600, "n_test": 200, "epochs": 2, "batch_size": 128, "learning_rate": 0.003, "seed": 1}
+@pytest.fixture(scope="session")
+def project(tmp_path_factory) -> Path:
+    """A small project (120-star survey, store, validated labels, params.yaml) shared by the
+    stage tests (tests/support/factories.py)."""
+    from factories import project
+
+    return project(tmp_path_factory.mktemp("project"))
 
 
 @pytest.fixture(scope="session")
-def project(tmp_path_factory):
-    """A small project (120-star survey, store, labels) shared by the stage tests."""
-    from apogeenet.config import load_params
-    from apogeenet.stages import label_stage, validate_stage
-    from apogeenet.store import ingest
-    from apogeenet.synth.survey import make_survey
+def prefect_harness():
+    """One temporary Prefect server per test session (per xdist worker) for the flow tests."""
+    from prefect.testing.utilities import prefect_test_harness
 
-    root = tmp_path_factory.mktemp("project")
-    make_survey(root / "data" / "synth", 120, seed=9, fractions={"giant": 0.4, "dwarf": 0.1,
-                                                                 "mdwarf": 0.3, "yso": 0.2})
-    ingest(root / "data" / "synth" / "apStar", root / "derived" / "store", workers=1)
-    params = {"paths": {k: str(root / v) for k, v in {
-        "raw": "data/synth", "spectra": "data/synth/apStar", "store": "derived/store",
-        "labels": "derived/labels", "validation": "derived/validation"}.items()},
-        "yso": SMALL_YSO, "validation": {"split_tolerance": 0.2}}
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    cfg = load_params(root / "params.yaml")
-    label_stage(cfg, track=False)  # every test starts from validated labels
-    assert validate_stage(cfg).success
-    return root
+    with prefect_test_harness(server_startup_timeout=180):  # a loaded 2-core machine starts it slowly
+        yield

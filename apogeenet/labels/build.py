@@ -14,28 +14,18 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from apogeenet.config import Recipe, YSONoise, YSOParams
 from apogeenet.isochrones import Isochrones
+from apogeenet.labels.files import (LABELS_FILE, LABELS_FITS_FILE, METRICS_FILE, MSTAR_FILE, TABLE1_FILE,
+                                    YSO_FILE, YSO_NET_FILE)
 from apogeenet.labels.catalog import Normalisation, combine_labels, normalisation
-from apogeenet.labels.mdwarfs import Recipe, find_columns, mdwarf_labels, select_mdwarfs
+from apogeenet.labels.mdwarfs import find_columns, mdwarf_labels, select_mdwarfs
 from apogeenet.labels.payne import payne_labels
 from apogeenet.labels.yso import (PhotometricNoise, YSOModel, features_from_catalog, synthetic_photometry,
                                   train_yso_net)
 
-__all__ = ["LabelSet", "YSOTraining", "member_distances", "mstar_labels", "train_yso", "yso_labels",
+__all__ = ["LabelSet", "member_distances", "mstar_labels", "train_yso", "yso_labels",
            "yso_noise", "build_labels"]
-
-
-@dataclass(frozen=True)
-class YSOTraining:
-    n_train: int = 42000
-    n_test: int = 5000
-    epochs: int = 60
-    batch_size: int = 512
-    learning_rate: float = 3e-3
-    seed: int = 7
-    noise: str = "catalog"           # "catalog": the allStar's own errors on the training photometry; "none": the paper
-    noise_radius_lum: float = 0.05   # fractional scatter of Gaia radius and luminosity
-    noise_distance: float = 0.05     # fractional scatter of the distance
 
 
 @dataclass
@@ -60,16 +50,14 @@ def mstar_labels(allstar: pd.DataFrame, *, recipe: Recipe, young_fields: set[str
     return pd.concat([allstar[["APOGEE_ID"]].reset_index(drop=True), selection, labels], axis=1)
 
 
-def yso_noise(cfg: YSOTraining, allstar: pd.DataFrame) -> PhotometricNoise | None:
+def yso_noise(cfg: YSOParams, allstar: pd.DataFrame) -> PhotometricNoise | None:
     """The training photometry's noise (see :mod:`apogeenet.labels.yso`): None for ``none``."""
-    if cfg.noise == "none":
+    if cfg.noise is YSONoise.NONE:
         return None
-    if cfg.noise != "catalog":
-        raise ValueError(f"unknown yso.noise {cfg.noise!r}: use 'catalog' or 'none'")
     return PhotometricNoise.from_catalog(allstar, radius_lum=cfg.noise_radius_lum, distance=cfg.noise_distance)
 
 
-def train_yso(isochrones: Isochrones, cfg: YSOTraining, noise: PhotometricNoise | None = None,
+def train_yso(isochrones: Isochrones, cfg: YSOParams, noise: PhotometricNoise | None = None,
               on_epoch=None) -> tuple[YSOModel, dict, list]:
     """Train the photometric network and measure it on a separate synthetic sample made the same
     way (with the same ``noise``)."""
@@ -124,7 +112,7 @@ def yso_labels(members: pd.DataFrame, allstar: pd.DataFrame, model: YSOModel,
 
 def build_labels(allstar: pd.DataFrame, payne: pd.DataFrame, members: pd.DataFrame,
                  isochrones: Isochrones, *, recipe: Recipe, young_fields: set[str],
-                 yso: YSOTraining, fractions=None, previous_splits: dict[str, str] | None = None,
+                 yso: YSOParams, fractions=None, previous_splits: dict[str, str] | None = None,
                  on_epoch=None) -> LabelSet:
     """Everything of §2: the three label sources, the combined catalog with splits, Table 1."""
     allstar = allstar.rename(columns={c: c.upper() for c in allstar.columns if c.lower() == "apogee_id"})
@@ -134,14 +122,6 @@ def build_labels(allstar: pd.DataFrame, payne: pd.DataFrame, members: pd.DataFra
     parts = {"PAYNE": payne_labels(payne), "MSTAR": mstar[mstar["SELECTED"]], "YSO": ysos[ysos["IN_GRID"]]}
     catalog = combine_labels(parts, fractions, previous_splits)
     return LabelSet(catalog, normalisation(catalog), mstar, ysos, model, precision, history)
-
-
-LABELS_FILE = "labels.parquet"
-TABLE1_FILE = "table1.json"
-YSO_NET_FILE = "yso_net.pt"
-METRICS_FILE = "metrics.json"
-MSTAR_FILE = "mstar_selection.parquet"
-YSO_FILE = "yso_members.parquet"
 
 
 def label_metrics(label_set: LabelSet) -> dict:
@@ -173,7 +153,7 @@ def save_label_set(label_set: LabelSet, out_dir) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     units = {"TEFF": "K"}
     write_table(label_set.catalog, out_dir / LABELS_FILE, units=units, overwrite=True)
-    write_table(label_set.catalog, out_dir / "labels.fits", units=units, overwrite=True)
+    write_table(label_set.catalog, out_dir / LABELS_FITS_FILE, units=units, overwrite=True)
     write_table(label_set.mstar, out_dir / MSTAR_FILE, units={"TEFF": "K", "M_K": "mag"}, overwrite=True)
     write_table(label_set.yso, out_dir / YSO_FILE, units={"TEFF": "K", "DISTANCE": "pc", "AGE": "Myr",
                                                           "MASS": "solMass", "AV": "mag"}, overwrite=True)

@@ -19,15 +19,15 @@ A star outside a relation's stated validity range keeps its label and gets a fla
 from __future__ import annotations
 
 from enum import IntFlag
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["LabelFlag", "Recipe", "SELECTION_BOX", "absolute_k", "find_columns", "hejazi_feh",
+from apogeenet.config import Recipe
+
+__all__ = ["LabelFlag", "SELECTION_BOX", "absolute_k", "find_columns", "hejazi_feh",
            "mann_teff_feh", "mann_teff_printed", "mdwarf_labels", "select_mdwarfs", "veyette_logg"]
 
-Recipe = Literal["released", "paper"]
 
 HEJAZI_A = (-14.259, 0.0519, 29.5926, -0.0529, -17.6762, 0.7032)               # eq. 1
 MANN_B_PRINTED = (2.151, -1.092, 0.3767, -0.06292, 0.003950, 0.1697, -0.03106)  # eq. 2 (×3500)
@@ -115,18 +115,17 @@ def veyette_logg(teff: np.ndarray, fe_h: np.ndarray) -> np.ndarray:
     return v[0] + v[1] * fe_h + v[2] * teff + v[3] * teff**2
 
 
-def mdwarf_labels(g, r, j, h, k, *, m_k=None, recipe: Recipe = "released") -> pd.DataFrame:
+def mdwarf_labels(g, r, j, h, k, *, m_k=None, recipe: Recipe = Recipe.RELEASED) -> pd.DataFrame:
     """TEFF, LOGG, FE_H and LABEL_FLAGS from apparent g, r, J, H, K (arrays of equal length).
 
     ``m_k`` (absolute K) is used only to check the Teff relation's M_K range; without it the
     NO_M_K bit is set.
     """
-    if recipe not in ("released", "paper"):
-        raise ValueError(f"unknown recipe {recipe!r}: use 'released' or 'paper'")
+    recipe = Recipe(recipe)  # a plain string from a caller is checked here
     g, r, j, h, k = (np.asarray(a, float) for a in (g, r, j, h, k))
     g_k, j_k = g - k, j - k
     fe_h = hejazi_feh(g_k, j_k)
-    if recipe == "released":
+    if recipe is Recipe.RELEASED:
         fe_h = fe_h - RELEASED_FEH_OFFSET
         teff = mann_teff_feh(r - j, fe_h)
     else:

@@ -12,13 +12,11 @@ with the training set's mean and σ, which travel with the weights.
 
 Photometric noise (:class:`PhotometricNoise`). The paper applied no scatter to the synthetic
 training photometry. A network trained on exact photometry leans on colour differences of a few
-hundredths of a magnitude, the size of real catalogue errors: on the default synthetic survey
-(2MASS σ ≥ 0.02 mag) it labelled cool Pleiades dwarfs of 2 900 K as 8 000 K stars, and its Teff
-labels of the 291 members missed the truth by 882 K RMS (343 K robust), log g by 0.28 dex.
-Trained on photometry with the catalogue's own errors added — for each band the median quoted
-error at that magnitude in the allStar table, a 5 % scatter on Gaia radius and luminosity and 5 %
-on the distance — the same labels miss by 399 K RMS (166 K robust) and 0.17 dex.
-``noise="none"`` keeps the paper's noise-free training.
+hundredths of a magnitude, the size of real catalogue errors, and mislabels members whose
+photometry carries such errors (README, "Labels"). So by default the training photometry gets the
+catalogue's own errors: for each band the median quoted error at that magnitude in the allStar
+table, and a fractional scatter on Gaia radius, luminosity and distance. ``noise="none"`` keeps
+the paper's noise-free training.
 """
 
 from __future__ import annotations

@@ -1,12 +1,34 @@
-"""File names of a survey directory (see :mod:`apogeenet.synth.survey` for the layout): the
-stages read a survey by these names without importing the machinery that makes one."""
+"""Where a synthetic survey's files go (see :mod:`apogeenet.synth.survey` for what they hold):
+``params.yaml`` names each one (``paths``); a bare directory gets the default names below."""
 
 from __future__ import annotations
 
-__all__ = ["ALLSTAR_FILE", "MEMBERS_FILE", "PAYNE_FILE", "SPECTRA_DIR", "TRUTH_FILE"]
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["ALLSTAR_FILE", "MEMBERS_FILE", "PAYNE_FILE", "SPECTRA_DIR", "TRUTH_FILE", "SurveyFiles"]
 
 ALLSTAR_FILE = "allStar-synth.fits"
 PAYNE_FILE = "payne-synth.fits"
 MEMBERS_FILE = "members-kounkel2019-synth.fits"
 TRUTH_FILE = "truth-synth.fits"
 SPECTRA_DIR = "apStar"
+
+
+@dataclass(frozen=True)
+class SurveyFiles:
+    """The four catalogs and the apStar tree of one survey."""
+
+    allstar: Path
+    payne: Path
+    members: Path
+    truth: Path
+    spectra: Path
+
+    @classmethod
+    def under(cls, root: str | os.PathLike) -> SurveyFiles:
+        """The default layout inside one directory."""
+        root = Path(root)
+        return cls(root / ALLSTAR_FILE, root / PAYNE_FILE, root / MEMBERS_FILE, root / TRUTH_FILE,
+                   root / SPECTRA_DIR)

@@ -17,8 +17,8 @@ import pandas as pd
 __all__ = ["SPECTRUM_BITS", "TABLE_BITS", "quantise", "quantise_frame"]
 
 SPECTRUM_BITS = 14
-"""Noise-free model spectra: a step of 6e-5-1.2e-4 relative, 10× below the noise at S/N 1000;
-the flux differences seen between CPUs are ~1e-14 relative."""
+"""Noise-free model spectra: a step of 2⁻¹⁴–2⁻¹³ relative, well below the noise at any survey
+S/N and far above the last-bit differences between CPUs (README, "The synthetic survey")."""
 TABLE_BITS = 26
 """Catalog quantities (positions, magnitudes, labels): 1.5e-8 relative (0.01" in RA)."""
 

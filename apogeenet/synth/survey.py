@@ -36,12 +36,11 @@ from apogeenet.io.apstar import APSTAR_NPIX, BAD_PIXEL_ERROR, ApStar, write_apst
 from apogeenet.photometry import BANDS, extinction_curve
 from apogeenet.progress import progress_bar
 from apogeenet.synth.emulator import EMULATOR_LABELS, PayneEmulator
-from apogeenet.synth.files import ALLSTAR_FILE, MEMBERS_FILE, PAYNE_FILE, SPECTRA_DIR, TRUTH_FILE
+from apogeenet.synth.files import SurveyFiles
 from apogeenet.synth.populations import draw_survey
 from apogeenet.synth.portable import SPECTRUM_BITS, quantise
 
-__all__ = ["ALLSTAR_FILE", "MEMBERS_FILE", "PAYNE_FILE", "TRUTH_FILE", "SurveyReport",
-           "SpectrumSynthesizer", "make_survey"]
+__all__ = ["SurveyReport", "SpectrumSynthesizer", "make_survey", "spectrum_path"]
 
 BADPIX, SIG_SKYLINE = 1 << 0, 1 << 12
 _RSUN_CM, _PC_CM = 6.957e10, 3.0857e18
@@ -127,19 +126,20 @@ def _apstar(star: pd.Series, flux, error, mask) -> ApStar:
                   flux=flux, error=error, mask=mask, header=header)
 
 
-def spectrum_path(out_dir: Path, star: pd.Series) -> Path:
-    return out_dir / SPECTRA_DIR / star["telescope"] / star["field"] / f"apStar-synth-{star['apogee_id']}.fits"
+def spectrum_path(spectra_dir: Path, star: pd.Series) -> Path:
+    return spectra_dir / star["telescope"] / star["field"] / f"apStar-synth-{star['apogee_id']}.fits"
 
 
-def make_survey(out_dir: str | os.PathLike, n_stars: int, seed: int, fractions: dict[str, float], *,
+def make_survey(out: str | os.PathLike | SurveyFiles, n_stars: int, seed: int, fractions: dict[str, float], *,
                 chunk: int = 256, progress: bool = False) -> tuple[pd.DataFrame, SurveyReport]:
-    """Write a synthetic survey of ``n_stars`` (see the module docstring); returns the star table.
+    """Write a synthetic survey of ``n_stars`` (see the module docstring) to ``out``: a
+    :class:`SurveyFiles` or a directory (default names); returns the star table.
 
     Spectra are computed ``chunk`` stars at a time and written as they are made, so memory stays
     bounded whatever the size. Files already present are rewritten only if their bytes differ.
     """
     started = time.perf_counter()
-    out_dir = Path(out_dir)
+    files = out if isinstance(out, SurveyFiles) else SurveyFiles.under(out)
     stars = draw_survey(seed, n_stars, fractions)
     synth = SpectrumSynthesizer(seed)
     snr = np.empty(len(stars))
@@ -151,12 +151,12 @@ def make_survey(out_dir: str | os.PathLike, n_stars: int, seed: int, fractions: 
                 arrays = synth.observe(number, truth[k], star["snr_target"], int(star["nvisits"]))
                 record = _apstar(star, *arrays)
                 snr[number] = record.snr
-                _write_if_changed(record, spectrum_path(out_dir, star))
+                _write_if_changed(record, spectrum_path(files.spectra, star))
                 bar.advance()
     stars["snr"] = snr
-    _write_catalogs(out_dir, stars, seed)
+    _write_catalogs(files, stars, seed)
     counts = {str(k): int(v) for k, v in stars["population"].value_counts().sort_index().items()}
-    return stars, SurveyReport(len(stars), counts, out_dir, time.perf_counter() - started)
+    return stars, SurveyReport(len(stars), counts, files.allstar.parent, time.perf_counter() - started)
 
 
 def _replace_if_changed(tmp: Path, path: Path) -> None:
@@ -185,13 +185,13 @@ def _table(columns: dict[str, tuple[np.ndarray, str | None, str]]) -> Table:
 
 
 def _write_table(table: Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.new")
     table.write(tmp, format="fits", overwrite=True)
     _replace_if_changed(tmp, path)
 
 
-def _write_catalogs(out_dir: Path, stars: pd.DataFrame, seed: int) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
+def _write_catalogs(files: SurveyFiles, stars: pd.DataFrame, seed: int) -> None:
     f = lambda c: stars[c].to_numpy(dtype=np.float64)  # noqa: E731
     ids = stars["apogee_id"].to_numpy(dtype=str)
     photometry = {}
@@ -215,7 +215,7 @@ def _write_catalogs(out_dir: Path, stars: pd.DataFrame, seed: int) -> None:
         "GAIA_LUM": (f("gaia_lum"), "solLum", "Gaia DR2 FLAME luminosity (NaN: not reported)"),
     })
     allstar.meta["SYNTH"] = (f"apogeenet synthetic survey, seed {seed}")
-    _write_table(allstar, out_dir / ALLSTAR_FILE)
+    _write_table(allstar, files.allstar)
 
     payne = stars[stars["population"].isin(["giant", "dwarf", "field"])]
     rng = np.random.default_rng([seed, 2])
@@ -234,7 +234,7 @@ def _write_catalogs(out_dir: Path, stars: pd.DataFrame, seed: int) -> None:
     for name in ("TEFF", "LOGG", "FE_H"):
         payne_columns[name] = (values[name], units[name], f"Payne {name}" + ("" if units[name] else " (dex)"))
         payne_columns[f"{name}_ERR"] = (errors[name], units[name], f"error of {name}")
-    _write_table(_table(payne_columns), out_dir / PAYNE_FILE)
+    _write_table(_table(payne_columns), files.payne)
 
     members = stars[stars["population"] == "yso"]
     _write_table(_table({
@@ -242,7 +242,7 @@ def _write_catalogs(out_dir: Path, stars: pd.DataFrame, seed: int) -> None:
         "REGION": (members["region"].to_numpy(dtype=str), None, "star-forming region"),
         "RA": (members["ra"].to_numpy(), "deg", "right ascension"),
         "DEC": (members["dec"].to_numpy(), "deg", "declination"),
-    }), out_dir / MEMBERS_FILE)
+    }), files.members)
 
     _write_table(_table({
         "APOGEE_ID": (ids, None, "identifier"),
@@ -257,4 +257,4 @@ def _write_catalogs(out_dir: Path, stars: pd.DataFrame, seed: int) -> None:
         "AGE": (f("age_myr"), "Myr", "isochrone age (NaN: drawn from labels)"),
         "DISTANCE": (f("distance_pc"), "pc", "distance"),
         "AV": (f("av"), "mag", "V-band extinction"),
-    }), out_dir / TRUTH_FILE)
+    }), files.truth)

@@ -1,5 +1,5 @@
-"""Issue 5, item 7: the train/adapt deployments served against a real local Prefect server, and
-the evaluate stage (quality bar, adaptation check) on a small project."""
+"""The train/adapt deployments served against a real local Prefect server; the evaluate and
+predict stages (quality bar, adaptation check, Table 4) on the small trained project."""
 
 from __future__ import annotations
 
@@ -15,40 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-import yaml
 from astropy.table import Table
 from apogeenet.config import load_params
-from apogeenet.stages import evaluate_stage, predict_stage, train_stage
+from apogeenet.stages import evaluate_stage, predict_stage
 from apogeenet.store import SpectraStore
-
-TINY_TRAIN = {"profile": "tiny", "profiles": {"tiny": {
-    "optimizer": "adam", "learning_rate": 1e-3, "batch_size": 16, "max_epochs": 1, "patience": 1,
-    "grad_clip": 1.0}}}
-
-
-@pytest.fixture(scope="module")
-def trained(project, tmp_path_factory):
-    """The small project with a tiny trained model registered as champion in its own MLflow store."""
-    root = tmp_path_factory.mktemp("trained")
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["paths"] |= {k: str(root / k) for k in ("model", "adapted", "evaluation")}
-    params |= {"train": TINY_TRAIN, "adapt": {"max_rounds": 1, "patience_rounds": 1, "patience": 1}}
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"}
-    (root / "mlruns").mkdir()
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    cwd = os.getcwd()
-    os.chdir(root)  # MLflow artifacts go under ./mlruns
-    try:
-        result = train_stage(load_params(root / "params.yaml"))
-    finally:
-        os.chdir(cwd)
-        for k, v in old.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-    assert result["version"] == "1" and result["promoted"]
-    return root, env
-
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -122,12 +92,13 @@ def test_served_adapt_deployment_runs_and_logs_to_mlflow(trained, tmp_path):
     assert (root / "adapted" / "model.pt").exists()
 
 
+@pytest.mark.slow
 def test_evaluate_writes_the_quality_bar_and_the_adaptation_check(trained, tmp_path):
     root, _ = trained
     cfg = load_params(root / "params.yaml")
     out = tmp_path / "eval"
     model = str(cfg.paths.model / "model.pt")
-    metrics = evaluate_stage(cfg, model=model, baseline=model, out_dir=out, track=False)
+    metrics = evaluate_stage(cfg, model=model, baseline=model, out_dir=out, track=False).metrics
     quality = pd.read_csv(out / "quality.csv")
     assert len(quality) == 12 and set(quality["required"]) == {5.0, 4.0, 3.0}
     row = quality[(quality.group == "payne") & (quality.parameter == "teff")].iloc[0]
@@ -149,12 +120,13 @@ def test_evaluate_writes_the_quality_bar_and_the_adaptation_check(trained, tmp_p
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_predict_writes_table4_catalog_and_products(trained, tmp_path):
     root, _ = trained
     cfg = load_params(root / "params.yaml")
     out = tmp_path / "catalog"
     model = str(cfg.paths.model / "model.pt")
-    metrics = predict_stage(cfg, model=model, out_dir=out, draws=5, track=False)
+    metrics = predict_stage(cfg, model=model, out_dir=out, draws=5, track=False).metrics
     store_size = len(SpectraStore(cfg.paths.store))
     catalog = pd.read_parquet(out / "catalog.parquet")
     assert len(catalog) == metrics["n_spectra"] == store_size
@@ -167,7 +139,7 @@ def test_predict_writes_table4_catalog_and_products(trained, tmp_path):
                  "summary.md"):
         assert (out / name).stat().st_size > 0
     again = predict_stage(cfg, model=model, out_dir=tmp_path / "again", draws=5, track=False)
-    assert again == metrics  # same seed, same numbers
+    assert again.metrics == metrics  # same seed, same numbers
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "again" / "catalog.parquet"), catalog)
     result = subprocess.run([str(Path(sys.executable).parent / "apogeenet"), "predict", "--model",
                              "models:/apogeenet@nosuchalias", "--no-track", "--params", str(root / "params.yaml")],
@@ -177,6 +149,7 @@ def test_predict_writes_table4_catalog_and_products(trained, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.shared
 def test_predict_runs_on_a_store_of_real_apstar_files(trained, real_apstar_dir, tmp_path):
     from apogeenet.store import ingest
@@ -185,7 +158,7 @@ def test_predict_runs_on_a_store_of_real_apstar_files(trained, real_apstar_dir, 
     cfg = load_params(root / "params.yaml")
     ingest(real_apstar_dir, tmp_path / "real_store", workers=1)
     metrics = predict_stage(cfg, model=str(cfg.paths.model / "model.pt"), store=tmp_path / "real_store",
-                            out_dir=tmp_path / "real", draws=3, track=False)
+                            out_dir=tmp_path / "real", draws=3, track=False).metrics
     catalog = Table.read(tmp_path / "real" / "catalog.fits")
     assert metrics["n_spectra"] == len(catalog) == len(SpectraStore(tmp_path / "real_store")) > 0
     assert (catalog["DATA_TYPE"] == "none").all()  # real stars carry no labels here

@@ -13,8 +13,8 @@ from apogeenet.io import BAD_PIXEL_ERROR, read_apstar, twomass_id
 from apogeenet.synth.emulator import PayneEmulator
 from apogeenet.synth.learnability import ridge_learnability
 from apogeenet.synth.populations import draw_population, draw_survey
-from apogeenet.synth.survey import (ALLSTAR_FILE, MEMBERS_FILE, PAYNE_FILE, TRUTH_FILE,
-                                    SpectrumSynthesizer, make_survey, spectrum_path)
+from apogeenet.synth.files import ALLSTAR_FILE, MEMBERS_FILE, PAYNE_FILE, SPECTRA_DIR, TRUTH_FILE
+from apogeenet.synth.survey import SpectrumSynthesizer, make_survey, spectrum_path
 
 FRACTIONS = SynthParams().fractions
 H_ZERO_POINT = 1.133e-10  # 2MASS H, erg/s/cm²/Å for mag 0 (Cohen et al. 2003)
@@ -36,7 +36,7 @@ def test_every_file_passes_the_reader_with_the_real_layout(survey, emulator):
     stars, root = survey
     allstar = Table.read(root / ALLSTAR_FILE)
     for i, star in stars.iterrows():
-        record = read_apstar(spectrum_path(root, star))
+        record = read_apstar(spectrum_path(root / SPECTRA_DIR, star))
         assert record.apogee_id == star["apogee_id"] == allstar["APOGEE_ID"][i]
         rows = 1 if star["nvisits"] == 1 else star["nvisits"] + 2
         assert record.flux.shape == ((8575,) if rows == 1 else (rows, 8575))

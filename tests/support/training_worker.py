@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+from factories import TABLE1
 
-from apogeenet.labels.catalog import Normalisation
+from apogeenet.config import TrainProfile
 from apogeenet.store import SpectraStore
-from apogeenet.train import LabelledSpectra, TrainConfig, TrainResult, train_model
+from apogeenet.train import LabelledSpectra, TrainResult, train_model
 
-TABLE1 = Normalisation(4700.0, 900.0, 3.5, 1.2, -0.1, 0.25)
-CONFIG = TrainConfig(max_epochs=4, patience=10, batch_size=4, dropout=0.3, schedule="onecycle")
+CONFIG = TrainProfile(max_epochs=4, patience=10, batch_size=4, dropout=0.3, schedule="onecycle")
 
 
 def train(store: str | Path, catalog: str | Path, checkpoints: str | Path) -> TrainResult:

@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 
 import pytest
 from badfiles import make_bad
-
-EXE = shutil.which("apogeenet") or str((__import__("pathlib").Path(sys.executable).parent / "apogeenet"))
-
-
-def run(*args, cwd=None):
-    return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=120)
+from commands import run
 
 
 def test_inspect_prints_good_files_and_one_line_per_bad_one(multi_visit_file, single_visit_file, tmp_path):
@@ -55,3 +47,14 @@ def test_bad_params_file_is_one_line(tmp_path):
     result = run("ingest", tmp_path, tmp_path / "store", cwd=tmp_path)
     assert result.returncode == 2
     assert "ingest.workers" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_report_before_any_stage_is_one_line(tmp_path):
+    (tmp_path / "params.yaml").write_text(f"paths: {{model: {tmp_path / 'm'}, adapted: {tmp_path / 'a'}, "
+                                          f"evaluation: {tmp_path / 'e'}, catalog: {tmp_path / 'c'}}}\n")
+    result = run("report", "--params", tmp_path / "params.yaml")
+    assert result.returncode == 2 and "no stage has run yet" in result.stderr and "Traceback" not in result.stderr
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "quality.md").write_text("Quality bar of model.pt\n")
+    result = run("report", "--params", tmp_path / "params.yaml")
+    assert result.returncode == 0 and "== evaluation" in result.stdout and "Quality bar of model.pt" in result.stdout

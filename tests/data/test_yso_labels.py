@@ -37,6 +37,7 @@ def test_training_sample_draws_the_paper_ranges():
     assert x[:, 11].min() >= 50 and x[:, 11].max() <= 1000
 
 
+@pytest.mark.slow
 def test_network_shape_learns_and_round_trips(tmp_path):
     net = YSOPhotometryNet()
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv1d)]
@@ -86,6 +87,7 @@ def test_noise_curves_come_from_the_catalogs_own_errors():
         PhotometricNoise.from_catalog(catalog.drop(columns="W3_ERR"))
 
 
+@pytest.mark.slow
 def test_training_with_catalog_noise_makes_the_labels_robust_to_it():
     """§2.4's network trained on exact photometry is misled by catalogue-sized errors; trained
     with them it is not (the reason for yso.noise: catalog)."""

@@ -12,14 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_cli import run
+from factories import TABLE1
+from commands import run
 
-from apogeenet.labels.catalog import Normalisation
 from apogeenet.model import ApogeeNet
 from apogeenet.serving import ModelFileError, Predictor
 from apogeenet.train import load_checkpoint
-
-TABLE1 = Normalisation(4700.0, 900.0, 3.5, 1.2, -0.1, 0.25)
 
 
 class _Payload:
@@ -117,8 +115,9 @@ def test_a_link_inside_the_output_cannot_lead_outside(fake_sas, multi_visit_file
 
 
 def test_redirects_to_another_host_are_refused_unless_allowed(fake_sas, multi_visit_file, tmp_path):
-    from apogeenet.io.sas import DownloadJob, download_files
     from sas_server import Faults
+
+    from apogeenet.io.sas import DownloadJob, download_files
 
     real = _sas_file(fake_sas, multi_visit_file)
     port = fake_sas.url.split(":")[2].split("/")[0]
@@ -135,8 +134,9 @@ def test_redirects_to_another_host_are_refused_unless_allowed(fake_sas, multi_vi
 
 @pytest.mark.parametrize("chunked", [False, True])
 def test_bodies_over_the_size_cap_are_discarded(fake_sas, multi_visit_file, tmp_path, chunked):
-    from apogeenet.io.sas import DownloadJob, download_files
     from sas_server import Faults
+
+    from apogeenet.io.sas import DownloadJob, download_files
 
     path = _sas_file(fake_sas, multi_visit_file)
     fake_sas.faults[path] = Faults(chunked=chunked)  # chunked: no Content-Length to check first
@@ -184,7 +184,7 @@ setattr(owner, attr, dying)
 {call}
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
-                            cwd=Path(__file__).parent)
+                            cwd=Path(__file__).parents[1] / "support")
     assert result.returncode == -9, f"the child was not killed: {result.returncode} {result.stderr[-1500:]}"
 
 
@@ -365,10 +365,11 @@ def project_copy(project, tmp_path):
 
 
 def test_the_same_star_in_two_files_fails_validation_and_trains_once(project_copy):
+    import json
     import shutil
 
     from apogeenet.config import load_params
-    from apogeenet.stages import _training_data, validate_stage
+    from apogeenet.stages import training_data, validate_stage
     from apogeenet.store import ingest
 
     cfg = load_params(project_copy / "params.yaml")
@@ -376,12 +377,12 @@ def test_the_same_star_in_two_files_fails_validation_and_trains_once(project_cop
     shutil.copy(first, first.with_name("copy-" + first.name))
     ingest(cfg.paths.spectra, cfg.paths.store, workers=1)
     report = validate_stage(cfg)
-    assert not report.success
-    assert [(f["suite"], f["expectation"]) for f in report.failures] == [
-        ("spectra_store", "expect_column_values_to_be_unique")]
-    allowed = cfg.model_copy(update={"validation": cfg.validation.model_copy(update={"allow_duplicate_stars": True})})
-    assert validate_stage(allowed).success
-    data = _training_data(allowed)
+    assert not report.passed and report.metrics["spectra_store/passed"] == 0
+    failures = json.loads((cfg.paths.validation / "summary.json").read_text())["failures"]
+    assert [(f["suite"], f["expectation"]) for f in failures] == [("spectra_store", "expect_column_values_to_be_unique")]
+    allowed = cfg.with_overrides({"validation.allow_duplicate_stars": True})
+    assert validate_stage(allowed).passed
+    data = training_data(allowed)
     assert data.catalog["APOGEE_ID"].is_unique and len(set(data.rows)) == len(data.rows)
 
 
@@ -450,7 +451,7 @@ def _prediction_setup(source: Path, root: Path) -> tuple[Path, Path]:
 
     ingest(source, root / "store", workers=1)
     (root / "params.yaml").write_text(yaml.safe_dump({"paths": {
-        "store": str(root / "store"), "labels": str(root / "none"), "raw": str(root / "none"),
+        "store": str(root / "store"), "labels": str(root / "none"), "truth": None,
         "catalog": str(root / "catalog")}}))
     torch.manual_seed(0)
     return root / "params.yaml", Predictor(ApogeeNet(3), TABLE1, flux_scale=None).save(root / "model.pt")
@@ -505,10 +506,10 @@ def test_a_kill_while_writing_the_catalog_leaves_the_previous_one_whole(small_tr
     _killed_at("pandas:DataFrame.to_csv", nth,  # run B, another seed, killed while writing
                f"from apogeenet.config import load_params\nfrom apogeenet.stages import predict_stage\n"
                f"cfg = load_params({str(params)!r})\n"
-               f"cfg = cfg.model_copy(update={{'predict': cfg.predict.model_copy(update={{'seed': 1}})}})\n"
+               f"cfg = cfg.with_overrides({{'predict.seed': 1}})\n"
                f"predict_stage(cfg, model={str(model)!r}, draws=3, track=False)")
     assert {p.name: p.read_bytes() for p in catalog.glob("catalog*")} == before  # A, whole, nothing of B
-    seeded = cfg.model_copy(update={"predict": cfg.predict.model_copy(update={"seed": 1})})
+    seeded = cfg.with_overrides({"predict.seed": 1})
     predict_stage(seeded, model=str(model), draws=3, track=False)  # rerun B
     predict_stage(seeded, model=str(model), out_dir=tmp_path / "uninterrupted", draws=3, track=False)
     for name in ("catalog.parquet", "catalog_clean.parquet"):
@@ -527,8 +528,8 @@ def test_two_registrations_at_once_leave_the_better_model_champion(tmp_path):
 
     from apogeenet.registry import MODEL_NAME
 
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    worker = Path(__file__).parent / "registration_worker.py"
+    worker = Path(__file__).parents[1] / "support" / "registration_worker.py"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "PYTHONPATH": str(worker.parent)}
     first = subprocess.run([sys.executable, str(worker), str(tmp_path), "0.95"], env=env, cwd=tmp_path,
                            capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -556,8 +557,8 @@ def test_a_registration_killed_after_the_version_is_created_leaves_it_tagged(tmp
 
     from apogeenet.registry import MODEL_NAME
 
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    worker = Path(__file__).parent / "registration_worker.py"
+    worker = Path(__file__).parents[1] / "support" / "registration_worker.py"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "PYTHONPATH": str(worker.parent)}
     script = ("import os, runpy, signal, sys\nimport mlflow\nregister = mlflow.register_model\n"
               "def register_then_die(*args, **kwargs):\n    version = register(*args, **kwargs)\n"
               "    os.kill(os.getpid(), signal.SIGKILL)\n"

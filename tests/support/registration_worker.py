@@ -7,14 +7,13 @@ import time
 
 import numpy as np
 import torch
+from factories import TABLE1
 
-from apogeenet.labels.catalog import Normalisation
 from apogeenet.model import ApogeeNet
 from apogeenet.registry import log_and_register
 from apogeenet.serving import Predictor
 from apogeenet.tracking import mlflow_run
 
-TABLE1 = Normalisation(4700.0, 900.0, 3.5, 1.2, -0.1, 0.25)
 FLUX = np.random.default_rng(1).uniform(10, 500, (2, 8575)).astype(np.float32)
 
 

@@ -7,15 +7,13 @@ import pandas as pd
 import pytest
 import torch
 from astropy.table import Table
+from factories import TABLE1
 from tolerances import output_atol, sigma_atol
 
 from apogeenet.catalog import age_bins, build_catalog, in_yso_polygon, write_catalog
-from apogeenet.labels.catalog import Normalisation
 from apogeenet.model import ApogeeNet, scale_flux
 from apogeenet.serving import Predictor
 from apogeenet.uncertainty import calibration, mc_predict, mean_good_error, perturbation_sigma, seed_keys
-
-TABLE1 = Normalisation(4700.0, 900.0, 3.5, 1.2, -0.1, 0.25)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +97,9 @@ def test_yso_polygon_and_age_bins_of_section_4():
         "<~1 Myr", "1-2 Myr", "2-3 Myr", "3-5 Myr", ">~5 Myr", ""]
 
 
-def test_catalog_flags_units_and_round_trips(tmp_path):
+@pytest.fixture()
+def catalog_rows():
+    """Six Table 4 rows that set every flag once; returns (frame, sigma)."""
     index = pd.DataFrame({"apogee_id": ["2MA", "2MB", "2MC", "2MD", "2ME", "2MA"], "ra": [1.0, 2.0, 3.0, 4.0, 5.0, 1.0],
                           "dec": [-1.0, 0.0, 1.0, 2.0, 3.0, -1.0], "snr": [100.0, 50.0, 0.5, 30.0, 80.0, 40.0]})
     prediction = np.array([[4800, 2.5, -0.2], [7200, 4.1, 0.0], [2500, 9.0, -5.0], [3300, 3.7, 0.0],
@@ -111,6 +111,11 @@ def test_catalog_flags_units_and_round_trips(tmp_path):
     frame = build_catalog(index, prediction, sigma, labels, hot_teff=6700,
                           bounds={"teff": (2000, 12000), "logg": (-1, 6), "fe_h": (-3, 1.5)},
                           n_good_pixels=np.array([7700, 7700, 7700, 7700, 0, 7700]), min_good_pixels=5000)
+    return frame, sigma
+
+
+def test_catalog_flags_units_and_round_trips(catalog_rows, tmp_path):
+    frame, sigma = catalog_rows
     # HOT, UNPHYSICAL, FEW_PIXELS (no usable pixel), DUPLICATE (the lower-SNR file of 2MA)
     assert frame["FLAGS"].tolist() == [0, 1, 2, 0, 4, 8]
     assert frame["DATA_SET"].tolist() == ["test", "none", "none", "train", "none", "test"]
@@ -125,6 +130,26 @@ def test_catalog_flags_units_and_round_trips(tmp_path):
     back = pd.read_parquet(parquet)
     pd.testing.assert_frame_equal(back, frame, check_dtype=False)
     assert "TEFF [K]" in pd.read_csv(csv).columns
+
+
+#: Table 4 as users receive it: column, FITS format, unit. Changing it breaks their scripts.
+TABLE4_SCHEMA = [
+    ("APOGEE_ID", "{A}", ""), ("RA", "D", "deg"), ("DEC", "D", "deg"), ("LOGG_LABEL", "D", "dex"),
+    ("LOGG", "D", "dex"), ("LOGG_ERR", "D", "dex"), ("TEFF_LABEL", "D", "K"), ("TEFF", "D", "K"),
+    ("TEFF_ERR", "D", "K"), ("FE_H_LABEL", "D", "dex"), ("FE_H", "D", "dex"), ("FE_H_ERR", "D", "dex"),
+    ("SNR", "D", ""), ("N_GOOD_PIXELS", "J", ""), ("DATA_SET", "{A}", ""), ("DATA_TYPE", "{A}", ""),
+    ("FLAGS", "I", ""), ("YSO_CANDIDATE", "L", ""), ("AGE_BIN", "{A}", "")]
+
+
+def test_table4_column_schema_is_pinned(catalog_rows, tmp_path):
+    from astropy.io import fits
+
+    frame, _ = catalog_rows
+    written, _, _ = write_catalog({"catalog": frame}, tmp_path, {})
+    with fits.open(written) as hdul:
+        columns = hdul[1].columns
+        schema = [(c.name, "{A}" if c.format.endswith("A") else str(c.format), c.unit or "") for c in columns]
+    assert schema == TABLE4_SCHEMA
 
 
 def test_calibration_reports_sigma_against_snr_and_z():

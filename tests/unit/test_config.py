@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from apogeenet.cli import app
 from apogeenet.config import ConfigError, Params, load_params
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_repository_params_validate():
@@ -33,6 +33,10 @@ def test_repository_params_validate():
     ("ingest: [\n", "not valid YAML"),
     ("train:\n  profile: fast\n", "unknown profile 'fast'"),  # a typo dies at load, not mid-training
     ("- just\n- a list\n", "expected a mapping"),
+    ("train:\n  profiles:\n    demo: {optimizer: rmsprop}\n", "'sgd' or 'adam'"),
+    ("adapt:\n  stop_on: best\n", "'groups', 'focus' or 'all'"),
+    ("adapt:\n  learning_rate: 0.001\n", "adapt.learning_rate: Extra inputs"),  # now adapt.training
+    ("paths:\n  raw: data\n", "paths.raw: Extra inputs"),
 ])
 def test_bad_params_name_the_key(tmp_path, text, message):
     path = tmp_path / "params.yaml"
@@ -99,9 +103,34 @@ def test_a_named_params_file_must_exist_and_be_a_file(tmp_path, monkeypatch):
     (["train", "--params", "profile.yaml"], "unknown profile"),
 ])
 def test_params_mistakes_are_one_line_from_the_command(tmp_path, args, message):
-    from test_cli import run
+    from commands import run
 
     (tmp_path / "profile.yaml").write_text("train:\n  profile: fast\n")
     result = run(*args, cwd=tmp_path)
     assert result.returncode == 2 and message in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_overrides_are_validated_like_the_file():
+    params = Params()
+    assert params.with_overrides({"train.profile": "paper"}).train.active().optimizer == "sgd"
+    with pytest.raises(ConfigError, match="unknown profile 'fast'"):
+        params.with_overrides({"train.profile": "fast"})
+    with pytest.raises(ConfigError, match="'mean' or 'median'"):
+        params.with_overrides({"predict.error_reference": "max"})
+
+
+def test_one_type_per_tunable():
+    """The library takes the config sections themselves: no parallel dataclass to drift."""
+    import inspect
+
+    from apogeenet.adapt import adapt_model
+    from apogeenet.config import AdaptParams, TrainProfile, YSOParams
+    from apogeenet.labels.build import build_labels
+    from apogeenet.train import train_model
+
+    assert inspect.signature(train_model).parameters["cfg"].annotation == "TrainProfile"
+    assert inspect.signature(adapt_model).parameters["cfg"].annotation == "AdaptParams"
+    assert inspect.signature(build_labels).parameters["yso"].annotation == "YSOParams"
+    assert {TrainProfile, AdaptParams, YSOParams} <= {type(v) for v in (
+        Params().train.active(), Params().adapt, Params().yso, Params().adapt.training)}

@@ -5,33 +5,25 @@ elsewhere."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from factories import TABLE1, labelled_store
 
-from apogeenet.labels.catalog import Normalisation, combine_labels
+from apogeenet.config import TrainProfile
 from apogeenet.model import prepare_flux
 from apogeenet.serving import Predictor
-from apogeenet.store import SpectraStore, ingest
-from apogeenet.synth.survey import make_survey
-from apogeenet.train import LabelledSpectra, TrainConfig, best_device, train_model
+from apogeenet.train import LabelledSpectra, best_device, train_model
 from apogeenet.uncertainty import mc_predict, seed_keys
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
-TABLE1 = Normalisation(4700.0, 900.0, 3.5, 1.2, -0.1, 0.25)
 TOLERANCE = np.array([10.0, 0.01, 0.01])  # K, dex, dex: what a change of device may move
 
 
 @pytest.fixture(scope="module")
 def survey(tmp_path_factory) -> LabelledSpectra:
-    root = tmp_path_factory.mktemp("cuda")
-    stars, _ = make_survey(root / "survey", 400, seed=4, fractions={"giant": 0.5, "dwarf": 0.5})
-    ingest(root / "survey" / "apStar", root / "store", workers=2)
-    part = pd.DataFrame({"APOGEE_ID": stars["apogee_id"], "TEFF": stars["teff"],
-                         "LOGG": stars["logg"], "FE_H": stars["fe_h"]})
-    return LabelledSpectra(SpectraStore(root / "store"), combine_labels({"PAYNE": part}), TABLE1, flux_scale=None)
+    return labelled_store(tmp_path_factory.mktemp("cuda"), 400, seed=4, workers=2, flux_scale=None)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +33,7 @@ def trained(survey, tmp_path_factory):
 
 def _train(data: LabelledSpectra, checkpoints, *, amp: bool):
     train, dev = data.select(split="train"), np.concatenate([data.select(split="dev"), data.select(split="test")])
-    cfg = TrainConfig(optimizer="adam", learning_rate=1e-3, batch_size=32, max_epochs=12, patience=12,
+    cfg = TrainProfile(optimizer="adam", learning_rate=1e-3, batch_size=32, max_epochs=12, patience=12,
                       grad_clip=1.0, schedule="onecycle", amp=amp)
     result = train_model(data, train, dev, cfg, checkpoints)
     mean_loss = float(np.mean((data.targets[dev] - data.targets[train].mean(0)) ** 2))

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import pytest
+import yaml
+from factories import tracking_in
+
+TINY_PROFILE = {"optimizer": "adam", "learning_rate": 1e-3, "batch_size": 16, "max_epochs": 1, "patience": 1,
+                "grad_clip": 1.0}
+
+
+@pytest.fixture(scope="module")
+def trained(project, tmp_path_factory):
+    """The small project with a tiny trained model registered as champion in its own MLflow
+    store; returns (root, {"MLFLOW_TRACKING_URI": …})."""
+    from apogeenet.config import load_params
+    from apogeenet.stages import train_stage
+
+    root = tmp_path_factory.mktemp("trained")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["paths"] |= {k: str(root / k) for k in ("model", "adapted", "evaluation", "catalog")}
+    params |= {"train": {"profile": "tiny", "profiles": {"tiny": TINY_PROFILE}}, "predict": {"draws": 5},
+               "adapt": {"max_rounds": 1, "patience_rounds": 1, "training": {**TINY_PROFILE, "learning_rate": 2e-5}}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    with tracking_in(root) as uri:
+        result = train_stage(load_params(root / "params.yaml"))
+    assert result.metrics["version"] == "1" and result.metrics["promoted"]
+    return root, {"MLFLOW_TRACKING_URI": uri}

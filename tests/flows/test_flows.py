@@ -1,0 +1,78 @@
+"""Every Prefect flow run once against the session's temporary Prefect server, and the tasks
+whose logic does not need one through ``.fn()``."""
+
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+from factories import tracking_in
+
+pytestmark = pytest.mark.slow
+
+
+def _runs(uri: str, experiment: str) -> pd.DataFrame:
+    mlflow.set_tracking_uri(uri)
+    return mlflow.search_runs(experiment_names=[experiment])
+
+
+def test_label_flow_builds_labels_validates_and_logs(project, tmp_path, prefect_harness):
+    from flows.label import label_flow
+
+    with tracking_in(tmp_path) as uri:
+        metrics = label_flow(str(project / "params.yaml"), track=True)
+    assert metrics["validation"]["catalog_integrity/passed"] == 1
+    labels = _runs(uri, "labels")
+    assert len(labels) == 1 and labels["status"][0] == "FINISHED"
+    assert labels["metrics.n_labels"][0] == metrics["n_labels"]
+    assert labels["params.yso.n_train"][0] == "600" and labels["params.labels.recipe"][0] == "released"
+    validation = _runs(uri, "validate")
+    assert len(validation) == 1 and validation["tags.passed"][0] == "True"
+
+
+def test_a_failing_gate_fails_the_validate_task(project, tmp_path):
+    from flows.label import ValidationFailed, validate_task
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["validation"]["min_finite_fraction"] = 0.99  # synthetic spectra have 7214/8575 pixels
+    params["paths"]["validation"] = str(tmp_path / "strict")
+    (tmp_path / "strict.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ValidationFailed, match="FAILED spectra_store"):
+        validate_task.fn(str(tmp_path / "strict.yaml"), track=False)
+
+
+def test_train_flow_pretrains_and_registers(trained, prefect_harness):
+    from flows.train import train_flow
+
+    root, _ = trained
+    with tracking_in(root) as uri:
+        metrics = train_flow("pretrain", str(root / "params.yaml"))
+    assert metrics["version"] == "2" and "test/full/mse" in metrics
+    runs = _runs(uri, "train")
+    assert set(runs["tags.mlflow.runName"]) == {"pretrain"} and len(runs) == 2
+    assert (runs["params.train.profiles.tiny.max_epochs"] == "1").all()
+
+
+def test_evaluate_flow_reports_the_quality_bar(trained, prefect_harness):
+    from flows.evaluate import evaluate_flow
+
+    root, _ = trained
+    with tracking_in(root) as uri:
+        metrics = evaluate_flow(str(root / "model" / "model.pt"), params_path=str(root / "params.yaml"))
+    assert metrics["quality/passed"] in (0, 1) and len([k for k in metrics if k.endswith("_gain")]) == 12
+    assert (root / "evaluation" / "flow" / "quality.md").read_text().startswith("Quality bar of")
+    runs = _runs(uri, "evaluate")
+    assert len(runs) == 1 and runs["params.evaluate.min_gain.teff"][0] == "5.0"
+
+
+def test_predict_flow_writes_the_catalog(trained, prefect_harness):
+    from flows.predict import predict_flow
+
+    root, _ = trained
+    with tracking_in(root) as uri:
+        metrics = predict_flow(str(root / "model" / "model.pt"), params_path=str(root / "params.yaml"))
+    catalog = pd.read_parquet(root / "catalog" / "catalog.parquet")
+    assert len(catalog) == metrics["n_spectra"] and metrics["n_clean"] == (catalog["FLAGS"] == 0).sum()
+    runs = _runs(uri, "predict")
+    assert len(runs) == 1 and runs["params.predict.draws"][0] == "5"
