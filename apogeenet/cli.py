@@ -321,6 +321,25 @@ def adapt(
 
 
 @app.command()
+def baselines(
+    labels: LabelsOption = None,
+    store: StoreOption = None,
+    validation: ValidationOption = None,
+    truth: TruthOption = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output directory [params: paths.baselines]")] = None,
+    track: Annotated[bool, typer.Option(help="Log each model as a run of the MLflow experiment evaluate.")] = True,
+    params: ParamsOption = None,
+) -> None:
+    """Ridge regression and The Cannon on the same splits as APOGEE Net (models in
+    params: baselines.models); Tables 2/3 and predictions per model, for `apogeenet evaluate`."""
+    from apogeenet.stages import baselines_stage
+
+    cfg = _with_paths(load_params(params), labels=labels, store=store, validation=validation, truth=truth,
+                      baselines=out_dir)
+    out.print(baselines_stage(cfg, track=track, progress=True).report, soft_wrap=True)
+
+
+@app.command()
 def evaluate(
     model: Annotated[Optional[str], typer.Option(help="model.pt or MLflow URI [paths.adapted/model.pt]")] = None,
     baseline: Annotated[Optional[str], typer.Option(help="Model before adaptation, for the §3.4 check "
@@ -329,6 +348,8 @@ def evaluate(
     store: StoreOption = None,
     validation: ValidationOption = None,
     truth: TruthOption = None,
+    baselines_dir: Annotated[Optional[Path], typer.Option(
+        "--baselines", help="Baselines' predictions to compare with [params: paths.baselines]")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output directory [params: paths.evaluation]")] = None,
     track: Annotated[bool, typer.Option(help="Log to MLflow (experiment evaluate).")] = True,
     strict: Annotated[bool, typer.Option(help="Exit 1 when a check fails.")] = False,
@@ -339,7 +360,7 @@ def evaluate(
     from apogeenet.stages import evaluate_stage
 
     cfg = _with_paths(load_params(params), labels=labels, store=store, validation=validation, truth=truth,
-                      evaluation=out_dir)
+                      baselines=baselines_dir, evaluation=out_dir)
     result = evaluate_stage(cfg, model=model, baseline=baseline, track=track)
     out.print(result.report, soft_wrap=True)
     if strict and not result.passed:
@@ -397,7 +418,8 @@ def report(params: ParamsOption = None) -> None:
     cfg = load_params(params).paths
     shown = 0
     for title, path in (("trained model", cfg.model / "tables.md"), ("adapted model", cfg.adapted / "tables.md"),
-                        ("evaluation", cfg.evaluation / "quality.md"), ("catalog", cfg.catalog / "summary.md")):
+                        ("evaluation", cfg.evaluation / "quality.md"),
+                        ("models side by side", cfg.evaluation / "comparison.md"), ("catalog", cfg.catalog / "summary.md")):
         if path.exists():
             out.print(f"== {title}: {path}\n{path.read_text()}", soft_wrap=True, highlight=False)
             shown += 1

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, fie
 
 from apogeenet.errors import UserFacingError
 
-__all__ = ["AdaptParams", "ConfigError", "ErrorReference", "FluxUnit", "Optimizer", "Params", "PredictParams", "Recipe", "Release",
+__all__ = ["AdaptParams", "Baseline", "BaselinesParams", "ConfigError", "ErrorReference", "FluxUnit", "Optimizer", "Params", "PredictParams", "Recipe", "Release",
            "Schedule", "StopOn", "TrainProfile", "YSONoise", "YSOParams", "load_params"]
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
@@ -99,6 +99,8 @@ class PathsParams(_Section):
     """The adapted network (§3.4) and its Tables 2/3 (``apogeenet adapt``)."""
     evaluation: Path = Path("derived/evaluation")
     """Quality bar and adaptation check of the adapted model against the trained one."""
+    baselines: Path = Path("derived/baselines")
+    """Ridge and The Cannon: predictions, Tables 2/3 and metrics per model (``apogeenet baselines``)."""
     catalog: Path = Path("derived/catalog")
     """The Table 4 catalog (FITS, Parquet, CSV), §4 products and plots (``apogeenet predict``)."""
 
@@ -239,6 +241,21 @@ class AdaptParams(_Section):
     fraction of the starting model's (None: no guard)."""
 
 
+class Baseline(StrEnum):
+    RIDGE = "ridge"    # ridge regression on the normalised flux
+    CANNON = "cannon"  # The Cannon, quadratic in the three labels
+
+
+class BaselinesParams(_Section):
+    """The baselines APOGEE Net is compared with (apogeenet.baselines)."""
+
+    models: tuple[Baseline, ...] = (Baseline.RIDGE, Baseline.CANNON)
+    continuum_length: float = Field(50.0, gt=0)
+    """Width (Å) of the Gaussian-weighted running mean that is the pseudo-continuum."""
+    ridge_alphas: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0)
+    """Penalties tried; each label takes the one with the lowest dev MSE."""
+
+
 class EvaluateParams(_Section):
     """What `apogeenet evaluate` checks (issue 5's quality bar)."""
 
@@ -292,6 +309,7 @@ class Params(_Section):
     train: TrainParams = TrainParams()
     adapt: AdaptParams = AdaptParams()
     evaluate: EvaluateParams = EvaluateParams()
+    baselines: BaselinesParams = BaselinesParams()
     predict: PredictParams = PredictParams()
     ingest: IngestParams = IngestParams()
     download: DownloadParams = DownloadParams()

@@ -20,9 +20,9 @@ from apogeenet.labels.catalog import LABEL_COLUMNS, SPLITS, Normalisation
 from apogeenet.plotting import pyplot, save
 
 __all__ = ["EVALUATION_FILES", "GROUPS", "PAPER_TABLE3", "PARAMETERS", "adaptation_effect",
-           "adaptation_markdown", "evaluation_tables", "kiel_plot", "label_vs_prediction_plot",
+           "adaptation_markdown", "comparison_markdown", "comparison_table", "evaluation_tables", "kiel_plot", "label_vs_prediction_plot",
            "metrics_from_tables", "predictions_frame", "quality_bar", "quality_markdown", "quality_metrics",
-           "robust_sigma", "tables_markdown", "write_evaluation"]
+           "robust_sigma", "tables_markdown", "truth_metrics", "write_assessment", "write_evaluation"]
 
 GROUPS = {"full": None, "payne": ("PAYNE",), "mstar": ("MSTAR",), "yso": ("YSO",)}
 PARAMETERS = {"TEFF": "teff", "LOGG": "logg", "FE_H": "fe_h"}
@@ -286,3 +286,77 @@ def adaptation_markdown(effect: pd.DataFrame, model: str, baseline: str, max_pay
     return (f"\n\nAdaptation check (§3.4) of {model} against {baseline}: MStar and YSO dev MSE must "
             f"fall; Payne test scatter may rise by at most {max_payne_increase:.0%}\n\n"
             + effect.round(4).to_markdown())
+
+
+def truth_metrics(frame: pd.DataFrame, truth: pd.DataFrame, split: str = "test") -> dict[str, float]:
+    """RMS of prediction − truth per group and parameter on ``split``
+    (``{split}/{group}/{parameter}_scatter_truth``): what a synthetic survey can say and real
+    data cannot."""
+    metrics = {}
+    for group in GROUPS:
+        pick = _in_group(frame, group) & (frame["SPLIT"] == split).to_numpy()
+        for column, parameter in PARAMETERS.items():
+            true = truth[column].reindex(frame.loc[pick, "APOGEE_ID"]).to_numpy(float)
+            error = frame.loc[pick, f"PRED_{column}"].to_numpy(float) - true
+            if np.isfinite(error).any():
+                metrics[f"{split}/{group}/{parameter}_scatter_truth"] = float(np.sqrt(np.nanmean(error**2)))
+    return metrics
+
+
+def comparison_table(frames: dict[str, pd.DataFrame], truth: pd.DataFrame | None, split: str = "test") -> pd.DataFrame:
+    """Test RMS of each model (APOGEE Net and the baselines, by name) per group and parameter,
+    against the labels and, with ``truth``, against the truth; ``best`` names the model closest
+    to the truth (to the labels without it)."""
+    columns = {}
+    for name, frame in frames.items():
+        _, table3 = evaluation_tables(frame, Normalisation(0, 1, 0, 1, 0, 1))
+        scatter = table3.xs("scatter", level="statistic")[split]
+        columns[f"{name} vs labels"] = scatter
+        if truth is not None:
+            true = truth_metrics(frame, truth, split)
+            columns[f"{name} vs truth"] = pd.Series({(g, p): true.get(f"{split}/{g}/{p}_scatter_truth", np.nan)
+                                                     for g, p in scatter.index})
+    table = pd.DataFrame(columns)
+    against = "truth" if truth is not None else "labels"
+    judged = table[[f"{name} vs {against}" for name in frames]]
+    table["best"] = judged.idxmin(axis=1).str.removesuffix(f" vs {against}")
+    return table
+
+
+def comparison_markdown(table: pd.DataFrame, split: str = "test") -> str:
+    """The model × group × parameter table as a person reads it."""
+    shown = table.copy()
+    for column in shown.columns.drop("best"):
+        shown[column] = [f"{v:.0f}" if p == "teff" else f"{v:.3f}" for (_, p), v in shown[column].items()]
+    return (f"Models side by side ({split} split, RMS; Teff in K, log g and [Fe/H] in dex)\n\n"
+            + shown.reset_index(names=["group", "parameter"]).to_markdown(index=False) + "\n")
+
+
+def write_assessment(frame: pd.DataFrame, table1: Normalisation, out_dir: Path, *, cfg, model: str,
+                     truth: pd.DataFrame | None = None, before: tuple[str, pd.DataFrame] | None = None,
+                     others: dict[str, pd.DataFrame] | None = None) -> tuple[dict, str, bool]:
+    """Everything `apogeenet evaluate` judges a model's predictions ``frame`` by: the quality bar
+    (``cfg``: the ``evaluate`` section), the §3.4 check against ``before`` (name, predictions of
+    the model before adaptation), the models side by side with ``others`` (the baselines'
+    predictions), and Tables 2/3 with plots (:func:`write_evaluation`). Writes quality.md/.csv,
+    adaptation.csv, comparison.md/.csv and metrics.json; returns (metrics, report, passed)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    quality = quality_bar(frame, cfg.min_gain, truth=truth)
+    quality.to_csv(out_dir / "quality.csv")
+    metrics, report = quality_metrics(quality), quality_markdown(quality, model)
+    metrics |= truth_metrics(frame, truth) if truth is not None else {}
+    if before is not None:
+        effect = adaptation_effect(before[1], frame, table1, cfg.max_payne_scatter_increase)
+        effect.to_csv(out_dir / "adaptation.csv")
+        metrics |= {f"adaptation/{check}_change": float(v) for check, v in effect["change"].items()}
+        metrics["adaptation/passed"] = int(effect["passed"].all())
+        report += adaptation_markdown(effect, model, before[0], cfg.max_payne_scatter_increase)
+    (out_dir / "quality.md").write_text(report + "\n")
+    comparison = comparison_table({"apogeenet": frame, **(others or {})}, truth)
+    comparison.to_csv(out_dir / "comparison.csv")
+    (out_dir / "comparison.md").write_text(comparison_markdown(comparison))
+    metrics, _ = write_evaluation(frame, table1, out_dir, extra_metrics=metrics)
+    failed = [k for k in ("quality/passed", "adaptation/passed") if metrics.get(k) == 0]
+    report += "\n" + (f"checks failed: {', '.join(failed)}" if failed else "all checks passed")
+    return metrics, report + "\n\n" + comparison_markdown(comparison), not failed

@@ -9,9 +9,10 @@ from pathlib import Path
 from apogeenet.config import FluxUnit, Params
 from apogeenet.errors import UserFacingError
 from apogeenet.labels.files import LABELS_FILE, MSTAR_FILE, TABLE1_FILE
+from apogeenet.io.tables import read_truth
 from apogeenet.tracking import StageResult, data_version, flat_params, stage_run
 
-__all__ = ["StageError", "adapt_stage", "evaluate_stage", "label_stage", "predict_stage",
+__all__ = ["StageError", "adapt_stage", "baselines_stage", "evaluate_stage", "label_stage", "predict_stage",
            "training_data", "train_stage", "validate_stage"]
 
 
@@ -24,18 +25,16 @@ def _params(cfg: Params, *sections: str) -> dict:
     return flat_params({name: getattr(cfg, name).model_dump(mode="json") for name in ("paths", *sections)})
 
 
-def label_stage(cfg: Params, *, allstar: Path | None = None, payne: Path | None = None,
-                members: Path | None = None, out_dir: Path | None = None, track: bool = True) -> StageResult:
-    """Paper §2: the label catalog, Table 1 and the YSO network (MLflow experiment ``labels``).
-    Splits of an earlier catalog in ``out_dir`` are kept."""
+def label_stage(cfg: Params, *, track: bool = True) -> StageResult:
+    """Paper §2: the label catalog, Table 1 and the YSO network (MLflow experiment ``labels``)
+    from ``paths.allstar``, ``paths.payne`` and ``paths.members``; splits of an earlier catalog
+    in ``paths.labels`` are kept."""
     from apogeenet.io.tables import read_table
     from apogeenet.isochrones import shipped_parsec
     from apogeenet.labels.build import build_labels, save_label_set
 
-    tables = {name: read_table(path or getattr(cfg.paths, name))
-              for name, path in (("allstar", allstar), ("payne", payne), ("members", members))}
-    out_dir = Path(out_dir or cfg.paths.labels)
-    previous = out_dir / LABELS_FILE
+    tables = {name: read_table(getattr(cfg.paths, name)) for name in ("allstar", "payne", "members")}
+    out_dir, previous = cfg.paths.labels, cfg.paths.labels / LABELS_FILE
     splits = (dict(zip(*read_table(previous)[["APOGEE_ID", "SPLIT"]].to_numpy().T))
               if previous.exists() else None)
     with stage_run(track, "labels", "label") as run:
@@ -59,31 +58,22 @@ def label_stage(cfg: Params, *, allstar: Path | None = None, payne: Path | None 
     return result
 
 
-def validate_stage(cfg: Params, *, allstar: Path | None = None, track: bool = False) -> StageResult:
+def validate_stage(cfg: Params, *, track: bool = False) -> StageResult:
     """The Great Expectations suites on the labels, the M-dwarf selection and the store;
     ``passed`` is False when a suite fails."""
-    from expectations.frames import build_frames
-    from expectations.runner import run_suites
-    from expectations.suites import build_suites
+    from expectations.runner import validate_project
 
     from apogeenet.gate import validated_inputs
-    from apogeenet.io.tables import read_table
     from apogeenet.store import SpectraStore
 
-    labels_dir = cfg.paths.labels
-    for needed in (labels_dir / LABELS_FILE, labels_dir / MSTAR_FILE):
+    for needed in (cfg.paths.labels / LABELS_FILE, cfg.paths.labels / MSTAR_FILE):
         if not needed.exists():
             raise StageError(f"{needed} is missing: run `apogeenet label` first")
-    store = SpectraStore(cfg.paths.store)
-    frames = build_frames(read_table(labels_dir / LABELS_FILE), read_table(labels_dir / MSTAR_FILE),
-                          read_table(allstar or cfg.paths.allstar), store)
-    suites = build_suites(young_fields=list(cfg.labels.young_fields), store_ids=store.index["apogee_id"].tolist(),
-                          split_tolerance=cfg.validation.split_tolerance,
-                          min_finite_fraction=cfg.validation.min_finite_fraction,
-                          allow_duplicate_stars=cfg.validation.allow_duplicate_stars)
     with stage_run(track, "validate", "validate") as run:
-        report = run_suites(frames, suites, cfg.paths.validation,
-                            inputs=validated_inputs(labels_dir / LABELS_FILE, cfg.paths.store))
+        report = validate_project(cfg.paths.labels / LABELS_FILE, cfg.paths.labels / MSTAR_FILE, cfg.paths.allstar,
+                                  SpectraStore(cfg.paths.store), cfg.validation, cfg.labels.young_fields,
+                                  cfg.paths.validation,
+                                  inputs=validated_inputs(cfg.paths.labels / LABELS_FILE, cfg.paths.store))
         metrics = {f"{name}/passed": int(s["success"]) for name, s in report.suites.items()}
         result = StageResult("validate", metrics, _params(cfg, "validation", "labels"),
                              "\n".join([*report.summary_lines(), f"Data Docs: {report.docs}"]),
@@ -206,12 +196,27 @@ def adapt_stage(cfg: Params, *, init_model: str | None = None, out_dir: Path | N
                              headline=headline, tags=tags)
 
 
-def _survey_truth(cfg: Params):
-    """True parameters of a synthetic survey (indexed by APOGEE_ID), None for real data."""
-    from apogeenet.io.tables import read_table
+def baselines_stage(cfg: Params, *, track: bool = True, progress: bool = False) -> StageResult:
+    """Ridge and The Cannon on the same splits as APOGEE Net: per model its predictions,
+    Tables 2/3 and metrics (against the truth too, on a synthetic survey), each logged as its
+    own run of the MLflow experiment ``evaluate`` beside APOGEE Net's."""
+    from apogeenet.baselines import baseline_frames
+    from apogeenet.evaluate import truth_metrics, write_evaluation
 
-    path = cfg.paths.truth
-    return read_table(path).set_index("APOGEE_ID") if path is not None and path.exists() else None
+    data, truth = training_data(cfg), read_truth(cfg.paths.truth)
+    tags = {"data_version": data_version(cfg.paths.labels / LABELS_FILE)}
+    reports, metrics = [], {}
+    for name, (frame, fit) in baseline_frames(data, cfg.baselines, progress).items():
+        out_dir = cfg.paths.baselines / name
+        found, tables = write_evaluation(frame, data.table1, out_dir,
+                                         extra_metrics=truth_metrics(frame, truth) if truth is not None else None)
+        result = StageResult(name, found, {**_params(cfg, "baselines"), **{f"fit.{k}": v for k, v in fit.items()}},
+                             f"== {name}\n{tables}", {out_dir: "evaluation"}, {**tags, "model": name})
+        with stage_run(track, "evaluate", name, tags=result.tags) as run:
+            run.log(result)
+        reports.append(result.report)
+        metrics |= {f"{name}/{k}": v for k, v in found.items()}
+    return StageResult("baselines", metrics, _params(cfg, "baselines"), "\n".join(reports))
 
 
 def evaluate_stage(cfg: Params, *, model: str | None = None, baseline: str | None = None,
@@ -220,36 +225,27 @@ def evaluate_stage(cfg: Params, *, model: str | None = None, baseline: str | Non
     (test-split RMS gain over the training mean in every group) and, against ``baseline``
     (default: the trained ``model.pt`` when it exists), the §3.4 adaptation check; ``passed``
     when every check passes (MLflow experiment ``evaluate``)."""
-    from apogeenet.evaluate import (adaptation_effect, adaptation_markdown, predictions_frame, quality_bar,
-                                    quality_markdown, quality_metrics, write_evaluation)
+    import pandas as pd
+
+    from apogeenet.evaluate import predictions_frame, write_assessment
     from apogeenet.model_uri import open_model
 
     data = training_data(cfg)
-    out_dir = Path(out_dir or cfg.paths.evaluation)
-    out_dir.mkdir(parents=True, exist_ok=True)
     model = model or str(cfg.paths.adapted / "model.pt")
     default_baseline = cfg.paths.model / "model.pt"
     baseline = baseline or (str(default_baseline) if default_baseline.exists() else None)
-    frame = predictions_frame(data, open_model(model))
-    quality = quality_bar(frame, cfg.evaluate.min_gain, truth=_survey_truth(cfg))
-    quality.to_csv(out_dir / "quality.csv")
-    metrics, report = quality_metrics(quality), quality_markdown(quality, model)
-    if baseline is not None and baseline != model:
-        effect = adaptation_effect(predictions_frame(data, open_model(baseline)), frame, data.table1,
-                                   cfg.evaluate.max_payne_scatter_increase)
-        effect.to_csv(out_dir / "adaptation.csv")
-        metrics |= {f"adaptation/{check}_change": float(v) for check, v in effect["change"].items()}
-        metrics["adaptation/passed"] = int(effect["passed"].all())
-        report += adaptation_markdown(effect, model, baseline, cfg.evaluate.max_payne_scatter_increase)
-    (out_dir / "quality.md").write_text(report + "\n")
-    metrics, _ = write_evaluation(frame, data.table1, out_dir, extra_metrics=metrics)
-    failed = [k for k in ("quality/passed", "adaptation/passed") if metrics.get(k) == 0]
-    report += "\n" + (f"checks failed: {', '.join(failed)}" if failed else "all checks passed")
+    before = (baseline, predictions_frame(data, open_model(baseline))) if baseline not in (None, model) else None
+    others = {str(name): pd.read_parquet(path) for name in cfg.baselines.models
+              if (path := cfg.paths.baselines / name / "predictions.parquet").exists()}
+    out_dir = Path(out_dir or cfg.paths.evaluation)
+    metrics, report, passed = write_assessment(predictions_frame(data, open_model(model)), data.table1, out_dir,
+                                               cfg=cfg.evaluate, model=model, truth=read_truth(cfg.paths.truth),
+                                               before=before, others=others)
     tags = {"model": model, "baseline": baseline or "", "data_version": data_version(cfg.paths.labels / LABELS_FILE)}
-    with stage_run(track, "evaluate", "evaluate", tags=tags) as run:
+    with stage_run(track, "evaluate", "apogeenet", tags=tags) as run:
         result = StageResult("evaluate", metrics, {**_params(cfg, "evaluate"), "model": model,
                                                    "baseline": baseline or ""},
-                             report, {out_dir: "evaluation"}, tags, passed=not failed)
+                             report, {out_dir: "evaluation"}, tags, passed=passed)
         run.log(result)
     return result
 
@@ -286,7 +282,7 @@ def predict_stage(cfg: Params, *, model: str | None = None, store: Path | None =
                           hot_teff=p.hot_teff, bounds={k: tuple(v) for k, v in p.bounds.items()},
                           n_good_pixels=index["n_good_pixels"].to_numpy(), min_good_pixels=p.min_good_pixels)
     meta = {"model": spec, "draws": n_draws, "seed": p.seed, "errcap": p.error_cap, "errref": str(p.error_reference)}
-    metrics, summary = write_products(frame, out_dir, meta, truth=_survey_truth(cfg), source=str(store_dir))
+    metrics, summary = write_products(frame, out_dir, meta, truth=read_truth(cfg.paths.truth), source=str(store_dir))
     report = (f"{summary}\ncatalog: {out_dir}/catalog.fits (.parquet, .csv), clean view catalog_clean.*, "
               f"plots kiel_by_type.png, sigma_vs_snr.png, yso_selection.png ({len(frame)} spectra)")
     with stage_run(track, "predict", "predict", tags={"model": spec, "store": str(store_dir)}) as run:

@@ -143,6 +143,9 @@ def tracking_uri(root: str | os.PathLike = "mlruns") -> str:
 
 
 _PID_TAG, _HOST_TAG = "apogeenet.pid", "apogeenet.host"
+_EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+"""MLflow 3's UI opens such an experiment in its model-training view (runs, metrics, charts),
+not the GenAI view (traces, prompts) it picks for an untagged one."""
 
 
 def _alive(pid: int) -> bool:
@@ -186,9 +189,13 @@ def mlflow_run(experiment: str, run_name: str, *, root: str | os.PathLike = "mlr
 
     mlflow.set_tracking_uri(tracking_uri(root))
     with tracking_lock("setup", root):  # two stages starting on a fresh store: one creates it
-        if mlflow.get_experiment_by_name(experiment) is None:
+        found = mlflow.get_experiment_by_name(experiment)
+        if found is None:
             artifacts = (Path(root).resolve() / "artifacts").as_uri()
-            mlflow.create_experiment(experiment, artifact_location=artifacts)
+            mlflow.create_experiment(experiment, artifact_location=artifacts, tags=_EXPERIMENT_TAGS)
+        elif any(found.tags.get(k) != v for k, v in _EXPERIMENT_TAGS.items()):  # made by an older version
+            for key, value in _EXPERIMENT_TAGS.items():
+                mlflow.MlflowClient().set_experiment_tag(found.experiment_id, key, value)
         experiment_id = mlflow.set_experiment(experiment).experiment_id
     _close_killed_runs(experiment_id)
     owner = {_PID_TAG: str(os.getpid()), _HOST_TAG: socket.gethostname()}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["ValidationReport", "run_suites"]
+__all__ = ["ValidationReport", "run_suites", "validate_project"]
 
 
 @dataclass
@@ -86,3 +86,18 @@ def run_suites(frames: dict[str, pd.DataFrame], suites: dict, out_dir: str | os.
         {"success": report.success, "inputs": inputs or {}, "suites": report.suites,
          "failures": report.failures, "data_docs": report.docs}, indent=2) + "\n")
     return report
+
+
+def validate_project(labels_file: Path, mstar_file: Path, allstar_file: Path, store, cfg, young_fields,
+                     out_dir: str | os.PathLike, *, inputs: dict[str, str] | None = None) -> ValidationReport:
+    """Build the frames (:mod:`expectations.frames`) and the suites (:mod:`expectations.suites`,
+    from the ``validation`` section ``cfg``) of a project's files and run them."""
+    from apogeenet.io.tables import read_table
+    from expectations.frames import build_frames
+    from expectations.suites import build_suites
+
+    frames = build_frames(read_table(labels_file), read_table(mstar_file), read_table(allstar_file), store)
+    suites = build_suites(young_fields=list(young_fields), store_ids=store.index["apogee_id"].tolist(),
+                          split_tolerance=cfg.split_tolerance, min_finite_fraction=cfg.min_finite_fraction,
+                          allow_duplicate_stars=cfg.allow_duplicate_stars)
+    return run_suites(frames, suites, out_dir, inputs=inputs)

@@ -1,10 +1,12 @@
-"""Prefect flow ``evaluate``: Tables 2/3, the quality bar and the adaptation check of a model.
+"""Prefect flow ``evaluate``: the baselines (ridge, The Cannon), then Tables 2/3, the quality bar,
+the adaptation check and the models side by side.
 
     python -m flows.evaluate [MODEL] [params.yaml]
 
 MODEL defaults to the registry's champion (``models:/apogeenet@champion``); the baseline of the
 adaptation check is the trained ``model.pt`` when present. Results go to MLflow (experiment
-``evaluate``) and to ``<paths.evaluation>/flow`` (the DVC stage's own files stay untouched).
+``evaluate``: one run per model) and to ``<paths.baselines>/flow`` and ``<paths.evaluation>/flow``
+(the DVC stages' own files stay untouched).
 """
 
 from __future__ import annotations
@@ -13,21 +15,36 @@ import sys
 
 from prefect import flow, task
 
-from apogeenet.config import load_params
-from flows import publish
-from apogeenet.stages import evaluate_stage
+from apogeenet.config import Params, load_params
+from apogeenet.stages import baselines_stage, evaluate_stage
 from apogeenet.tracking import StageResult
+from flows import publish
+
+
+def _flow_paths(params_path: str | None) -> Params:
+    cfg = load_params(params_path)
+    return cfg.with_overrides({"paths.baselines": str(cfg.paths.baselines / "flow"),
+                               "paths.evaluation": str(cfg.paths.evaluation / "flow")})
+
+
+@task(name="baselines")
+def baselines_task(params_path: str | None) -> StageResult:
+    result = baselines_stage(_flow_paths(params_path))
+    publish(result.report)
+    return result
 
 
 @task(name="evaluate")
 def evaluate_task(params_path: str | None, model: str, baseline: str | None) -> StageResult:
-    cfg = load_params(params_path)
-    return evaluate_stage(cfg, model=model, baseline=baseline, out_dir=cfg.paths.evaluation / "flow")
+    return evaluate_stage(_flow_paths(params_path), model=model, baseline=baseline)
 
 
 @flow(name="evaluate")
 def evaluate_flow(model: str = "models:/apogeenet@champion", baseline: str | None = None,
-                  params_path: str | None = None) -> dict:
+                  params_path: str | None = None, baselines: bool = True) -> dict:
+    """Fit the baselines (unless ``baselines`` is False), then evaluate ``model`` beside them."""
+    if baselines:
+        baselines_task(params_path)
     result = evaluate_task(params_path, model, baseline)
     publish(result.report)
     return result.metrics

@@ -10,7 +10,7 @@ from astropy.table import Table
 
 from apogeenet.errors import UserFacingError
 
-__all__ = ["TableError", "read_table", "table_format", "write_table"]
+__all__ = ["TableError", "read_table", "read_truth", "table_format", "write_table"]
 
 _FORMATS = {".fits": "fits", ".fit": "fits", ".fits.gz": "fits", ".csv": "csv",
             ".parquet": "parquet", ".pq": "parquet"}
@@ -96,3 +96,9 @@ def write_table(frame: pd.DataFrame, path: str | os.PathLike, *, units: dict[str
         frame.to_csv(tmp, index=False)
     os.replace(tmp, path)
     return path
+
+
+def read_truth(path: Path | None) -> pd.DataFrame | None:
+    """True parameters of a synthetic survey (TEFF, LOGG, FE_H, … indexed by APOGEE_ID), or
+    None where there is no such file (real data)."""
+    return read_table(path).set_index("APOGEE_ID") if path is not None and Path(path).exists() else None
