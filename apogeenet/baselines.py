@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.ndimage import gaussian_filter1d
+from scipy.signal import fftconvolve
 
 from apogeenet.config import Baseline, BaselinesParams
 from apogeenet.io.apstar import good_pixels
@@ -37,8 +37,11 @@ def pseudo_continuum_normalise(flux: np.ndarray, error: np.ndarray, wavelength: 
     good = good_pixels(flux, error)
     weight = np.where(good, 1.0 / np.where(good, error, 1.0) ** 2, 0.0)
     sigma_pixels = length / float(np.median(np.diff(wavelength)))
-    smooth = lambda a: gaussian_filter1d(a, sigma_pixels, axis=1, mode="constant")  # noqa: E731
+    offsets = np.arange(-int(4 * sigma_pixels), int(4 * sigma_pixels) + 1)
+    kernel = np.exp(-0.5 * (offsets / sigma_pixels) ** 2)[None, :]
+    smooth = lambda a: fftconvolve(a, kernel, mode="same", axes=1)  # noqa: E731  (zeros beyond the ends)
     numerator, denominator = smooth(weight * np.where(good, flux, 0.0)), smooth(weight)
+    denominator[denominator < 1e-12 * denominator.max(initial=0)] = 0  # FFT round-off where no pixel is near
     continuum = np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
     usable = good & (continuum > 0)
     normalised = np.where(usable, flux / np.where(usable, continuum, 1.0), 1.0)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, fie
 
 from apogeenet.errors import UserFacingError
 
-__all__ = ["AdaptParams", "Baseline", "BaselinesParams", "ConfigError", "ErrorReference", "FluxUnit", "Optimizer", "Params", "PredictParams", "Recipe", "Release",
+__all__ = ["AdaptParams", "Augment", "Baseline", "BaselinesParams", "ConfigError", "ErrorReference", "FluxUnit", "Optimizer", "Params", "PredictParams", "Recipe", "Release",
            "Schedule", "StopOn", "TrainProfile", "YSONoise", "YSOParams", "load_params"]
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
@@ -43,6 +43,11 @@ class Schedule(StrEnum):
 class FluxUnit(StrEnum):
     CONSTANT = "constant"          # raw flux over one constant, the training median (the paper)
     PER_SPECTRUM = "per_spectrum"  # each spectrum over its own median good pixel
+
+
+class Augment(StrEnum):
+    NONE = "none"    # the observed spectra as they are (the paper)
+    NOISE = "noise"  # each epoch a fresh draw of noise from each spectrum's own (capped) errors
 
 
 class Recipe(StrEnum):
@@ -198,6 +203,11 @@ class TrainProfile(_Section):
     seed: int = 0
     amp: bool = False
     """bfloat16 autocast on CUDA."""
+    augment: Augment = Augment.NONE
+    """Training-set augmentation: ``noise`` adds N(0, 1)·σ (σ the pixel error capped as in §3.5)
+    to every training spectrum, drawn afresh each epoch, so a small survey shows many spectra."""
+    weight_decay: float = Field(0.0, ge=0)
+    """L2 penalty of the optimiser (Adam: decoupled, AdamW)."""
 
 
 class TrainParams(_Section):
@@ -206,9 +216,9 @@ class TrainParams(_Section):
     profile: str = "demo"
     profiles: dict[str, TrainProfile] = {
         "paper": TrainProfile(optimizer=Optimizer.SGD, learning_rate=1e-3, max_epochs=1000),
-        "demo": TrainProfile(optimizer=Optimizer.ADAM, learning_rate=1e-3, batch_size=32, max_epochs=20,
+        "demo": TrainProfile(optimizer=Optimizer.ADAM, learning_rate=1e-3, batch_size=32, max_epochs=40,
                              patience=8, grad_clip=1.0, schedule=Schedule.ONECYCLE,
-                             flux_unit=FluxUnit.PER_SPECTRUM),
+                             flux_unit=FluxUnit.PER_SPECTRUM, augment=Augment.NOISE),
     }
 
     @model_validator(mode="after")
@@ -252,7 +262,7 @@ class BaselinesParams(_Section):
     models: tuple[Baseline, ...] = (Baseline.RIDGE, Baseline.CANNON)
     continuum_length: float = Field(50.0, gt=0)
     """Width (Å) of the Gaussian-weighted running mean that is the pseudo-continuum."""
-    ridge_alphas: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0)
+    ridge_alphas: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0)
     """Penalties tried; each label takes the one with the lowest dev MSE."""
 
 

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from apogeenet.config import Optimizer, Schedule, TrainProfile
+from apogeenet.config import Augment, Optimizer, Schedule, TrainProfile
 from apogeenet.errors import UserFacingError
 from apogeenet.labels.catalog import LABEL_COLUMNS, Normalisation
 from apogeenet.model import ApogeeNet, prepare_flux, scale_flux
@@ -101,9 +101,19 @@ class LabelledSpectra:
         spectra = self.store.read(self.rows[positions])
         return prepare_flux(spectra.flux, spectra.error)
 
-    def batch(self, positions: np.ndarray, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-        """Network input and standardised targets on ``device`` (the flux unit applied there)."""
-        flux = torch.from_numpy(self.prepared(positions)).to(device)
+    def batch(self, positions: np.ndarray, device: torch.device | str = "cpu",
+              noise: np.random.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Network input and standardised targets on ``device`` (the flux unit applied there);
+        with ``noise``, each spectrum plus a draw of N(0, 1)·σ (the §3.5 perturbation)."""
+        if noise is None:
+            flux = self.prepared(positions)
+        else:
+            from apogeenet.uncertainty import perturbation_sigma
+
+            spectra = self.store.read(self.rows[positions])
+            sigma = perturbation_sigma(spectra.flux, spectra.error)
+            flux = prepare_flux(spectra.flux, spectra.error) + noise.standard_normal(sigma.shape, np.float32) * sigma
+        flux = torch.from_numpy(flux).to(device)
         return scale_flux(flux, self.flux_scale), torch.from_numpy(self.targets[positions]).to(device)
 
     def median_flux(self, positions: np.ndarray, limit: int = 500) -> float:
@@ -129,7 +139,10 @@ def best_device() -> torch.device:
 
 def _optimizer(model: nn.Module, cfg: TrainProfile) -> torch.optim.Optimizer:
     if cfg.optimizer is Optimizer.SGD:
-        return torch.optim.SGD(model.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum)
+        return torch.optim.SGD(model.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay)
+    if cfg.weight_decay > 0:
+        return torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     return torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
 
 
@@ -269,7 +282,9 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
         with progress_bar(math.ceil(len(order) / cfg.batch_size), f"epoch {state['epoch']}",
                           enabled=progress) as bar:
             for start in range(0, len(order), cfg.batch_size):
-                flux, target = data.batch(order[start:start + cfg.batch_size], device)
+                noise = (np.random.default_rng([seed, state["epoch"], start]) if cfg.augment is Augment.NOISE
+                         else None)  # a function of (seed, epoch, batch): a resumed run draws the same
+                flux, target = data.batch(order[start:start + cfg.batch_size], device, noise)
                 optimizer.zero_grad(set_to_none=True)
                 with _autocast(device, cfg.amp):
                     loss = loss_fn(model(flux).float(), target)

@@ -54,7 +54,7 @@ def test_train_flow_pretrains_and_registers(trained, prefect_harness):
     assert (runs["params.train.profiles.tiny.max_epochs"] == "1").all()
 
 
-def test_evaluate_flow_reports_the_quality_bar(trained, prefect_harness):
+def test_evaluate_flow_puts_the_network_beside_the_baselines(trained, prefect_harness):
     from flows.evaluate import evaluate_flow
 
     root, _ = trained
@@ -62,8 +62,15 @@ def test_evaluate_flow_reports_the_quality_bar(trained, prefect_harness):
         metrics = evaluate_flow(str(root / "model" / "model.pt"), params_path=str(root / "params.yaml"))
     assert metrics["quality/passed"] in (0, 1) and len([k for k in metrics if k.endswith("_gain")]) == 12
     assert (root / "evaluation" / "flow" / "quality.md").read_text().startswith("Quality bar of")
-    runs = _runs(uri, "evaluate")
-    assert len(runs) == 1 and runs["params.evaluate.min_gain.teff"][0] == "5.0"
+    comparison = pd.read_csv(root / "evaluation" / "flow" / "comparison.csv")
+    assert {"apogeenet vs truth", "ridge vs truth", "cannon vs truth"} <= set(comparison.columns)
+    runs = _runs(uri, "evaluate").set_index("tags.mlflow.runName")
+    assert set(runs.index) == {"apogeenet", "ridge", "cannon"}  # one run per model, side by side
+    for name in ("test/full/teff_scatter", "test/payne/logg_scatter_truth"):
+        assert runs[f"metrics.{name}"].notna().all(), name  # the same metric names for every model
+    assert runs.loc["apogeenet", "params.evaluate.min_gain.teff"] == "5.0"
+    kind = mlflow.get_experiment_by_name("evaluate").tags["mlflow.experimentKind"]
+    assert kind == "custom_model_development"  # MLflow 3's UI opens the model-training view
 
 
 def test_predict_flow_writes_the_catalog(trained, prefect_harness):

@@ -49,6 +49,34 @@ def test_early_stopping_keeps_the_best_and_resumes(small, tmp_path):
     assert [h["epoch"] for h in stop.history] == [0, 1, 2] and stop.best_epoch == 0  # 0 improves on inf only
 
 
+def test_noise_augmentation_draws_from_each_spectrums_own_errors(small):
+    from apogeenet.uncertainty import perturbation_sigma
+
+    positions = np.array([0, 1, 2])
+    clean, _ = small.batch(positions)
+    noisy, _ = small.batch(positions, noise=np.random.default_rng([0, 1, 0]))
+    again, _ = small.batch(positions, noise=np.random.default_rng([0, 1, 0]))
+    assert torch.equal(noisy, again)  # a function of its seed: a resumed epoch draws the same
+    spectra = small.store.read(small.rows[positions])
+    sigma = perturbation_sigma(spectra.flux, spectra.error)
+    good = sigma > 0
+    z = ((noisy - clean).numpy() * small.flux_scale)[good] / sigma[good]
+    assert abs(z.mean()) < 0.02 and abs(z.std() - 1) < 0.02
+    assert torch.equal(noisy[torch.from_numpy(~good)], clean[torch.from_numpy(~good)])  # bad pixels stay 0
+
+
+def test_augmented_training_resumes_to_the_same_run(small, tmp_path):
+    train, dev = small.select(split="train"), small.select(split="dev")
+    dev = dev if len(dev) else train[:2]
+    cfg = TrainProfile(max_epochs=2, patience=5, batch_size=8, augment="noise")
+    whole = train_model(small, train, dev, cfg, tmp_path / "whole")
+    train_model(small, train, dev, TrainProfile(**{**cfg.model_dump(), "max_epochs": 1}), tmp_path / "cut")
+    resumed = train_model(small, train, dev, cfg, tmp_path / "cut")
+    assert resumed.history[1]["dev_loss"] == whole.history[1]["dev_loss"]
+    assert whole.history[0]["train_loss"] != train_model(
+        small, train, dev, TrainProfile(max_epochs=1, patience=5, batch_size=8), tmp_path / "plain").history[0]["train_loss"]
+
+
 def test_tables_from_known_predictions():
     frame = pd.DataFrame({
         "SOURCE": ["PAYNE"] * 4 + ["MSTAR"] * 2, "SPLIT": ["train", "train", "test", "test", "test", "test"],

@@ -53,7 +53,7 @@ def project(root: Path, n_stars: int = 120, seed: int = 9, extra_params: dict | 
     paths = {"allstar": survey / "allStar-synth.fits", "payne": survey / "payne-synth.fits",
              "members": survey / "members-kounkel2019-synth.fits", "truth": survey / "truth-synth.fits",
              "spectra": survey / "apStar"}
-    paths |= {name: root / "derived" / name for name in ("store", "labels", "validation", "model", "adapted",
+    paths |= {name: root / "derived" / name for name in ("store", "labels", "validation", "model", "adapted", "baselines",
                                                           "evaluation", "catalog")}
     params = {"paths": {k: str(v) for k, v in paths.items()}, "yso": SMALL_YSO,
               "validation": {"split_tolerance": 0.2}, **(extra_params or {})}
