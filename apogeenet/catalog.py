@@ -122,6 +122,17 @@ def catalog_table(frame: pd.DataFrame, meta: dict | None = None) -> Table:
     return table
 
 
+def _write_missing_units(path: Path, table: Table) -> None:
+    """TUNITn for every column whose unit astropy would not write (dex, as APOGEE's allStar says)."""
+    from astropy.io import fits
+
+    with fits.open(path, mode="update") as hdul:
+        header = hdul[1].header
+        for number, column in enumerate(table.columns.values(), start=1):
+            if column.unit is not None and f"TUNIT{number}" not in header:
+                header.insert(f"TFORM{number}", (f"TUNIT{number}", column.unit.to_string()), after=True)
+
+
 def write_catalog(frames: dict[str, pd.DataFrame], out_dir: Path, meta: dict | None = None) -> list[Path]:
     """Each frame (by file stem) as FITS, Parquet and CSV (units in the FITS/Parquet metadata and
     the CSV header names). All files are written under temporary names first and then moved into
@@ -131,9 +142,10 @@ def write_catalog(frames: dict[str, pd.DataFrame], out_dir: Path, meta: dict | N
     with atomic_paths(paths) as temps:
         for (stem, frame), (fits_tmp, parquet_tmp, csv_tmp) in zip(frames.items(), zip(*[iter(temps)] * 3)):
             table = catalog_table(frame, meta)
-            with warnings.catch_warnings():  # 'dex' is not a FITS-standard unit; TUNIT still says dex
+            with warnings.catch_warnings():  # 'dex' is not a FITS-standard unit: astropy leaves TUNIT out
                 warnings.filterwarnings("ignore", message=".*dex.*", category=AstropyUserWarning)
                 table.write(fits_tmp, format="fits")
+            _write_missing_units(fits_tmp, table)
             table.write(parquet_tmp, format="parquet")
             csv = frame.rename(columns={c: f"{c} [{unit}]" for c, unit in _UNITS.items()})
             csv.to_csv(csv_tmp, index=False, float_format="%.6g")
