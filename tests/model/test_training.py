@@ -65,6 +65,7 @@ def test_noise_augmentation_draws_from_each_spectrums_own_errors(small):
     assert torch.equal(noisy[torch.from_numpy(~good)], clean[torch.from_numpy(~good)])  # bad pixels stay 0
 
 
+@pytest.mark.slow
 def test_augmented_training_resumes_to_the_same_run(small, tmp_path):
     train, dev = small.select(split="train"), small.select(split="dev")
     dev = dev if len(dev) else train[:2]

@@ -329,6 +329,7 @@ def test_training_killed_while_saving_resumes_to_the_uninterrupted_result(labell
         assert torch.equal(weights, resumed.model.state_dict()[name]), name
 
 
+@pytest.mark.slow
 def test_a_killed_mlflow_run_is_marked_killed_by_the_next(tmp_path, monkeypatch):
     import mlflow
 
@@ -491,6 +492,7 @@ def test_spectra_without_usable_pixels_are_flagged_and_kept_out_of_the_clean_vie
     assert not set(ids[1:]) & set(clean["APOGEE_ID"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("nth", [1, 2])  # after the catalog's FITS and Parquet, in the clean view's files
 def test_a_kill_while_writing_the_catalog_leaves_the_previous_one_whole(small_tree, tmp_path, nth):
     import pandas as pd
