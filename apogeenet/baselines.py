@@ -27,7 +27,8 @@ from apogeenet.config import Baseline, BaselinesParams
 from apogeenet.io.apstar import good_pixels
 from apogeenet.labels.catalog import LABEL_COLUMNS, Normalisation
 
-__all__ = ["BaselineFit", "baseline_frames", "fit_cannon", "fit_ridge", "pseudo_continuum_normalise"]
+__all__ = ["BaselineFit", "baseline_frames", "fit_cannon", "fit_ridge", "normalised_spectra",
+           "pseudo_continuum_normalise"]
 
 
 def pseudo_continuum_normalise(flux: np.ndarray, error: np.ndarray, wavelength: np.ndarray,
@@ -100,21 +101,28 @@ def fit_cannon(wavelength: np.ndarray, flux: np.ndarray, ivar: np.ndarray, label
     return BaselineFit("cannon", predict, {"order": 2, "n_train": len(flux)})
 
 
+def normalised_spectra(data, length: float, progress: bool = False, block: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`pseudo_continuum_normalise` of every star of ``data`` (a
+    :class:`~apogeenet.train.LabelledSpectra`), read ``block`` spectra at a time."""
+    from apogeenet.progress import progress_bar
+
+    shape = (len(data), data.store.wavelength.size)
+    x, ivar = np.empty(shape, np.float32), np.empty(shape, np.float32)
+    with progress_bar(len(data), "pseudo-continuum", enabled=progress) as bar:
+        for start in range(0, len(data), block):
+            positions = np.arange(start, min(start + block, len(data)))
+            spectra = data.store.read(data.rows[positions])
+            x[positions], ivar[positions] = pseudo_continuum_normalise(spectra.flux, spectra.error,
+                                                                       data.store.wavelength, length)
+            bar.advance(len(positions))
+    return x, ivar
+
+
 def baseline_frames(data, cfg: BaselinesParams, progress: bool = False) -> dict[str, tuple[pd.DataFrame, dict]]:
     """Fit each baseline of ``cfg.models`` on the train split of ``data`` (a
     :class:`~apogeenet.train.LabelledSpectra`) and predict every star: {name: (the catalog with
     PRED_TEFF, PRED_LOGG, PRED_FE_H, the fit's parameters)}."""
-    from apogeenet.progress import progress_bar
-
-    n = len(data)
-    x, ivar = np.empty((n, data.store.wavelength.size), np.float32), np.empty((n, data.store.wavelength.size), np.float32)
-    with progress_bar(n, "pseudo-continuum", enabled=progress) as bar:
-        for start in range(0, n, 256):
-            positions = np.arange(start, min(start + 256, n))
-            spectra = data.store.read(data.rows[positions])
-            x[positions], ivar[positions] = pseudo_continuum_normalise(
-                spectra.flux, spectra.error, data.store.wavelength, cfg.continuum_length)
-            bar.advance(len(positions))
+    x, ivar = normalised_spectra(data, cfg.continuum_length, progress)
     train, dev = data.select(split="train"), data.select(split="dev")
     labels = data.catalog[list(LABEL_COLUMNS)].to_numpy(np.float64)
     frames = {}

@@ -31,8 +31,9 @@ from apogeenet.atomic import atomic_paths
 from apogeenet.plotting import pyplot, save
 from apogeenet.store import primary_rows
 
-__all__ = ["AGE_BINS", "FLAG_BITS", "YSO_POLYGON", "age_bins", "build_catalog", "catalog_summary", "catalog_table", "write_products",
-           "in_yso_polygon", "sigma_snr_plot", "write_catalog", "yso_selection_plot", "kiel_by_type_plot"]
+__all__ = ["AGE_BINS", "FLAG_BITS", "YSO_POLYGON", "age_bins", "build_catalog", "catalog_summary", "catalog_table",
+           "in_yso_polygon", "kiel_by_type_plot", "sigma_snr_plot", "write_catalog", "write_products",
+           "yso_selection_plot"]
 
 YSO_POLYGON = ((2200.0, 4.4), (4500.0, 3.9), (3200.0, 1.7))
 AGE_BINS = ((-np.inf, 3.6, "<~1 Myr"), (3.6, 3.8, "1-2 Myr"), (3.8, 4.0, "2-3 Myr"),
@@ -123,7 +124,9 @@ def catalog_table(frame: pd.DataFrame, meta: dict | None = None) -> Table:
 
 
 def _write_missing_units(path: Path, table: Table) -> None:
-    """TUNITn for every column whose unit astropy would not write (dex, as APOGEE's allStar says)."""
+    """TUNITn for every column whose unit astropy would not write (dex, as APOGEE's allStar says).
+    Added after ``Table.write`` rather than building the HDU by hand, which would lose the column
+    descriptions astropy serialises into the header."""
     from astropy.io import fits
 
     with fits.open(path, mode="update") as hdul:

@@ -34,6 +34,7 @@ from apogeenet.labels.catalog import LABEL_COLUMNS, Normalisation
 from apogeenet.model import ApogeeNet, prepare_flux, scale_flux
 from apogeenet.serving import ModelFileError, Predictor, load_weights, save_weights
 from apogeenet.store import SpectraStore, primary_rows
+from apogeenet.uncertainty import perturbation_sigma
 
 __all__ = ["LabelledSpectra", "TrainResult", "TrainingDiverged", "best_device", "load_checkpoint",
            "predict_standardised", "standardised_mse", "train_model"]
@@ -108,8 +109,6 @@ class LabelledSpectra:
         if noise is None:
             flux = self.prepared(positions)
         else:
-            from apogeenet.uncertainty import perturbation_sigma
-
             spectra = self.store.read(self.rows[positions])
             sigma = perturbation_sigma(spectra.flux, spectra.error)
             flux = prepare_flux(spectra.flux, spectra.error) + noise.standard_normal(sigma.shape, np.float32) * sigma

@@ -118,22 +118,21 @@ def mc_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: 
 def predict_store(predictor: Predictor, store, cfg: PredictParams, *, n_draws: int | None = None,
                   progress: bool = False) -> MCResult:
     """:func:`mc_predict` over every row of a :class:`apogeenet.store.SpectraStore`, read
-    ``cfg.spectra_per_block`` spectra at a time; each star's noise seeded by its APOGEE_ID.
-    (``mean`` is not kept: NaN.)"""
+    ``cfg.spectra_per_block`` spectra at a time; each star's noise seeded by its APOGEE_ID."""
     from apogeenet.progress import progress_bar
 
     n_draws = n_draws or cfg.draws
     keys = seed_keys(store.index["apogee_id"])
     n = len(store.index)
-    prediction, sigma = np.empty((n, 3)), np.empty((n, 3))
+    prediction, mean, sigma = np.empty((n, 3)), np.empty((n, 3)), np.empty((n, 3))
     with progress_bar(n, f"predict ({n_draws} draws)", enabled=progress) as bar:
         for rows, batch in store.iter_batches(cfg.spectra_per_block):
             result = mc_predict(predictor, batch.flux, batch.error, keys[rows], n_draws=n_draws,
                                 seed=cfg.seed, cap=cfg.error_cap, max_batch=cfg.max_batch,
                                 forward_batch=cfg.forward_batch, reference=cfg.error_reference)
-            prediction[rows], sigma[rows] = result.prediction, result.sigma
+            prediction[rows], mean[rows], sigma[rows] = result.prediction, result.mean, result.sigma
             bar.advance(len(rows))
-    return MCResult(prediction, np.full((n, 3), np.nan), sigma)
+    return MCResult(prediction, mean, sigma)
 
 
 def seed_keys(apogee_ids) -> np.ndarray:

@@ -24,7 +24,7 @@ import numpy as np
 import yaml
 from benchio import emit
 
-from apogeenet.baselines import fit_cannon, fit_ridge, pseudo_continuum_normalise
+from apogeenet.baselines import fit_cannon, fit_ridge, normalised_spectra
 from apogeenet.config import load_params
 from apogeenet.evaluate import GROUPS, PARAMETERS
 from apogeenet.io.tables import read_truth
@@ -101,9 +101,7 @@ def main() -> None:
     cfg, data = project(args.work, args.n_stars)
     truth = read_truth(cfg.paths.truth)
     dev, test = data.select(split="dev"), data.select(split="test")
-    spectra = data.store.read(data.rows)
-    x, ivar = pseudo_continuum_normalise(spectra.flux, spectra.error, data.store.wavelength,
-                                         cfg.baselines.continuum_length)
+    x, ivar = normalised_spectra(data, cfg.baselines.continuum_length, progress=True)
     labels = data.catalog[list(LABEL_COLUMNS)].to_numpy(np.float64)
     profile = cfg.train.active()
     results: dict[str, dict[int, dict]] = {m: {} for m in MODELS}
