@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, fie
 from apogeenet.errors import UserFacingError
 
 __all__ = ["AdaptParams", "Augment", "Baseline", "BaselinesParams", "ConfigError", "ErrorReference", "FluxUnit", "Optimizer", "Params", "PredictParams", "Recipe", "Release",
-           "Schedule", "StopOn", "TrainProfile", "YSONoise", "YSOParams", "load_params"]
+           "Schedule", "StopOn", "TrainProfile", "Uncertainty", "YSONoise", "YSOParams", "load_params"]
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 
@@ -69,6 +69,11 @@ class StopOn(StrEnum):
 class ErrorReference(StrEnum):
     MEAN = "mean"      # the paper
     MEDIAN = "median"  # robust on real apStar files
+
+
+class Uncertainty(StrEnum):
+    MONTE_CARLO = "monte_carlo"  # the paper's draws (§3.5)
+    DELTA = "delta"              # first-order propagation of the same pixel σ
 
 
 class Release(StrEnum):
@@ -287,8 +292,12 @@ class PredictParams(_Section):
 
     model: str = "models:/apogeenet@champion"
     """Registered model (alias or version), logged model URI or model.pt path."""
+    uncertainty: Uncertainty = Uncertainty.MONTE_CARLO
+    """How σ is made: the paper's Monte Carlo, or the delta method (one forward, three backward)."""
     draws: int = Field(100, ge=2)
     """Monte-Carlo draws per spectrum."""
+    delta_points: int = Field(2, ge=1)
+    """Points the delta method's gradient is averaged over: the spectrum and this many − 1 draws."""
     seed: int = 0
     error_cap: float = Field(5.0, gt=0)
     """Each pixel's σ is capped at this many times the spectrum's mean good-pixel error."""

@@ -29,13 +29,15 @@ network and real and synthetic files look alike.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import torch
 from torch import nn
 
 from apogeenet.io.apstar import APSTAR_NPIX, good_pixels
 
-__all__ = ["APOGEE_NET_CHANNELS", "ApogeeNet", "parameter_count", "prepare_flux", "scale_flux"]
+__all__ = ["APOGEE_NET_CHANNELS", "ApogeeNet", "flux_divisor", "parameter_count", "prepare_flux", "scale_flux"]
 
 APOGEE_NET_CHANNELS = (8, 8, 16, 16, 16, 16, 32, 32, 32, 32, 64, 64)
 
@@ -84,10 +86,20 @@ class ApogeeNet(nn.Module):
         whole batch goes through in one call."""
         if flux.ndim != 2 or flux.shape[1] != self.n_pixels:
             raise ValueError(f"expected flux of shape (batch, {self.n_pixels}), got {tuple(flux.shape)}")
-        if flux.device.type != "cpu":  # full float32 in the convolutions (no TF32): the same
-            with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):  # numbers as the CPU
-                return self.head(self.features(flux.unsqueeze(1)))
-        return self.head(torch.cat([self.features(part.unsqueeze(1)) for part in flux.split(chunk)]))
+        return self.forward_chunks([flux] if flux.device.type != "cpu" else flux.split(chunk))
+
+    def forward_chunks(self, chunks: Iterable[torch.Tensor]) -> torch.Tensor:
+        """Outputs for the inputs of all ``chunks`` (each (n, 8575), made as they are consumed): the
+        convolutions chunk by chunk, the fully connected head once over all of them. On a GPU the
+        convolutions run in full float32 (no TF32): the same numbers as on the CPU."""
+        features = []
+        for flux in chunks:
+            if flux.device.type == "cpu":
+                features.append(self.features(flux.unsqueeze(1)))
+                continue
+            with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+                features.append(self.features(flux.unsqueeze(1)))
+        return self.head(torch.cat(features))
 
 
 def parameter_count(model: nn.Module) -> int:
@@ -112,7 +124,13 @@ def scale_flux(flux: np.ndarray | torch.Tensor, flux_scale: float | None) -> np.
 
 
 def _scale_tensor(values: torch.Tensor, flux_scale: float | None) -> torch.Tensor:
+    return values / flux_divisor(values, flux_scale)
+
+
+def flux_divisor(values: torch.Tensor, flux_scale: float | None) -> torch.Tensor:
+    """What :func:`scale_flux` divides float32 ``values`` (n, 8575) by: ``flux_scale``, or each
+    row's median positive pixel (1 for rows with none), shape (n, 1)."""
     if flux_scale is not None:
-        return values / torch.tensor(flux_scale, dtype=torch.float32)
+        return torch.tensor(flux_scale, dtype=torch.float32, device=values.device)
     median = torch.nanmedian(torch.where(values > 0, values, torch.nan), dim=-1, keepdim=True).values
-    return values / torch.where(torch.isfinite(median) & (median > 0), median, torch.ones_like(median))
+    return torch.where(torch.isfinite(median) & (median > 0), median, torch.ones_like(median))

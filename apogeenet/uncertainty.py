@@ -11,13 +11,19 @@ lines), which pull the mean far above the typical error so that a cap at 5 × th
 caps. The option ``reference="median"`` caps at 5 × the median good-pixel error instead (README,
 "Inference, uncertainties and the catalog", has the figures on the real files).
 
-All draws of a block of spectra are made together (one array of up to ``max_batch`` inputs) and
-go through the network together (:meth:`ApogeeNet.forward_chunked`): the convolutions in chunks
-of ``forward_batch`` — on a CPU a small chunk keeps the first layers' activations (8 × 8575
-floats each) in cache (bench/infer.py measures it) — and the fully connected head once over the
-block. The noise of a spectrum comes
-from a generator seeded by (seed, key), with ``key`` the spectrum's stable identifier (its row in
-the store), so the numbers do not depend on batch size or order: same seed, same numbers.
+The draws of a block of spectra go through the network together
+(:meth:`ApogeeNet.forward_chunks`): the convolutions in chunks of ``forward_batch`` (star, draw)
+pairs on a CPU — a small chunk keeps its noise and the first layers' activations (8 × 8575
+floats each) in the cache (bench/infer.py measures it) — or of the whole block on a GPU, and the
+fully connected head once over the block. The noise is made chunk by chunk on the network's
+device by a counter-based generator (:mod:`apogeenet.noise`) keyed by (seed, key, draw, pixel),
+``key`` the spectrum's stable identifier (a hash of its APOGEE_ID), so the numbers do not depend
+on batch size, order or the number of workers: same seed, same numbers on one kind of device.
+
+The fast alternative (``uncertainty: delta``, :func:`delta_predict`) propagates the same capped
+pixel σ to first order, σ_k² = Σ_i (∂y_k/∂x_i)² σ_i², from one forward and three backward passes
+per spectrum (at the spectrum and, by default, at one of its draws, averaged); the paper's Monte
+Carlo stays the default and bench/infer.py reports how the two agree.
 """
 
 from __future__ import annotations
@@ -30,12 +36,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from apogeenet.config import ErrorReference, PredictParams
+from apogeenet.config import ErrorReference, PredictParams, Uncertainty
 from apogeenet.io.apstar import good_pixels
-from apogeenet.model import prepare_flux, scale_flux
+from apogeenet.model import flux_divisor, prepare_flux, scale_flux
+from apogeenet.noise import normal_noise, star_streams
 from apogeenet.serving import Predictor
 
-__all__ = ["MCResult", "calibration", "mean_good_error", "mc_predict", "median_good_error",
+__all__ = ["MCResult", "calibration", "delta_predict", "mean_good_error", "mc_predict", "median_good_error",
            "perturbation_sigma", "predict_store", "seed_keys"]
 
 
@@ -69,8 +76,8 @@ def perturbation_sigma(flux: np.ndarray, error: np.ndarray, cap: float = 5.0,
 @dataclass
 class MCResult:
     prediction: np.ndarray  # (n, 3) the network on the spectrum itself (TEFF, LOGG, FE_H)
-    mean: np.ndarray        # (n, 3) mean over the draws
-    sigma: np.ndarray       # (n, 3) standard deviation over the draws (ddof = 1)
+    mean: np.ndarray        # (n, 3) mean over the draws (the prediction itself for the delta method)
+    sigma: np.ndarray       # (n, 3) standard deviation over the draws (ddof = 1), or its first-order value
 
 
 def mc_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: np.ndarray, *,
@@ -79,35 +86,38 @@ def mc_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: 
                reference: ErrorReference = ErrorReference.MEAN) -> MCResult:
     """Single-pass predictions and ``n_draws`` Monte-Carlo draws per spectrum, in physical units.
 
-    ``flux``/``error``: raw apStar arrays (n, 8575); ``keys``: one integer per spectrum that seeds
+    ``flux``/``error``: raw apStar arrays (n, 8575); ``keys``: one uint64 per spectrum that seeds
     its noise. Spectra are processed in blocks whose draws together make at most ``max_batch``
-    network inputs, run ``forward_batch`` at a time.
+    network inputs, run ``forward_batch`` at a time on a CPU and all at once on a GPU.
     """
     flux, error = np.atleast_2d(flux), np.atleast_2d(error)
-    prepared = prepare_flux(flux, error)
-    sigma = perturbation_sigma(flux, error, cap, reference)
     model = predictor.model.eval()
     device = next(model.parameters()).device
+    prepared = torch.from_numpy(prepare_flux(flux, error)).to(device)
+    sigma = torch.from_numpy(perturbation_sigma(flux, error, cap, reference)).to(device)
+    streams = star_streams(seed, keys, device)
     std, mu = np.asarray(predictor.table1.std), np.asarray(predictor.table1.mean)
-    n = len(prepared)
+    n, npix = prepared.shape
+    chunk = forward_batch if device.type == "cpu" else max_batch
     prediction = np.empty((n, 3))
     mean, spread = np.empty((n, 3)), np.empty((n, 3))
     per_block = max(1, max_batch // max(n_draws, 1))
+
+    def inputs(block: slice):
+        """The block's spectra, then each spectrum's draws, ``chunk`` network inputs at a time."""
+        for part in prepared[block].split(chunk):
+            yield scale_flux(part, predictor.flux_scale)
+        star = torch.arange(block.start, block.stop, device=device).repeat_interleave(n_draws)
+        draw = torch.arange(n_draws, device=device).repeat(block.stop - block.start)
+        for rows, draws in zip(star.split(chunk), draw.split(chunk)):
+            noisy = prepared[rows].addcmul_(normal_noise(streams[rows], draws, npix), sigma[rows])
+            yield scale_flux(noisy, predictor.flux_scale)   # flux + N(0,1)·σ
+
     with torch.inference_mode():
         for start in range(0, n, per_block):
             block = slice(start, min(start + per_block, n))
-            base, s = prepared[block], sigma[block]
-            m, npix = base.shape
-            inputs = np.empty((m * (n_draws + 1), npix), np.float32)  # the spectra, then their draws
-            inputs[:m] = base
-            noise = inputs[m:].reshape(m, n_draws, npix)
-            for i, key in enumerate(keys[block]):  # drawn on the CPU: the same on every device
-                np.random.default_rng([seed, int(key)]).standard_normal(out=noise[i], dtype=np.float32)
-            x = torch.from_numpy(inputs).to(device)
-            draws = x[m:].view(m, n_draws, npix)
-            draws.mul_(torch.from_numpy(s).to(device)[:, None]).add_(x[:m, None])  # flux + N(0,1)·σ
-            out = model.forward_chunked(scale_flux(x, predictor.flux_scale), forward_batch)
-            out = out.double().cpu().numpy() * std + mu
+            m = block.stop - block.start
+            out = model.forward_chunks(inputs(block)).double().cpu().numpy() * std + mu
             prediction[block] = out[:m]
             per_star = out[m:].reshape(m, n_draws, 3)
             mean[block] = per_star.mean(axis=1)
@@ -115,23 +125,79 @@ def mc_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: 
     return MCResult(prediction, mean, spread)
 
 
+def delta_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: np.ndarray, *,
+                  points: int = 2, seed: int = 0, cap: float = 5.0, forward_batch: int = 16,
+                  reference: ErrorReference = ErrorReference.MEAN) -> MCResult:
+    """Single-pass predictions and their first-order (delta-method) σ, physical units.
+
+    σ_k² = Σ_i (∂y_k/∂x_i)² σ_i², σ_i the capped pixel σ of the Monte Carlo (0 on bad pixels),
+    the gradient from one forward and three backward passes at each of ``points`` points: the
+    spectrum itself and ``points`` − 1 of its Monte-Carlo draws (noise as in :func:`mc_predict`),
+    averaged. ``points=1`` is the textbook delta method; a network of ReLUs and max-pools has a
+    gradient that jumps from pixel to pixel, rougher than the mean gradient the draws feel, so one
+    point overestimates σ (README, "Inference, uncertainties and the catalog"). The per-spectrum
+    median the flux is divided by is held fixed: one pixel's noise hardly moves the median of
+    8 575, although locally the median pixel carries it all.
+    """
+    flux, error = np.atleast_2d(flux), np.atleast_2d(error)
+    model = predictor.model.eval()
+    device = next(model.parameters()).device
+    prepared = torch.from_numpy(prepare_flux(flux, error)).to(device)
+    pixel_sigma = torch.from_numpy(perturbation_sigma(flux, error, cap, reference)).to(device)
+    streams = star_streams(seed, keys, device)
+    std, mu = np.asarray(predictor.table1.std), np.asarray(predictor.table1.mean)
+    n, npix = prepared.shape
+    chunk = forward_batch if device.type == "cpu" else n
+    prediction, variance = np.empty((n, 3)), np.empty((n, 3))
+    for rows in torch.arange(n, device=device).split(chunk):
+        m = len(rows)
+        star = rows.repeat(points)                     # the spectra, then each set of draws
+        draw = torch.arange(points - 1, device=device).repeat_interleave(m)
+        x = prepared[star]
+        x[m:].addcmul_(normal_noise(streams[star[m:]], draw, npix), pixel_sigma[star[m:]])
+        divisor = flux_divisor(x, predictor.flux_scale)
+        x.requires_grad_(True)
+        with torch.enable_grad(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            out = model(x / divisor)
+            grads = [torch.autograd.grad(out[:, k].sum(), x, retain_graph=k < 2)[0]  # rows are
+                     for k in range(3)]                                           # independent
+        picked = slice(int(rows[0]), int(rows[-1]) + 1)
+        prediction[picked] = out[:m].detach().double().cpu().numpy()
+        s = pixel_sigma[rows].double()
+        variance[picked] = torch.stack([(g.double().view(points, m, npix).mean(dim=0) * s).square().sum(dim=1)
+                                        for g in grads], dim=1).cpu().numpy()
+    prediction = prediction * std + mu
+    return MCResult(prediction, prediction.copy(), np.sqrt(variance) * std)
+
+
 def predict_store(predictor: Predictor, store, cfg: PredictParams, *, n_draws: int | None = None,
-                  progress: bool = False) -> MCResult:
-    """:func:`mc_predict` over every row of a :class:`apogeenet.store.SpectraStore`, read
-    ``cfg.spectra_per_block`` spectra at a time; each star's noise seeded by its APOGEE_ID."""
+                  rows: np.ndarray | None = None, progress: bool = False) -> MCResult:
+    """Predictions and σ for the store's ``rows`` (default all) of a
+    :class:`apogeenet.store.SpectraStore`, read ``cfg.spectra_per_block`` spectra at a time: the
+    Monte Carlo (:func:`mc_predict`, each star's noise keyed by its APOGEE_ID) or the delta
+    method (:func:`delta_predict`), as ``cfg.uncertainty`` says."""
     from apogeenet.progress import progress_bar
 
     n_draws = n_draws or cfg.draws
-    keys = seed_keys(store.index["apogee_id"])
-    n = len(store.index)
+    rows = np.arange(len(store.index)) if rows is None else np.asarray(rows)
+    keys = seed_keys(store.index["apogee_id"].to_numpy()[rows])
+    n = len(rows)
     prediction, mean, sigma = np.empty((n, 3)), np.empty((n, 3)), np.empty((n, 3))
-    with progress_bar(n, f"predict ({n_draws} draws)", enabled=progress) as bar:
-        for rows, batch in store.iter_batches(cfg.spectra_per_block):
-            result = mc_predict(predictor, batch.flux, batch.error, keys[rows], n_draws=n_draws,
-                                seed=cfg.seed, cap=cfg.error_cap, max_batch=cfg.max_batch,
-                                forward_batch=cfg.forward_batch, reference=cfg.error_reference)
-            prediction[rows], mean[rows], sigma[rows] = result.prediction, result.mean, result.sigma
-            bar.advance(len(rows))
+    label = f"predict ({n_draws} draws)" if cfg.uncertainty == Uncertainty.MONTE_CARLO else "predict (delta method)"
+    with progress_bar(n, label, enabled=progress) as bar:
+        for start in range(0, n, cfg.spectra_per_block):
+            part = slice(start, min(start + cfg.spectra_per_block, n))
+            batch = store.read(rows[part])
+            if cfg.uncertainty == Uncertainty.DELTA:
+                result = delta_predict(predictor, batch.flux, batch.error, keys[part], points=cfg.delta_points,
+                                       seed=cfg.seed, cap=cfg.error_cap, forward_batch=cfg.forward_batch,
+                                       reference=cfg.error_reference)
+            else:
+                result = mc_predict(predictor, batch.flux, batch.error, keys[part], n_draws=n_draws,
+                                    seed=cfg.seed, cap=cfg.error_cap, max_batch=cfg.max_batch,
+                                    forward_batch=cfg.forward_batch, reference=cfg.error_reference)
+            prediction[part], mean[part], sigma[part] = result.prediction, result.mean, result.sigma
+            bar.advance(part.stop - part.start)
     return MCResult(prediction, mean, sigma)
 
 

@@ -78,3 +78,27 @@ def test_monte_carlo_sigma_does_not_depend_on_the_device(survey, trained, tmp_pa
     assert np.all(np.abs(gpu.prediction - cpu.prediction).max(axis=0) < TOLERANCE)
     assert np.all(np.abs(gpu.sigma - cpu.sigma).max(axis=0) < TOLERANCE)
     assert np.all(cpu.sigma > 0)
+
+
+def test_noise_made_on_the_gpu_is_the_cpus():
+    """Same integer bits on both devices; the float32 Box–Muller step may differ in the last bits."""
+    from apogeenet.noise import normal_noise, star_streams
+
+    keys = np.arange(6, dtype=np.uint64) * np.uint64(2**40 + 3)
+    draws = torch.arange(5).repeat(6)
+    cpu = normal_noise(star_streams(3, keys).repeat_interleave(5), draws, 8575)
+    gpu = normal_noise(star_streams(3, keys, "cuda").repeat_interleave(5), draws.cuda(), 8575).cpu()
+    assert torch.allclose(gpu, cpu, rtol=0, atol=1e-5)
+
+
+def test_delta_sigma_does_not_depend_on_the_device(survey, trained):
+    from apogeenet.uncertainty import delta_predict
+
+    result, _ = trained
+    spectra = survey.store.read(survey.rows[:12])
+    keys = seed_keys(survey.catalog["APOGEE_ID"].to_numpy()[:12])
+    predictor = Predictor(result.model.cpu(), TABLE1, None)
+    cpu = delta_predict(predictor, spectra.flux, spectra.error, keys)
+    gpu = delta_predict(predictor.to("cuda"), spectra.flux, spectra.error, keys)
+    predictor.to("cpu")
+    assert np.all(np.abs(gpu.sigma - cpu.sigma).max(axis=0) < TOLERANCE)

@@ -13,7 +13,9 @@ from tolerances import output_atol, sigma_atol
 from apogeenet.catalog import age_bins, build_catalog, in_yso_polygon, write_catalog
 from apogeenet.model import ApogeeNet, scale_flux
 from apogeenet.serving import Predictor
-from apogeenet.uncertainty import calibration, mc_predict, mean_good_error, perturbation_sigma, seed_keys
+from apogeenet.noise import normal_noise, star_streams
+from apogeenet.uncertainty import (calibration, delta_predict, mc_predict, mean_good_error, perturbation_sigma,
+                                   seed_keys)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +75,7 @@ def test_sigma_is_the_spread_of_single_noisy_passes(spectra, predictor):
     flux, error = spectra
     keys = seed_keys(["2M00000001+0000001"])
     result = mc_predict(predictor, flux[:1], error[:1], keys, n_draws=8, seed=0)
-    noise = np.random.default_rng([0, int(keys[0])]).standard_normal((8, 8575), dtype=np.float32)
+    noise = normal_noise(star_streams(0, keys).repeat(8), torch.arange(8), 8575).numpy()
     s = perturbation_sigma(flux[:1], error[:1])
     one_by_one = np.vstack([predictor.predict(np.where(error[:1] < 1e9, flux[:1], 0) + n * s).to_numpy()
                             for n in noise])
@@ -89,6 +91,41 @@ def test_sigma_grows_with_the_noise(spectra, predictor):
     low = mc_predict(predictor, flux, error, keys, n_draws=30).sigma
     high = mc_predict(predictor, flux, np.where(error < 1e9, 4 * error, error), keys, n_draws=30).sigma
     assert np.all(high > low)
+
+
+@pytest.mark.floats
+def test_delta_method_is_the_first_order_propagation(spectra, predictor):
+    """points=1: σ_k² = Σ_i (∂y_k/∂x_i)² σ_i² with the Jacobian from torch.autograd.functional."""
+    flux, error = spectra
+    keys = seed_keys(range(2))
+    result = delta_predict(predictor, flux[:2], error[:2], keys, points=1)
+    for row in range(2):
+        x = torch.from_numpy(np.where(error[row] < 1e9, flux[row], 0).astype(np.float32))
+        divisor = scale_flux(x[None].numpy(), None)[0]  # the scaled spectrum, to read the median off
+        median = float(x[1000] / divisor[1000])
+        jacobian = torch.autograd.functional.jacobian(lambda v: predictor.model(v[None] / median)[0], x)
+        s = perturbation_sigma(flux[row:row + 1], error[row:row + 1])[0]
+        expected = np.sqrt(((jacobian.double().numpy() * s) ** 2).sum(axis=1)) * np.asarray(predictor.table1.std)
+        np.testing.assert_allclose(result.sigma[row], expected, rtol=1e-4)
+    _assert_within(result.prediction, predictor.predict(np.where(error[:2] < 1e9, flux[:2], 0)).to_numpy(),
+                   _output_bound(predictor, np.where(error[:2] < 1e9, flux[:2], 0)))
+
+
+def test_delta_method_agrees_with_the_monte_carlo_for_small_noise(spectra, predictor):
+    """For noise that moves no ReLU or max-pool decision the network is linear: σ_delta = σ_MC up
+    to the Monte Carlo's own sampling error (≈ 1/√(2·199) = 5 % for 200 draws). A constant flux
+    unit: with a per-spectrum median, noise this small moves the median with one pixel."""
+    flux, error = spectra
+    predictor = Predictor(predictor.model, TABLE1, flux_scale=100.0)
+    keys = seed_keys(range(len(flux)))
+    small = np.where(error < 1e9, 1e-4 * flux, error).astype(np.float32)
+    mc = mc_predict(predictor, flux, small, keys, n_draws=200)
+    for points in (1, 2):
+        ratio = delta_predict(predictor, flux, small, keys, points=points).sigma / mc.sigma
+        assert np.all((ratio > 0.8) & (ratio < 1.25)), ratio
+    large = delta_predict(predictor, flux, 40 * small, keys, points=1).sigma / delta_predict(
+        predictor, flux, small, keys, points=1).sigma
+    np.testing.assert_allclose(large, 40, rtol=1e-3)  # first order: σ scales with the pixel σ
 
 
 def test_yso_polygon_and_age_bins_of_section_4():
