@@ -305,7 +305,7 @@ class PredictParams(_Section):
     """What the cap multiplies: the mean good-pixel error (the paper) or the median (real files)."""
     max_batch: int = Field(1600, ge=1)
     """Network inputs (spectra × draws) made together."""
-    forward_batch: int = Field(16, ge=1)
+    forward_batch: int = Field(32, ge=1)
     """Inputs per network call (small chunks stay in the CPU cache; see bench/infer.py)."""
     spectra_per_block: int = Field(64, ge=1)
     """Spectra read from the store at a time."""

@@ -1,15 +1,20 @@
-"""Inference speed (§3.5) as JSON: single-pass and 100-draw Monte-Carlo spectra/s.
+"""Inference speed (§3.5) as JSON: single-pass, 100-draw Monte-Carlo and delta-method spectra/s.
 
     python bench/infer.py [--model derived/model/model.pt] [--n-mc 32] [--draws 100] [--repeats 3]
-                          [--out bench/results/infer.json]
+                          [--n-agree 0] [--out bench/results/infer.json]
 
 Measured in one run, interleaved (baseline, fast, baseline, ...) and reported as medians, since
 CPU timings on a shared machine drift:
 * baseline: a plain float32 eager loop at batch 128 — single pass over the spectra, and for the
   Monte-Carlo the draws one after another (draw k of every spectrum, 128 at a time);
-* fast path: what ``apogeenet predict`` runs — :func:`apogeenet.uncertainty.mc_predict` (all
-  draws of a block made together, network calls of ``predict.forward_batch``) and
-  :meth:`Predictor.predict`; plus bfloat16 autocast on one chunk for reference.
+* fast path: what ``apogeenet predict`` runs — :func:`apogeenet.uncertainty.mc_predict` (the
+  draws made on the device, chunk by chunk, network calls of ``predict.forward_batch``) and
+  :meth:`Predictor.predict`; plus bfloat16 autocast on one chunk for reference;
+* delta method: :func:`apogeenet.uncertainty.delta_predict` with ``predict.delta_points``.
+``mc_speedup`` is the fast Monte Carlo over the eager draw loop, ``delta_speedup`` the delta method
+over the fast Monte Carlo. Their σ are compared star by star over the test split (``--n-agree``
+stars of it; 0: all): the ratio's median and 5-95 % range and ``delta_sigma_within_1.25_fraction``
+(stars whose three σ are all within a factor 1.25), for the configured points and for one point.
 Agreement: the largest difference between the fast path's and the float32 baseline's single-pass
 predictions over the test split (all spectra of the store when there are no labels), and between
 their Monte-Carlo σ on the same draws.
@@ -36,7 +41,8 @@ from apogeenet.model import ApogeeNet, prepare_flux, scale_flux
 from apogeenet.serving import Predictor
 from apogeenet.store import SpectraStore, ingest
 from apogeenet.train import best_device
-from apogeenet.uncertainty import mc_predict, perturbation_sigma, seed_keys
+from apogeenet.noise import normal_noise, star_streams
+from apogeenet.uncertainty import delta_predict, mc_predict, perturbation_sigma, seed_keys
 
 
 def project_inputs(model: Path | None, n_synthetic: int, tmp: Path) -> tuple[Predictor, SpectraStore, np.ndarray, str]:
@@ -89,12 +95,33 @@ def eager_single(predictor: Predictor, flux: np.ndarray, batch: int = 128) -> np
 
 def eager_mc(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: np.ndarray, draws: int,
              seed: int, batch: int = 128) -> np.ndarray:
-    """σ from draws run one after another (same noise as mc_predict), float32 eager, batch 128."""
+    """σ from draws run one after another (the same noise as mc_predict, made star by star on the
+    CPU), float32 eager, batch 128."""
     prepared, sigma = prepare_flux(flux, error), perturbation_sigma(flux, error)
-    noise = np.stack([np.random.default_rng([seed, int(k)]).standard_normal((draws, flux.shape[1]),
-                                                                           dtype=np.float32) for k in keys])
+    streams = star_streams(seed, keys)
+    noise = np.stack([normal_noise(streams[i:i + 1].repeat(draws), torch.arange(draws), flux.shape[1]).numpy()
+                      for i in range(len(keys))])
     preds = np.stack([eager_single(predictor, prepared + noise[:, k] * sigma, batch) for k in range(draws)], 1)
     return preds.std(axis=1, ddof=1)
+
+
+def delta_agreement(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: np.ndarray, draws: int,
+                    p) -> dict:
+    """σ_delta / σ_MC star by star: per parameter the median and 5-95 % range, and the fraction of
+    stars whose three ratios all lie within a factor 1.25; for the configured points and for one."""
+    mc = mc_predict(predictor, flux, error, keys, n_draws=draws, seed=p.seed, cap=p.error_cap,
+                    max_batch=p.max_batch, forward_batch=p.forward_batch)
+    out = {"n_stars": int(len(keys))}
+    for points in sorted({1, p.delta_points}):
+        ratio = delta_predict(predictor, flux, error, keys, points=points, seed=p.seed, cap=p.error_cap,
+                              forward_batch=p.forward_batch).sigma / mc.sigma
+        inside = (ratio >= 1 / 1.25) & (ratio <= 1.25)
+        out[points] = {"median": np.round(np.median(ratio, axis=0), 3).tolist(),
+                       "p5": np.round(np.percentile(ratio, 5, axis=0), 3).tolist(),
+                       "p95": np.round(np.percentile(ratio, 95, axis=0), 3).tolist(),
+                       "within_1.25_per_parameter": np.round(inside.mean(axis=0), 3).tolist(),
+                       "within_1.25_fraction": round(float(inside.all(axis=1).mean()), 3)}
+    return out
 
 
 def main() -> None:
@@ -104,6 +131,7 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--n-synthetic", type=int, default=64, help="survey size when the project has no store")
+    parser.add_argument("--n-agree", type=int, default=0, help="test stars for the delta/MC agreement (0: all)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     p = load_params().predict
@@ -117,7 +145,8 @@ def main() -> None:
         predictor.to(device)
         keys = seed_keys(store.index["apogee_id"].to_numpy()[rows])
         mc_rows = slice(0, min(args.n_mc, len(rows)))
-        timings: dict[str, list[float]] = {k: [] for k in ("single_eager", "single_fast", "mc_eager", "mc_fast")}
+        timings: dict[str, list[float]] = {k: [] for k in ("single_eager", "single_fast", "mc_eager", "mc_fast",
+                                                             "delta")}
         for _ in range(args.repeats):
             t = _synchronised(device)
             reference = eager_single(predictor, prepared)
@@ -132,6 +161,12 @@ def main() -> None:
             mc = mc_predict(predictor, flux[mc_rows], error[mc_rows], keys[mc_rows], n_draws=args.draws,
                             seed=p.seed, cap=p.error_cap, max_batch=p.max_batch, forward_batch=p.forward_batch)
             timings["mc_fast"].append(len(keys[mc_rows]) / (time.perf_counter() - t))
+            t = _synchronised(device)
+            delta_predict(predictor, flux[mc_rows], error[mc_rows], keys[mc_rows], points=p.delta_points,
+                          seed=p.seed, cap=p.error_cap, forward_batch=p.forward_batch)
+            timings["delta"].append(len(keys[mc_rows]) / (time.perf_counter() - t))
+        agree = slice(0, args.n_agree or len(rows))
+        agreement = delta_agreement(predictor, flux[agree], error[agree], keys[agree], args.draws, p)
         chunk = p.forward_batch if device.type == "cpu" else min(len(prepared), 256)
         x = torch.from_numpy(scale_flux(prepared[:chunk], predictor.flux_scale)).to(device)
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
@@ -152,6 +187,11 @@ def main() -> None:
           "mc_spectra_per_s": {"eager_fp32_draws_one_after_another": round(med["mc_eager"], 2),
                                "fast": round(med["mc_fast"], 2),
                                "speedup": round(med["mc_fast"] / med["mc_eager"], 2)},
+          "mc_speedup": round(med["mc_fast"] / med["mc_eager"], 2),
+          "delta_spectra_per_s": round(med["delta"], 2), "delta_points": p.delta_points,
+          "delta_speedup": round(med["delta"] / med["mc_fast"], 2),
+          "delta_sigma_within_1.25_fraction": agreement[p.delta_points]["within_1.25_fraction"],
+          "delta_vs_mc_sigma": agreement,
           "all_timings": {k: [round(v, 2) for v in vals] for k, vals in timings.items()},
           "max_abs_diff_fast_vs_fp32": {"teff_K": float(diff[0]), "logg_dex": float(diff[1]),
                                         "fe_h_dex": float(diff[2])},
