@@ -377,22 +377,57 @@ def predict(
     truth: TruthOption = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output directory [params: paths.catalog]")] = None,
     draws: Annotated[Optional[int], typer.Option(min=2, help="Monte-Carlo draws per spectrum [params: predict.draws]")] = None,
+    uncertainty: Annotated[Optional[str], typer.Option(help="σ from the paper's 'monte_carlo' draws or the first-order "
+                                                            "'delta' method [params: predict.uncertainty]")] = None,
     error_reference: Annotated[Optional[str], typer.Option(help="Cap pixel errors at 5x the 'mean' (paper) or "
                                                                 "'median' good-pixel error [params: predict.error_reference]")] = None,
+    plan_only: Annotated[bool, typer.Option(help="Only write the shard plan and print how to run its shards "
+                                                 "(a Slurm job array: `apogeenet predict-shard PLAN K`).")] = False,
     track: Annotated[bool, typer.Option(help="Log the catalog and plots to MLflow (experiment predict).")] = True,
     params: ParamsOption = None,
 ) -> None:
     """Predict Teff, log g, [Fe/H] with Monte-Carlo σ (§3.5) for every spectrum of a store; writes
     the Table 4 catalog (FITS, Parquet, CSV; all rows and the clean view), the §4 YSO selection,
-    plots and the uncertainty calibration."""
-    from apogeenet.stages import predict_stage
+    plots and the uncertainty calibration. Work is done in shards (params: predict.shard_size);
+    a rerun after an interruption computes only the shards that have no part yet."""
+    from apogeenet.shards import ShardPlan
+    from apogeenet.stages import predict_plan, predict_stage
 
     cfg = _with_paths(load_params(params), store=store, labels=labels, truth=truth, catalog=out_dir)
     if error_reference not in (None, "mean", "median"):
         raise UserError(f"--error-reference must be 'mean' or 'median', not {error_reference!r}")
+    if uncertainty is not None:
+        cfg = cfg.with_overrides({"predict.uncertainty": uncertainty})
+    if plan_only:
+        plan = ShardPlan.read(predict_plan(cfg, model=model, draws=draws, error_reference=error_reference)[1])
+        missing = plan.missing()
+        out.print(f"{plan.file}: {plan.n_rows} spectra in {plan.n_shards} shards of {plan.shard_rows}, "
+                  f"{len(missing)} without a part.\nRun each shard K (0 to {plan.n_shards - 1}) as "
+                  f"`apogeenet predict-shard {plan.file} K`, e.g. `sbatch --array=0-{plan.n_shards - 1} "
+                  "predict-shards.sbatch` (README, \"Survey scale\"), then `apogeenet predict` again "
+                  "with the same options to merge.", soft_wrap=True, highlight=False)
+        return
     result = predict_stage(cfg, model=model, draws=draws, error_reference=error_reference, track=track,
                            progress=True)
     out.print(result.report, soft_wrap=True, highlight=False)
+
+
+@app.command("predict-shard")
+def predict_shard_command(
+    plan: Annotated[Path, typer.Argument(help="plan.json written by `apogeenet predict --plan-only`")],
+    shard: Annotated[int, typer.Argument(min=0, help="Shard number, 0 to the plan's count − 1 "
+                                                     "(a Slurm array task: $SLURM_ARRAY_TASK_ID)")],
+    threads: Annotated[Optional[int], typer.Option(min=1, help="torch threads (default: torch's own choice)")] = None,
+) -> None:
+    """Predict one shard of a plan and write its part (kept if it exists): the unit of work of a
+    Slurm job array, with no Prefect and no Dask."""
+    from apogeenet.shards import ShardPlan, predict_shard
+
+    loaded = ShardPlan.read(plan)
+    if shard >= loaded.n_shards:
+        raise UserError(f"shard {shard} is not in {plan} (it has shards 0 to {loaded.n_shards - 1})")
+    part = predict_shard(loaded.file, shard, torch_threads=threads)
+    out.print(f"shard {shard}: {len(loaded.rows(shard))} spectra -> {part}", soft_wrap=True, highlight=False)
 
 
 @app.command()

@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, fie
 
 from apogeenet.errors import UserFacingError
 
-__all__ = ["AdaptParams", "Augment", "Baseline", "BaselinesParams", "ConfigError", "ErrorReference", "FluxUnit", "Optimizer", "Params", "PredictParams", "Recipe", "Release",
-           "Schedule", "StopOn", "TrainProfile", "Uncertainty", "YSONoise", "YSOParams", "load_params"]
+__all__ = ["AdaptParams", "Augment", "Baseline", "BaselinesParams", "ConfigError", "DaskParams", "ErrorReference", "FluxUnit", "Optimizer", "Params", "PredictParams", "Recipe", "Release",
+           "Schedule", "SlurmParams", "StopOn", "TrainProfile", "Uncertainty", "YSONoise", "YSOParams", "load_params"]
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 
@@ -309,6 +309,9 @@ class PredictParams(_Section):
     """Inputs per network call (small chunks stay in the CPU cache; see bench/infer.py)."""
     spectra_per_block: int = Field(64, ge=1)
     """Spectra read from the store at a time."""
+    shard_size: int = Field(1024, ge=1)
+    """Spectra per shard (rounded up to whole blocks): the unit of work of a Dask worker or a Slurm
+    array task, and of a rerun after a kill (apogeenet.shards)."""
     min_good_pixels: int = Field(5000, ge=0)
     """Fewer good pixels than this flag a row FEW_PIXELS: well below a normal combined spectrum's
     count and above half the 8 575 (README, "Inference, uncertainties and the catalog")."""
@@ -317,6 +320,42 @@ class PredictParams(_Section):
     bounds: dict[str, tuple[float, float]] = {"teff": (2000.0, 12000.0), "logg": (-1.0, 6.0),
                                               "fe_h": (-3.0, 1.5)}
     """Physical range of each prediction; outside it a row is flagged UNPHYSICAL."""
+
+
+class SlurmParams(_Section):
+    """One Slurm job per Dask worker (dask_jobqueue.SLURMCluster; README, "Survey scale")."""
+
+    queue: str | None = None
+    account: str | None = None
+    cores: int = Field(8, ge=1)
+    """Cores of one job; its worker gives them all to torch."""
+    memory: str = "16GB"
+    walltime: str = "02:00:00"
+    job_extra_directives: list[str] = []
+    """Further ``#SBATCH`` lines, e.g. ``["--gres=gpu:1"]``."""
+    job_script_prologue: list[str] = []
+    """Shell lines before the worker starts, e.g. ``["source .venv/bin/activate"]``."""
+    log_directory: str = "slurm-logs"
+
+
+class DaskParams(_Section):
+    """Where the predict flow's shards run (prefect-dask's DaskTaskRunner)."""
+
+    cluster: str = "local"
+    """``local`` (a LocalCluster of processes on this machine), ``slurm`` (dask-jobqueue), or the
+    address of a running scheduler (``tcp://host:8786``)."""
+    workers: int = Field(2, ge=1)
+    """Worker processes (local) or Slurm jobs (the most the cluster scales to)."""
+    torch_threads: int | None = Field(None, ge=1)
+    """torch threads per worker; default: local, this machine's cores / workers; Slurm, its cores."""
+    slurm: SlurmParams = SlurmParams()
+
+    def threads(self) -> int:
+        if self.torch_threads:
+            return self.torch_threads
+        if self.cluster == "slurm":
+            return self.slurm.cores
+        return max(1, (os.cpu_count() or 1) // self.workers)
 
 
 class Params(_Section):
@@ -330,6 +369,7 @@ class Params(_Section):
     evaluate: EvaluateParams = EvaluateParams()
     baselines: BaselinesParams = BaselinesParams()
     predict: PredictParams = PredictParams()
+    dask: DaskParams = DaskParams()
     ingest: IngestParams = IngestParams()
     download: DownloadParams = DownloadParams()
 

@@ -12,7 +12,7 @@ from apogeenet.labels.files import LABELS_FILE, MSTAR_FILE, TABLE1_FILE
 from apogeenet.io.tables import read_truth
 from apogeenet.tracking import StageResult, data_version, flat_params, stage_run
 
-__all__ = ["StageError", "adapt_stage", "baselines_stage", "evaluate_stage", "label_stage", "predict_stage",
+__all__ = ["StageError", "adapt_stage", "baselines_stage", "evaluate_stage", "label_stage", "predict_finish", "predict_plan", "predict_stage",
            "training_data", "train_stage", "validate_stage"]
 
 
@@ -250,44 +250,76 @@ def evaluate_stage(cfg: Params, *, model: str | None = None, baseline: str | Non
     return result
 
 
-def predict_stage(cfg: Params, *, model: str | None = None, store: Path | None = None,
-                  out_dir: Path | None = None, draws: int | None = None, error_reference: str | None = None,
-                  track: bool = True, progress: bool = False) -> StageResult:
-    """Batch inference (§3.5-3.6, §4) over a spectra store: single-pass predictions and
-    Monte-Carlo σ, the Table 4 catalog (all rows and the clean view) as FITS, Parquet and CSV,
-    the §4.1 YSO selection and age bins, plots and the uncertainty calibration against the labels
-    (when present) and the survey's truth (MLflow experiment ``predict``)."""
-    from apogeenet.catalog import build_catalog, write_products
-    from apogeenet.io.tables import read_table
+def predict_plan(cfg: Params, *, model: str | None = None, store: Path | None = None,
+                 out_dir: Path | None = None, draws: int | None = None,
+                 error_reference: str | None = None) -> tuple[Params, Path]:
+    """The shard plan of a batch inference (:mod:`apogeenet.shards`): the model opened once
+    (checked, its weights pinned beside the parts), the store's rows cut into shards; returns
+    the parameters with the model resolved and the plan file."""
     from apogeenet.model_uri import open_model
-    from apogeenet.store import INDEX_FILE, SpectraStore
-    from apogeenet.train import best_device
-    from apogeenet.uncertainty import predict_store
+    from apogeenet.shards import plan_predict
+    from apogeenet.store import INDEX_FILE
 
     if error_reference is not None:
         cfg = cfg.with_overrides({"predict.error_reference": error_reference})
-    p = cfg.predict
-    spec = model or p.model
-    predictor = open_model(spec).to(best_device())
+    spec = model or cfg.predict.model
+    predictor = open_model(spec)
     store_dir = Path(store or cfg.paths.store)
     if not (store_dir / INDEX_FILE).exists():
         raise StageError(f"{store_dir} is not a spectra store: run `apogeenet ingest SRC {store_dir}` first")
-    spectra = SpectraStore(store_dir)
     out_dir = Path(out_dir or cfg.paths.catalog)
-    n_draws = draws or p.draws
-    mc = predict_store(predictor, spectra, p, n_draws=n_draws, progress=progress)
+    plan = plan_predict(predictor, store_dir, out_dir, cfg.predict, draws or cfg.predict.draws)
+    return cfg.with_overrides({"predict.model": spec}), plan.file
+
+
+def predict_finish(cfg: Params, plan_file: Path, *, out_dir: Path | None = None, track: bool = True) -> StageResult:
+    """The Table 4 catalog (all rows and the clean view) as FITS, Parquet and CSV from the parts
+    of the plan in ``plan_file``, the §4.1 YSO selection and age bins, plots and the uncertainty calibration
+    against the labels (when present) and the survey's truth (MLflow experiment ``predict``)."""
+    from apogeenet.catalog import build_catalog, write_products
+    from apogeenet.io.tables import read_table
+    from apogeenet.shards import ShardPlan, merge_parts
+    from apogeenet.store import SpectraStore
+
+    p, spec = cfg.predict, cfg.predict.model
+    plan = ShardPlan.read(plan_file)
+    prediction, sigma = merge_parts(plan)
     labels_file = cfg.paths.labels / LABELS_FILE
-    index = spectra.index.reset_index(drop=True)
-    frame = build_catalog(index, mc.prediction, mc.sigma, read_table(labels_file) if labels_file.exists() else None,
+    index = SpectraStore(plan.store).index.reset_index(drop=True)
+    frame = build_catalog(index, prediction, sigma, read_table(labels_file) if labels_file.exists() else None,
                           hot_teff=p.hot_teff, bounds={k: tuple(v) for k, v in p.bounds.items()},
                           n_good_pixels=index["n_good_pixels"].to_numpy(), min_good_pixels=p.min_good_pixels)
-    meta = {"model": spec, "draws": n_draws, "seed": p.seed, "errcap": p.error_cap, "errref": str(p.error_reference)}
-    metrics, summary = write_products(frame, out_dir, meta, truth=read_truth(cfg.paths.truth), source=str(store_dir))
+    meta = {"model": spec, "draws": plan.draws, "seed": p.seed, "errcap": p.error_cap,
+            "errref": str(p.error_reference), "sigma": str(p.uncertainty)}
+    out_dir = Path(out_dir or plan.directory.parent.parent)
+    store_dir = plan.store
+    metrics, summary = write_products(frame, out_dir, meta, truth=read_truth(cfg.paths.truth), source=store_dir)
     report = (f"{summary}\ncatalog: {out_dir}/catalog.fits (.parquet, .csv), clean view catalog_clean.*, "
               f"plots kiel_by_type.png, sigma_vs_snr.png, yso_selection.png ({len(frame)} spectra)")
-    with stage_run(track, "predict", "predict", tags={"model": spec, "store": str(store_dir)}) as run:
-        result = StageResult("predict", metrics, {**_params(cfg, "predict"), "draws_used": n_draws,
-                                                  "flux_scale": predictor.flux_scale},
-                             report, {out_dir: "catalog"}, {"model": spec, "store": str(store_dir)})
+    with stage_run(track, "predict", "predict", tags={"model": spec, "store": store_dir}) as run:
+        result = StageResult("predict", metrics, {**_params(cfg, "predict"), "draws_used": plan.draws,
+                                                  "shards": plan.n_shards},
+                             report, {out_dir: "catalog"}, {"model": spec, "store": store_dir})
         run.log(result)
     return result
+
+
+def predict_stage(cfg: Params, *, model: str | None = None, store: Path | None = None,
+                  out_dir: Path | None = None, draws: int | None = None, error_reference: str | None = None,
+                  track: bool = True, progress: bool = False) -> StageResult:
+    """Batch inference (§3.5-3.6, §4) over a spectra store in this process: the plan, each shard
+    that has no part yet (a rerun after a kill computes only those), the catalog
+    (:func:`predict_finish`). The Prefect flow ``predict`` runs the same shards on Dask."""
+    from apogeenet.progress import progress_bar
+    from apogeenet.shards import ShardPlan, predict_shard
+
+    cfg, plan_file = predict_plan(cfg, model=model, store=store, out_dir=out_dir, draws=draws,
+                                  error_reference=error_reference)
+    plan = ShardPlan.read(plan_file)
+    missing = plan.missing()
+    with progress_bar(sum(len(plan.rows(k)) for k in missing), f"predict ({plan.n_shards} shards, "
+                      f"{cfg.predict.uncertainty})", enabled=progress) as bar:
+        for number in missing:
+            predict_shard(plan.file, number)
+            bar.advance(len(plan.rows(number)))
+    return predict_finish(cfg, plan_file, out_dir=out_dir, track=track)

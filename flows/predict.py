@@ -1,10 +1,15 @@
-"""Prefect flow ``predict``: batch inference from the registry (§3.5-3.6, §4).
+"""Prefect flow ``predict``: batch inference from the registry (§3.5-3.6, §4) on Dask.
 
     python -m flows.predict [MODEL] [STORE] [params.yaml]
 
 MODEL defaults to ``predict.model`` (``models:/apogeenet@champion``), STORE to ``paths.store``.
-Writes the Table 4 catalog, the §4 products and plots under ``paths.catalog`` and logs them to
-MLflow (experiment ``predict``).
+The flow plans the shards (:mod:`apogeenet.shards`), runs those without a part as tasks of a
+subflow on prefect-dask's ``DaskTaskRunner`` — a LocalCluster of worker processes by default,
+a running scheduler (``cluster: tcp://host:8786``) or Slurm jobs (``cluster: slurm``,
+dask-jobqueue), as params.yaml ``dask`` says — and writes the Table 4 catalog, the §4 products
+and plots under ``paths.catalog``, logged to MLflow (experiment ``predict``). A task carries a
+plan file and a shard number, never a model or arrays; a killed worker's shard is run again by
+Dask, and a rerun of the flow computes only the shards that have no part.
 """
 
 from __future__ import annotations
@@ -13,21 +18,70 @@ import sys
 from pathlib import Path
 
 from prefect import flow, task
+from prefect_dask import DaskTaskRunner
 
-from apogeenet.config import load_params
-from flows import publish
-from apogeenet.stages import predict_stage
+from apogeenet.config import DaskParams, load_params
+from apogeenet.shards import ShardPlan, predict_shard
+from apogeenet.stages import predict_finish, predict_plan
 from apogeenet.tracking import StageResult
+from flows import publish
 
 
-@task(name="predict", retries=1, retry_delay_seconds=5)
-def predict_task(params_path: str | None, model: str | None, store: str | None) -> StageResult:
-    return predict_stage(load_params(params_path), model=model, store=Path(store) if store else None)
+def dask_runner(cfg: DaskParams) -> DaskTaskRunner:
+    """The task runner the params ask for (params.yaml ``dask``)."""
+    if cfg.cluster == "local":
+        return DaskTaskRunner(cluster_class="distributed.LocalCluster",
+                              cluster_kwargs={"n_workers": cfg.workers, "threads_per_worker": 1,
+                                              "processes": True, "dashboard_address": None})
+    if cfg.cluster == "slurm":
+        s = cfg.slurm
+        return DaskTaskRunner(
+            cluster_class="dask_jobqueue.SLURMCluster",
+            cluster_kwargs={"queue": s.queue, "account": s.account, "cores": s.cores, "processes": 1,
+                            "memory": s.memory, "walltime": s.walltime,
+                            "job_extra_directives": s.job_extra_directives,
+                            "job_script_prologue": s.job_script_prologue, "log_directory": s.log_directory},
+            adapt_kwargs={"minimum": 1, "maximum": cfg.workers})
+    return DaskTaskRunner(address=cfg.cluster)
+
+
+@task(name="plan")
+def plan_task(params_path: str | None, model: str | None, store: str | None) -> str:
+    return str(predict_plan(load_params(params_path), model=model, store=Path(store) if store else None)[1])
+
+
+@task(name="shard", retries=2, retry_delay_seconds=2)
+def shard_task(plan_file: str, number: int, torch_threads: int) -> str:
+    return str(predict_shard(plan_file, number, torch_threads=torch_threads))
+
+
+@flow(name="predict-shards")
+def shards_flow(plan_file: str, numbers: list[int], torch_threads: int) -> list[str]:
+    """The shards of a plan, one task each, on the flow's task runner."""
+    futures = shard_task.map(plan_file, numbers, torch_threads)
+    return [f.result() for f in futures]
+
+
+@task(name="catalog", retries=1, retry_delay_seconds=5)
+def catalog_task(params_path: str | None, model: str | None, plan_file: str) -> StageResult:
+    cfg = load_params(params_path)
+    return predict_finish(cfg.with_overrides({"predict.model": model or cfg.predict.model}), Path(plan_file))
 
 
 @flow(name="predict")
-def predict_flow(model: str | None = None, store: str | None = None, params_path: str | None = None) -> dict:
-    result = predict_task(params_path, model, store)
+def predict_flow(model: str | None = None, store: str | None = None, params_path: str | None = None,
+                 cluster: str | None = None, workers: int | None = None) -> dict:
+    """``cluster``/``workers`` override params.yaml ``dask.cluster``/``dask.workers``."""
+    cfg = load_params(params_path)
+    overrides = {k: v for k, v in {"dask.cluster": cluster, "dask.workers": workers}.items() if v is not None}
+    dask = cfg.with_overrides(overrides).dask if overrides else cfg.dask
+    plan_file = plan_task(params_path, model, store)
+    missing = ShardPlan.read(plan_file).missing()
+    publish(f"{len(missing)} shards to run on Dask ({dask.cluster}, {dask.workers} workers, "
+            f"{dask.threads()} torch threads each); plan {plan_file}")
+    if missing:
+        shards_flow.with_options(task_runner=dask_runner(dask))(plan_file, missing, dask.threads())
+    result = catalog_task(params_path, model, plan_file)
     publish(result.report)
     return result.metrics
 

@@ -18,7 +18,7 @@ def trained(project, tmp_path_factory):
     root = tmp_path_factory.mktemp("trained")
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["paths"] |= {k: str(root / k) for k in ("model", "adapted", "baselines", "evaluation", "catalog")}
-    params |= {"train": {"profile": "tiny", "profiles": {"tiny": TINY_PROFILE}}, "predict": {"draws": 5},
+    params |= {"train": {"profile": "tiny", "profiles": {"tiny": TINY_PROFILE}}, "predict": {"draws": 5, "shard_size": 32, "spectra_per_block": 16},
                "adapt": {"max_rounds": 1, "patience_rounds": 1, "training": {**TINY_PROFILE, "learning_rate": 2e-5}}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     with tracking_in(root) as uri:

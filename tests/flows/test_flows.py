@@ -73,13 +73,24 @@ def test_evaluate_flow_puts_the_network_beside_the_baselines(trained, prefect_ha
     assert kind == "custom_model_development"  # MLflow 3's UI opens the model-training view
 
 
-def test_predict_flow_writes_the_catalog(trained, prefect_harness):
+def test_predict_flow_on_a_local_dask_cluster_gives_the_one_process_catalog(trained, prefect_harness):
+    """The flow's shards on a LocalCluster of 2 worker processes, the catalog merged from their
+    parts: byte for byte the catalog of `apogeenet predict` in one process."""
+    from apogeenet.config import load_params
+    from apogeenet.stages import predict_stage
     from flows.predict import predict_flow
 
     root, _ = trained
+    cfg = load_params(root / "params.yaml")
     with tracking_in(root) as uri:
-        metrics = predict_flow(str(root / "model" / "model.pt"), params_path=str(root / "params.yaml"))
+        metrics = predict_flow(str(root / "model" / "model.pt"), params_path=str(root / "params.yaml"),
+                               cluster="local", workers=2)
+        predict_stage(cfg, model=str(root / "model" / "model.pt"), out_dir=root / "one-process", track=False)
     catalog = pd.read_parquet(root / "catalog" / "catalog.parquet")
     assert len(catalog) == metrics["n_spectra"] and metrics["n_clean"] == (catalog["FLAGS"] == 0).sum()
+    for name in ("catalog.parquet", "catalog.csv", "catalog_clean.parquet"):
+        assert (root / "catalog" / name).read_bytes() == (root / "one-process" / name).read_bytes(), name
+    parts = list((root / "catalog" / ".parts").glob("*/part-*.parquet"))
+    assert len(parts) == -(-metrics["n_spectra"] // 32) > 1  # shard_size 32: several shards ran
     runs = _runs(uri, "predict")
     assert len(runs) == 1 and runs["params.predict.draws"][0] == "5"

@@ -1,0 +1,170 @@
+"""Batch inference in shards (§3.5-3.6 at survey scale): a plan, parts, and the merge.
+
+A run is planned once: its store rows cut into shards (consecutive rows, a whole number of
+``predict.spectra_per_block`` each, so every spectrum meets the same blocks and chunks in any
+shard layout), the model's weights copied beside the parts (every shard reads the same weights
+even if the registry alias moves mid-run) and ``plan.json`` written. All of it lives in
+``<out>/.parts/<key>/``, ``key`` a digest of the weights, the store's index and the predict
+settings: another model, store or setting is another run, an interrupted run the same one.
+
+A shard (:func:`predict_shard`) needs only the plan file and its number — the unit of work for a
+Dask worker, a Slurm array task or a loop in one process. It loads the model once per process,
+sets its torch threads, predicts its rows and writes ``part-<number>.parquet`` atomically; a part
+that exists is complete and is not computed again. :func:`merge_parts` reads all parts in row
+order; a missing part is named, never guessed. The numbers of a star depend only on the star
+(its noise is keyed by its APOGEE_ID), so any order, worker count or retry gives the same parts.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from apogeenet.atomic import atomic_path
+from apogeenet.config import PredictParams
+from apogeenet.errors import UserFacingError
+from apogeenet.serving import Predictor
+from apogeenet.store import INDEX_FILE, SpectraStore
+from apogeenet.uncertainty import predict_store
+
+__all__ = ["PARTS_DIR", "PLAN_FILE", "ShardPlan", "ShardsMissing", "merge_parts", "plan_predict", "predict_shard"]
+
+PARTS_DIR = ".parts"
+PLAN_FILE = "plan.json"
+MODEL_FILE = "model.pt"
+_COLUMNS = ["row", "TEFF", "LOGG", "FE_H", "TEFF_ERR", "LOGG_ERR", "FE_H_ERR"]
+
+
+class ShardsMissing(UserFacingError):
+    """A merge asked for before every shard of the plan has its part."""
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """What every shard of one run reads: ``plan.json`` in the run's parts directory."""
+
+    directory: Path
+    store: str
+    n_rows: int
+    shard_rows: int
+    draws: int
+    predict: dict
+
+    @property
+    def n_shards(self) -> int:
+        return -(-self.n_rows // self.shard_rows)
+
+    @property
+    def model(self) -> Path:
+        return self.directory / MODEL_FILE
+
+    @property
+    def file(self) -> Path:
+        return self.directory / PLAN_FILE
+
+    def rows(self, number: int) -> np.ndarray:
+        if not 0 <= number < self.n_shards:
+            raise ValueError(f"shard {number} is not in this plan (0 to {self.n_shards - 1})")
+        return np.arange(number * self.shard_rows, min((number + 1) * self.shard_rows, self.n_rows))
+
+    def part(self, number: int) -> Path:
+        return self.directory / f"part-{number:05d}.parquet"
+
+    def missing(self) -> list[int]:
+        return [k for k in range(self.n_shards) if not self.part(k).exists()]
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> ShardPlan:
+        path = Path(path)
+        if path.is_dir():
+            path = path / PLAN_FILE
+        try:
+            fields = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise UserFacingError(f"{path}: not a predict plan ({exc})") from None
+        return cls(directory=path.parent, **fields)
+
+
+def _weights_digest(predictor: Predictor) -> str:
+    digest = hashlib.sha256(json.dumps([predictor.table1.to_dict(), predictor.flux_scale]).encode())
+    for name, tensor in sorted(predictor.model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def plan_predict(predictor: Predictor, store_dir: Path, out_dir: Path, cfg: PredictParams, draws: int) -> ShardPlan:
+    """The plan of a run (made, or found from an interrupted run with the same key)."""
+    index_bytes = (Path(store_dir) / INDEX_FILE).read_bytes()
+    n_rows = len(SpectraStore(store_dir))
+    per_block = cfg.spectra_per_block
+    shard_rows = max(per_block, -(-cfg.shard_size // per_block) * per_block)
+    settings = cfg.model_dump(mode="json", exclude={"model"})
+    key = hashlib.sha256(json.dumps([_weights_digest(predictor), hashlib.sha256(index_bytes).hexdigest(),
+                                     settings, draws, shard_rows], sort_keys=True).encode()).hexdigest()[:16]
+    root = Path(out_dir) / PARTS_DIR
+    plan = ShardPlan(root / key, str(Path(store_dir).resolve()), n_rows, shard_rows, draws, settings)
+    if not plan.file.exists():
+        plan.directory.mkdir(parents=True, exist_ok=True)
+        predictor.save(plan.model)
+        with atomic_path(plan.file) as tmp:
+            tmp.write_text(json.dumps({"store": plan.store, "n_rows": n_rows, "shard_rows": shard_rows,
+                                       "draws": draws, "predict": settings}, indent=1))
+    for other in root.iterdir():  # parts of runs with other settings, models or stores
+        if other.is_dir() and other.name != key:
+            shutil.rmtree(other, ignore_errors=True)
+    return plan
+
+
+@functools.lru_cache(maxsize=2)
+def _predictor(model: str, device: str) -> Predictor:
+    """One model per worker process (a shard after the first finds it loaded)."""
+    return Predictor.load(model, device=device)
+
+
+def predict_shard(plan_file: str | os.PathLike, number: int, *, torch_threads: int | None = None) -> Path:
+    """Predict shard ``number`` of a plan and write its part; an existing part is kept.
+
+    ``torch_threads``: the intra-op threads of this process (Dask sets OMP/MKL threads to 1 in
+    its workers; give the cores each worker owns). The device is the GPU when there is one.
+    """
+    from apogeenet.train import best_device
+
+    plan = ShardPlan.read(plan_file)
+    part = plan.part(number)
+    rows = plan.rows(number)
+    if part.exists():
+        return part
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    predictor = _predictor(str(plan.model), str(best_device()))
+    cfg = PredictParams(**plan.predict)
+    result = predict_store(predictor, SpectraStore(plan.store), cfg, n_draws=plan.draws, rows=rows)
+    frame = pd.DataFrame(np.column_stack([result.prediction, result.sigma]), columns=_COLUMNS[1:])
+    frame.insert(0, "row", rows)
+    with atomic_path(part) as tmp:
+        frame.to_parquet(tmp, index=False)
+    return part
+
+
+def merge_parts(plan: ShardPlan) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions and σ (each (n, 3)) of every row of the plan's store, from its parts, in row order."""
+    missing = plan.missing()
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (" …" if len(missing) > 10 else "")
+        raise ShardsMissing(f"{len(missing)} of {plan.n_shards} shards have no part yet ({shown}): run "
+                            f"`apogeenet predict-shard {plan.file} K` for them, or `apogeenet predict` again")
+    frame = pd.concat([pd.read_parquet(plan.part(k)) for k in range(plan.n_shards)], ignore_index=True)
+    if not np.array_equal(frame["row"].to_numpy(), np.arange(plan.n_rows)):
+        raise ShardsMissing(f"{plan.directory}: the parts do not cover rows 0 to {plan.n_rows - 1} once each; "
+                            "remove the directory and predict again")
+    return frame[_COLUMNS[1:4]].to_numpy(float), frame[_COLUMNS[4:]].to_numpy(float)
