@@ -132,9 +132,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--n-synthetic", type=int, default=64, help="survey size when the project has no store")
     parser.add_argument("--n-agree", type=int, default=0, help="test stars for the delta/MC agreement (0: all)")
+    parser.add_argument("--max-batch", type=int, help="network inputs per Monte-Carlo block [params: predict.max_batch]")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    p = load_params().predict
+    cfg = load_params()
+    p = (cfg.with_overrides({"predict.max_batch": args.max_batch}) if args.max_batch else cfg).predict
     with tempfile.TemporaryDirectory() as tmp:
         predictor, store, rows, source = project_inputs(args.model, args.n_synthetic, Path(tmp))
         batch = store.read(rows)
@@ -179,7 +181,7 @@ def main() -> None:
     diff = np.abs(fast - reference).max(axis=0)
     emit({"bench": "infer", "source": source, "n_single": int(len(rows)), "n_mc": int(len(keys[mc_rows])),
           "draws": args.draws, "repeats": args.repeats, "threads": torch.get_num_threads(),
-          "cpus": os.cpu_count(), "forward_batch": p.forward_batch,
+          "cpus": os.cpu_count(), "forward_batch": p.forward_batch, "max_batch": p.max_batch,
           "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
           "single_pass_spectra_per_s": {"eager_fp32_batch128": round(med["single_eager"], 1),
                                         "fast": round(med["single_fast"], 1),
