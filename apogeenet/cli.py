@@ -377,8 +377,8 @@ def predict(
     truth: TruthOption = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output directory [params: paths.catalog]")] = None,
     draws: Annotated[Optional[int], typer.Option(min=2, help="Monte-Carlo draws per spectrum [params: predict.draws]")] = None,
-    uncertainty: Annotated[Optional[str], typer.Option(help="σ from the paper's 'monte_carlo' draws or the first-order "
-                                                            "'delta' method [params: predict.uncertainty]")] = None,
+    uncertainty: Annotated[Optional[str], typer.Option(help="σ from the paper's 'monte_carlo' draws, the first-order 'delta' "
+                                                            "method, or 'none' (single pass) [params: predict.uncertainty]")] = None,
     error_reference: Annotated[Optional[str], typer.Option(help="Cap pixel errors at 5x the 'mean' (paper) or "
                                                                 "'median' good-pixel error [params: predict.error_reference]")] = None,
     plan_only: Annotated[bool, typer.Option(help="Only write the shard plan and print how to run its shards "

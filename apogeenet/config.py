@@ -74,6 +74,7 @@ class ErrorReference(StrEnum):
 class Uncertainty(StrEnum):
     MONTE_CARLO = "monte_carlo"  # the paper's draws (§3.5)
     DELTA = "delta"              # first-order propagation of the same pixel σ
+    NONE = "none"                # the single pass only: σ columns NaN
 
 
 class Release(StrEnum):
@@ -293,7 +294,8 @@ class PredictParams(_Section):
     model: str = "models:/apogeenet@champion"
     """Registered model (alias or version), logged model URI or model.pt path."""
     uncertainty: Uncertainty = Uncertainty.MONTE_CARLO
-    """How σ is made: the paper's Monte Carlo, or the delta method (one forward, three backward)."""
+    """How σ is made: the paper's Monte Carlo, the delta method (one forward, three backward per
+    point), or none (the single pass: a quick look, σ NaN)."""
     draws: int = Field(100, ge=2)
     """Monte-Carlo draws per spectrum."""
     delta_points: int = Field(2, ge=1)

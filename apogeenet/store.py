@@ -50,7 +50,8 @@ from apogeenet.io.apstar import (APSTAR_CDELT1, APSTAR_CRVAL1, APSTAR_NPIX, ApSt
                                  content_hash, read_apstar_bytes, wavelength_grid)
 from apogeenet.progress import progress_bar
 
-__all__ = ["IngestReport", "SpectraBatch", "SpectraStore", "StoreError", "ingest", "primary_rows", "scan_tree"]
+__all__ = ["INDEX_COLUMNS", "IngestReport", "SpectraBatch", "SpectraStore", "StoreError", "ingest", "primary_rows",
+           "scan_tree", "write_segment"]
 
 SEGMENTS_DIR = "segments"
 INDEX_FILE = "index.parquet"
@@ -291,13 +292,14 @@ def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
         frame.to_parquet(tmp, index=False)
 
 
-def _write_segment(store_dir: Path, segment: int, buffer: list[_Loaded]) -> None:
-    """One segment file, complete or not at all."""
+def write_segment(store_dir: Path, segment: int, arrays: Sequence[np.ndarray]) -> None:
+    """One segment file from its flux, error and mask arrays (n, 8575), complete or not at all.
+    A store is only its index: rows become visible when an index row points at them."""
+    (store_dir / SEGMENTS_DIR).mkdir(parents=True, exist_ok=True)
     with atomic_path(segment_path(store_dir, segment)) as tmp:
         with h5py.File(tmp, "w", track_order=False) as h5:
-            for k, (name, dtype) in enumerate(_ARRAYS.items()):
-                h5.create_dataset(name, data=np.stack([b.arrays[k] for b in buffer]).astype(dtype),
-                                  track_times=False)
+            for (name, dtype), values in zip(_ARRAYS.items(), arrays):
+                h5.create_dataset(name, data=np.asarray(values).astype(dtype, copy=False), track_times=False)
 
 
 def _empty(columns: list[str]) -> pd.DataFrame:
@@ -404,8 +406,8 @@ def _ingest_locked(src_dir: Path, store_dir: Path, *, workers: int, segment_rows
     def flush() -> None:
         nonlocal next_segment
         if buffer:
-            (store_dir / SEGMENTS_DIR).mkdir(exist_ok=True)
-            _write_segment(store_dir, next_segment, [loaded for loaded, _ in buffer])
+            write_segment(store_dir, next_segment, [np.stack([loaded.arrays[k] for loaded, _ in buffer])
+                                                    for k in range(len(_ARRAYS))])
             for offset, (loaded, row) in enumerate(buffer):
                 if row is None:
                     index_rows.append(_index_row(loaded, next_segment, offset))
