@@ -143,14 +143,23 @@ def ingest(
     src_dir: Annotated[Path, typer.Argument(help="Tree of apStar files (searched recursively).")],
     store: Annotated[Path, typer.Argument(help="Store directory (created if missing).")],
     workers: Annotated[Optional[int], typer.Option(min=1, help="Processes [params: ingest.workers]")] = None,
+    dask: Annotated[bool, typer.Option(help="Read the shards on the Dask cluster of params.yaml `dask` "
+                                            "(local processes, a scheduler address or Slurm jobs).")] = False,
     params: ParamsOption = None,
 ) -> None:
     """Ingest a tree of apStar files into a spectra store (incremental)."""
     from apogeenet.store import ingest as run_ingest
 
-    cfg = load_params(params).ingest
-    report = run_ingest(src_dir, store, workers=workers or cfg.workers,
-                        segment_rows=cfg.segment_rows, progress=True)
+    cfg = load_params(params)
+    if not dask:
+        report = run_ingest(src_dir, store, workers=workers or cfg.ingest.workers,
+                            segment_rows=cfg.ingest.segment_rows, progress=True)
+    else:
+        from apogeenet.cluster import dask_client
+
+        with dask_client(cfg.dask) as client:
+            report = run_ingest(src_dir, store, segment_rows=cfg.ingest.segment_rows, progress=True,
+                                submit=lambda function, *args: client.submit(function, *args, pure=False))
     _print_ingest(report, store)
 
 

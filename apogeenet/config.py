@@ -140,8 +140,8 @@ class SynthParams(_Section):
 
 class IngestParams(_Section):
     workers: int = Field(2, ge=1)
-    segment_rows: int = Field(2048, ge=1)
-    """Rows buffered in memory and written as one contiguous segment of the store."""
+    segment_rows: int = Field(256, ge=1)
+    """Files per ingest shard: read by one worker, their spectra written as one contiguous segment."""
 
 
 class DownloadParams(_Section):

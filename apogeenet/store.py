@@ -33,12 +33,12 @@ import errno
 import multiprocessing
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISDIR
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import h5py
 import numpy as np
@@ -51,7 +51,7 @@ from apogeenet.io.apstar import (APSTAR_CDELT1, APSTAR_CRVAL1, APSTAR_NPIX, ApSt
 from apogeenet.progress import progress_bar
 
 __all__ = ["INDEX_COLUMNS", "IngestReport", "SpectraBatch", "SpectraStore", "StoreError", "ingest", "primary_rows",
-           "scan_tree", "write_segment"]
+           "ingest_shard", "scan_tree", "write_segment"]
 
 SEGMENTS_DIR = "segments"
 INDEX_FILE = "index.parquet"
@@ -64,6 +64,12 @@ INDEX_COLUMNS = ["apogee_id", "telescope", "field", "location_id", "nvisits", "s
                  "n_good_pixels", "file", "sha256", "segment", "offset"]
 REJECT_COLUMNS = ["file", "reason"]
 STAT_COLUMNS = ["file", "size", "mtime_ns"]
+SHARD_FILES = 256
+"""Files per ingest shard (and so at most spectra per segment): small enough that 2 processes
+share a 2 000-file survey, large enough that DR17 makes 2 600 segments."""
+Submit = Callable[..., Any]
+"""``submit(function, *args)`` → an object whose ``result()`` is ``function(*args)`` (a Dask or
+Prefect future)."""
 
 
 class StoreError(UserFacingError):
@@ -287,6 +293,17 @@ def _load(job: tuple[Path, str, str | None]) -> _Loaded:
     return _Loaded(rel, sha, stat.st_size, stat.st_mtime_ns, facts=facts, arrays=arrays)
 
 
+def ingest_shard(store_dir: str | os.PathLike, segment: int, jobs: Sequence[tuple[Path, str, str | None]]) -> list[_Loaded]:
+    """Read a shard of files and write its accepted spectra, in order, as segment ``segment``
+    (atomically; nothing when none is accepted); returns each file's table facts without arrays.
+    Runs anywhere the store's directory is visible: a worker process, a Dask worker."""
+    loaded = [_load(job) for job in jobs]
+    accepted = [item.arrays for item in loaded if item.arrays is not None]
+    if accepted:
+        write_segment(Path(store_dir), segment, [np.stack([a[k] for a in accepted]) for k in range(len(_ARRAYS))])
+    return [item._replace(arrays=None) for item in loaded]
+
+
 def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
@@ -333,14 +350,18 @@ def _open_state(store_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
 
 
 def ingest(src_dir: str | os.PathLike, store_dir: str | os.PathLike, *, workers: int = 2,
-           segment_rows: int = 2048, progress: bool = False) -> IngestReport:
+           segment_rows: int = SHARD_FILES, progress: bool = False, submit: Submit | None = None) -> IngestReport:
     """Ingest every ``*.fits`` under ``src_dir`` into the store at ``store_dir``.
 
-    Files are parsed in ``workers`` processes (in this process when 1). Every file ends either
-    in the index or in the rejects table with its reason. At most ``segment_rows`` spectra are
-    held in memory before they are written as a segment; the index is rewritten after each
-    segment, so an interrupted ingest keeps what it wrote. A second ingest into the same store
-    while one runs raises :class:`StoreError`.
+    The files to read are cut into shards of ``segment_rows`` consecutive files (in name order, so
+    the layout depends only on the tree); each shard is read and its accepted spectra written as
+    one segment by :func:`ingest_shard` — in ``workers`` processes (in this process when 1), or
+    wherever ``submit(ingest_shard, store_dir, segment, jobs)`` runs it (a Dask worker: the
+    returned future's ``result()`` is the shard's table rows, never its arrays). Every file ends
+    either in the index or in the rejects table with its reason. The index is rewritten after
+    each shard, in shard order, so an interrupted ingest keeps what it wrote, and a shard whose
+    worker died leaves at most a segment no index row points at (removed by the next ingest). A
+    second ingest into the same store while one runs raises :class:`StoreError`.
     """
     from filelock import FileLock, Timeout
 
@@ -355,13 +376,14 @@ def ingest(src_dir: str | os.PathLike, store_dir: str | os.PathLike, *, workers:
         raise StoreError(f"{store_dir}: another ingest is writing to this store; wait for it to finish "
                          "(or remove the store if no ingest runs)") from None
     try:
-        return _ingest_locked(src_dir, store_dir, workers=workers, segment_rows=segment_rows, progress=progress)
+        return _ingest_locked(src_dir, store_dir, workers=workers, segment_rows=segment_rows, progress=progress,
+                              submit=submit)
     finally:
         lock.release()
 
 
 def _ingest_locked(src_dir: Path, store_dir: Path, *, workers: int, segment_rows: int,
-                   progress: bool) -> IngestReport:
+                   progress: bool, submit: Submit | None) -> IngestReport:
     started = time.perf_counter()
     index_file, rejects_file = store_dir / INDEX_FILE, store_dir / REJECTS_FILE
     stat_file = store_dir / STAT_CACHE_FILE
@@ -401,57 +423,53 @@ def _ingest_locked(src_dir: Path, store_dir: Path, *, workers: int, segment_rows
         jobs.append((path, rel, known))
 
     next_segment = max((int(s) + 1 for s in index["segment"]), default=0)  # _tidy left no other files
-    buffer: list[tuple[_Loaded, int | None]] = []  # (spectrum, index row it replaces)
+    shards = [jobs[i:i + segment_rows] for i in range(0, len(jobs), segment_rows)]
 
     def flush() -> None:
-        nonlocal next_segment
-        if buffer:
-            write_segment(store_dir, next_segment, [np.stack([loaded.arrays[k] for loaded, _ in buffer])
-                                                    for k in range(len(_ARRAYS))])
-            for offset, (loaded, row) in enumerate(buffer):
-                if row is None:
-                    index_rows.append(_index_row(loaded, next_segment, offset))
-                else:
-                    index_rows[row] = _index_row(loaded, next_segment, offset)
-            next_segment += 1
-            buffer.clear()
         kept = pd.DataFrame([r for i, r in enumerate(index_rows) if i not in dropped], columns=INDEX_COLUMNS)
         _write_atomic(kept, index_file)
         _write_atomic(pd.DataFrame(sorted(reject_rows.values(), key=lambda r: r["file"]),
                                    columns=REJECT_COLUMNS), rejects_file)
         _write_atomic(_stat_frame(stats), stat_file)
 
-    def results() -> Iterator[_Loaded]:
-        if workers == 1 or len(jobs) <= 1:
-            yield from map(_load, jobs)
-            return
-        context = multiprocessing.get_context("forkserver")
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
-            yield from pool.map(_load, jobs, chunksize=max(1, min(16, len(jobs) // (4 * workers))))
+    def results() -> Iterator[list[_Loaded]]:
+        arguments = [(store_dir, next_segment + k, shard) for k, shard in enumerate(shards)]
+        if submit is not None:
+            futures = [submit(ingest_shard, *args) for args in arguments]
+            yield from (future.result() for future in futures)  # in shard order: a stable index
+        elif workers == 1 or len(shards) <= 1:
+            yield from (ingest_shard(*args) for args in arguments)
+        else:
+            context = multiprocessing.get_context("forkserver")
+            with ProcessPoolExecutor(max_workers=min(workers, len(shards)), mp_context=context) as pool:
+                yield from pool.map(ingest_shard, *zip(*arguments))
 
     with progress_bar(len(jobs), "ingest", enabled=progress) as bar:
-        for loaded in results():
-            bar.advance()
-            row = by_file.get(loaded.file)
-            if loaded.size:
-                stats[loaded.file] = (loaded.size, loaded.mtime_ns)
-            if loaded.same_content:  # touched, not changed
-                report.unchanged += 1
-                continue
-            if loaded.reason:
-                reject_rows[loaded.file] = {"file": loaded.file, "reason": loaded.reason}
-                report.newly_rejected += 1
-                if row is not None:
-                    dropped.add(row)
-                continue
-            reject_rows.pop(loaded.file, None)
-            buffer.append((loaded, row))
-            if row is not None:
-                report.updated += 1
-            else:
-                report.ingested += 1
-            if len(buffer) >= segment_rows:
-                flush()
+        for segment, shard in zip(range(next_segment, next_segment + len(shards)), results()):
+            offset = 0
+            for loaded in shard:
+                bar.advance()
+                row = by_file.get(loaded.file)
+                if loaded.size:
+                    stats[loaded.file] = (loaded.size, loaded.mtime_ns)
+                if loaded.same_content:  # touched, not changed
+                    report.unchanged += 1
+                    continue
+                if loaded.reason:
+                    reject_rows[loaded.file] = {"file": loaded.file, "reason": loaded.reason}
+                    report.newly_rejected += 1
+                    if row is not None:
+                        dropped.add(row)
+                    continue
+                reject_rows.pop(loaded.file, None)
+                if row is None:
+                    index_rows.append(_index_row(loaded, segment, offset))
+                    report.ingested += 1
+                else:
+                    index_rows[row] = _index_row(loaded, segment, offset)
+                    report.updated += 1
+                offset += 1
+            flush()
     if jobs or report.removed or report.newly_rejected or dropped:
         flush()
     _tidy(store_dir, pd.read_parquet(index_file) if index_file.exists() else _empty(INDEX_COLUMNS))

@@ -1,6 +1,8 @@
 """Ingest and batch-read throughput of the spectra store (issue "Foundation", item 8).
 
-Prints JSON: files/s ingested with 1 and 2 processes for N synthetic-survey files (2000 by default), and
+Prints JSON: files/s ingested with 1 and 2 processes and with the shards on a Dask LocalCluster of
+2 worker processes (each writes its own segments; the cluster's start not counted) for N
+synthetic-survey files (2000 by default), and
 spectra/s reading random batches of 128 rows from the store versus opening the same spectra
 from their FITS files, all measured in the same run on this machine.
 
@@ -20,7 +22,8 @@ import numpy as np
 from benchio import emit
 
 from apogeenet.io import read_apstar
-from apogeenet.config import SynthParams
+from apogeenet.cluster import dask_client
+from apogeenet.config import DaskParams, SynthParams
 from apogeenet.store import SpectraStore, ingest
 from apogeenet.synth.survey import make_survey
 
@@ -51,6 +54,13 @@ def main() -> None:
             report = ingest(tmp / "tree", tmp / f"store{workers}", workers=workers)
             assert report.ingested == args.n_files, report
             result[f"ingest_files_per_s_{workers}proc"] = round(args.n_files / report.seconds, 1)
+        with dask_client(DaskParams(cluster="local", workers=2)) as client:
+            report = ingest(tmp / "tree", tmp / "store_dask",
+                            submit=lambda function, *a: client.submit(function, *a, pure=False))
+        assert report.ingested == args.n_files, report
+        result["ingest_files_per_s_dask_2workers"] = round(args.n_files / report.seconds, 1)
+        result["dask_over_1proc"] = round(result["ingest_files_per_s_dask_2workers"]
+                                          / result["ingest_files_per_s_1proc"], 2)
         again = ingest(tmp / "tree", tmp / "store2", workers=2)
         result["reingest_unchanged_s"] = round(again.seconds, 3)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from prefect import flow, task
 from prefect_dask import DaskTaskRunner
 
+from apogeenet.cluster import cluster_spec
 from apogeenet.config import DaskParams, load_params
 from apogeenet.shards import ShardPlan, predict_shard
 from apogeenet.stages import predict_finish, predict_plan
@@ -28,21 +29,11 @@ from flows import publish
 
 
 def dask_runner(cfg: DaskParams) -> DaskTaskRunner:
-    """The task runner the params ask for (params.yaml ``dask``)."""
-    if cfg.cluster == "local":
-        return DaskTaskRunner(cluster_class="distributed.LocalCluster",
-                              cluster_kwargs={"n_workers": cfg.workers, "threads_per_worker": 1,
-                                              "processes": True, "dashboard_address": None})
-    if cfg.cluster == "slurm":
-        s = cfg.slurm
-        return DaskTaskRunner(
-            cluster_class="dask_jobqueue.SLURMCluster",
-            cluster_kwargs={"queue": s.queue, "account": s.account, "cores": s.cores, "processes": 1,
-                            "memory": s.memory, "walltime": s.walltime,
-                            "job_extra_directives": s.job_extra_directives,
-                            "job_script_prologue": s.job_script_prologue, "log_directory": s.log_directory},
-            adapt_kwargs={"minimum": 1, "maximum": cfg.workers})
-    return DaskTaskRunner(address=cfg.cluster)
+    """The task runner the params ask for (params.yaml ``dask``; :mod:`apogeenet.cluster`)."""
+    spec = cluster_spec(cfg)
+    if spec.address:
+        return DaskTaskRunner(address=spec.address)
+    return DaskTaskRunner(cluster_class=spec.cluster_class, cluster_kwargs=spec.kwargs, adapt_kwargs=spec.adapt)
 
 
 @task(name="plan")

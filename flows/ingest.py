@@ -1,0 +1,58 @@
+"""Prefect flow ``ingest``: a tree of apStar files into a spectra store, its shards on Dask.
+
+    python -m flows.ingest SRC_DIR [STORE] [params.yaml]
+
+STORE defaults to ``paths.store``. The coordinator (this flow's process) scans the tree, holds
+the store's lock and writes the index after each shard, in shard order; each shard of
+``ingest.segment_rows`` files is a task on prefect-dask's DaskTaskRunner (params.yaml ``dask``)
+that reads its files and writes its own segment (:func:`apogeenet.store.ingest_shard`), so no
+spectrum travels between processes. A worker killed mid-shard leaves at most a segment that no
+index row points at; Dask runs the shard again, and a rerun of the flow reads only what the
+index lacks.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from prefect import flow, task
+
+from apogeenet.config import load_params
+from apogeenet.store import ingest, ingest_shard
+from flows import publish
+from flows.predict import dask_runner
+
+
+@task(name="ingest-shard", retries=2, retry_delay_seconds=2)
+def shard_task(store_dir: str, segment: int, jobs: list) -> list:
+    return ingest_shard(store_dir, segment, jobs)
+
+
+@flow(name="ingest-shards")
+def shards_flow(src_dir: str, store: str, segment_rows: int) -> dict:
+    report = ingest(src_dir, store, segment_rows=segment_rows,
+                    submit=lambda function, *args: shard_task.submit(*args))
+    return {"scanned": report.scanned, "ingested": report.ingested, "updated": report.updated,
+            "unchanged": report.unchanged, "removed": report.removed, "rejected": report.rejected,
+            "seconds": round(report.seconds, 2)}
+
+
+@flow(name="ingest")
+def ingest_flow(src_dir: str, store: str | None = None, params_path: str | None = None,
+                cluster: str | None = None, workers: int | None = None) -> dict:
+    """``cluster``/``workers`` override params.yaml ``dask.cluster``/``dask.workers``."""
+    cfg = load_params(params_path)
+    overrides = {k: v for k, v in {"dask.cluster": cluster, "dask.workers": workers}.items() if v is not None}
+    dask = cfg.with_overrides(overrides).dask if overrides else cfg.dask
+    store = store or str(cfg.paths.store)
+    counts = shards_flow.with_options(task_runner=dask_runner(dask))(str(src_dir), store, cfg.ingest.segment_rows)
+    publish(f"{counts['scanned']} files: {counts['ingested']} ingested, {counts['updated']} updated, "
+            f"{counts['unchanged']} unchanged, {counts['removed']} removed, {counts['rejected']} rejected "
+            f"in {counts['seconds']} s -> {Path(store)}")
+    return counts
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:] + [None] * 3
+    ingest_flow(args[0], args[1], args[2])
