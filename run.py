@@ -73,8 +73,9 @@ def main(argv: list[str]) -> int:
                     sh(BIN / "python", "-m", "pytest", "-q", "-m", "floats", "-p", "no:cacheprovider",
                        env={**env, "ONEDNN_MAX_CPU_ISA": isa})
         elif argv[0] == "server":
+            print("Prefect UI: http://127.0.0.1:4200", flush=True)
             sh(BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", "4200",
-               "--analytics-off", "--no-ui", env=env)
+               "--analytics-off", env=env)
         elif argv[0] == "serve":
             print(f"then: PREFECT_API_URL={PREFECT_API_URL} {BIN / 'prefect'} deployment run train/adapt --watch")
             sh(BIN / "python", "-m", "flows.serve", *argv[1:],

@@ -4,6 +4,7 @@ to MLflow and that the CLI (and so DVC) and the Prefect flows print."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from apogeenet.config import FluxUnit, Params
@@ -54,7 +55,7 @@ def label_stage(cfg: Params, *, track: bool = True) -> StageResult:
                   f"{metrics['yso_net_log_teff_rms']:.4f} dex, log g {metrics['yso_net_logg_rms']:.4f} dex; "
                   f"Table 1 {metrics['table1']} -> {out_dir}")
         result = StageResult("label", metrics, _params(cfg, "labels", "yso"), report, {out_dir: "labels"})
-        run.log(result)
+        result = run.log(result)
     return result
 
 
@@ -78,7 +79,7 @@ def validate_stage(cfg: Params, *, track: bool = False) -> StageResult:
         result = StageResult("validate", metrics, _params(cfg, "validation", "labels"),
                              "\n".join([*report.summary_lines(), f"Data Docs: {report.docs}"]),
                              {cfg.paths.validation / "summary.json": "validation"}, passed=report.success)
-        run.log(result)
+        result = run.log(result)
     return result
 
 
@@ -108,8 +109,7 @@ def _finish_model(data, predictor, out_dir: Path, run, *, stage: str, params: di
     metrics = {**summary, **table_metrics}
     artifacts = {out_dir / name: "evaluation" for name in EVALUATION_FILES if name != "predictions.parquet"}
     report = f"{headline}\n{tables}"
-    result = StageResult(stage, metrics, params, report, artifacts, tags)
-    run.log(result)
+    result = run.log(StageResult(stage, metrics, params, report, artifacts, tags))
     if not run.active:
         return result
     from apogeenet.registry import log_and_register
@@ -120,9 +120,9 @@ def _finish_model(data, predictor, out_dir: Path, run, *, stage: str, params: di
     import mlflow
 
     mlflow.set_tags({"registered_version": registry["version"], "champion": str(registry["promoted"])})
-    return StageResult(stage, {**metrics, **registry}, params,
-                       f"registered apogeenet version {registry['version']} (candidate); champion is version "
-                       f"{registry['champion_version']}\n{report}", artifacts, tags)
+    return dataclasses.replace(result, metrics={**metrics, **registry},
+                               report=f"registered apogeenet version {registry['version']} (candidate); champion "
+                                      f"is version {registry['champion_version']}\n{report}")
 
 
 def train_stage(cfg: Params, *, init_model: str | None = None, out_dir: Path | None = None,
@@ -246,7 +246,7 @@ def evaluate_stage(cfg: Params, *, model: str | None = None, baseline: str | Non
         result = StageResult("evaluate", metrics, {**_params(cfg, "evaluate"), "model": model,
                                                    "baseline": baseline or ""},
                              report, {out_dir: "evaluation"}, tags, passed=passed)
-        run.log(result)
+        result = run.log(result)
     return result
 
 
@@ -300,7 +300,7 @@ def predict_finish(cfg: Params, plan_file: Path, *, out_dir: Path | None = None,
         result = StageResult("predict", metrics, {**_params(cfg, "predict"), "draws_used": plan.draws,
                                                   "shards": plan.n_shards},
                              report, {out_dir: "catalog"}, {"model": spec, "store": store_dir})
-        run.log(result)
+        result = run.log(result)
     return result
 
 

@@ -37,6 +37,13 @@ class StageResult:
     tags: dict[str, str] = field(default_factory=dict)
     passed: bool = True
     """False when the stage ran but its check failed (validation, evaluate's bars)."""
+    experiment_id: str = ""
+    run_id: str = ""
+    """The MLflow run the result was logged to (empty when not tracked)."""
+
+    def mlflow_link(self, ui: str = "http://127.0.0.1:5000") -> str:
+        """Where the run opens in ``mlflow ui`` (its default address), or ``""``."""
+        return f"{ui}/#/experiments/{self.experiment_id}/runs/{self.run_id}" if self.run_id else ""
 
 
 def flat_params(section: Any, prefix: str = "") -> dict[str, Any]:
@@ -88,10 +95,13 @@ class Tracker:
         with mlflow.start_run(run_name=run_name, nested=True):
             yield self
 
-    def log(self, result: StageResult) -> None:
-        """Parameters, finite numeric metrics, tags and artifacts of ``result``."""
+    def log(self, result: StageResult) -> StageResult:
+        """Log parameters, finite numeric metrics, tags and artifacts of ``result``; returns it with
+        the run's ids."""
         if not self.active:
-            return
+            return result
+        import dataclasses
+
         import mlflow
 
         mlflow.log_params({k: "" if v is None else v for k, v in result.params.items()})
@@ -103,6 +113,8 @@ class Tracker:
                 mlflow.log_artifacts(str(path), artifact_path=artifact_path)
             else:
                 mlflow.log_artifact(str(path), artifact_path=artifact_path)
+        run = mlflow.active_run().info
+        return dataclasses.replace(result, experiment_id=run.experiment_id, run_id=run.run_id)
 
 
 @contextmanager

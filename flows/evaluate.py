@@ -18,7 +18,7 @@ from prefect import flow, task
 from apogeenet.config import Params, load_params
 from apogeenet.stages import baselines_stage, evaluate_stage
 from apogeenet.tracking import StageResult
-from flows import publish
+from flows import publish_result
 
 
 def _flow_paths(params_path: str | None) -> Params:
@@ -30,7 +30,7 @@ def _flow_paths(params_path: str | None) -> Params:
 @task(name="baselines")
 def baselines_task(params_path: str | None) -> StageResult:
     result = baselines_stage(_flow_paths(params_path))
-    publish(result.report)
+    publish_result(result)
     return result
 
 
@@ -42,11 +42,18 @@ def evaluate_task(params_path: str | None, model: str, baseline: str | None) -> 
 @flow(name="evaluate")
 def evaluate_flow(model: str = "models:/apogeenet@champion", baseline: str | None = None,
                   params_path: str | None = None, baselines: bool = True) -> dict:
-    """Fit the baselines (unless ``baselines`` is False), then evaluate ``model`` beside them."""
+    """Fit the baselines, then evaluate the model beside them (Tables 2/3, quality bar).
+
+    Args:
+        model: The model to evaluate; default models:/apogeenet@champion.
+        baseline: The model of the adaptation check; default the trained model.pt.
+        params_path: The params.yaml to use; default ./params.yaml.
+        baselines: Fit ridge and The Cannon first (default true).
+    """
     if baselines:
         baselines_task(params_path)
     result = evaluate_task(params_path, model, baseline)
-    publish(result.report)
+    publish_result(result)
     return result.metrics
 
 

@@ -20,7 +20,8 @@ from prefect import flow, task
 
 from apogeenet.config import load_params
 from apogeenet.store import ingest, ingest_shard
-from flows import publish
+from apogeenet.tracking import StageResult
+from flows import publish_result
 from flows.predict import dask_runner
 
 
@@ -41,15 +42,25 @@ def shards_flow(src_dir: str, store: str, segment_rows: int) -> dict:
 @flow(name="ingest")
 def ingest_flow(src_dir: str, store: str | None = None, params_path: str | None = None,
                 cluster: str | None = None, workers: int | None = None) -> dict:
-    """``cluster``/``workers`` override params.yaml ``dask.cluster``/``dask.workers``."""
+    """Ingest a tree of apStar files into a spectra store, shards on Dask.
+
+    Args:
+        src_dir: Tree of apStar files (searched recursively); the deployment's default is
+            params.yaml paths.spectra.
+        store: Spectra store directory (created if missing); default params.yaml paths.store.
+        params_path: The params.yaml to use; default ./params.yaml.
+        cluster: local, slurm or a scheduler address; default params.yaml dask.cluster.
+        workers: Local worker processes or the most Slurm jobs; default params.yaml dask.workers.
+    """
     cfg = load_params(params_path)
     overrides = {k: v for k, v in {"dask.cluster": cluster, "dask.workers": workers}.items() if v is not None}
     dask = cfg.with_overrides(overrides).dask if overrides else cfg.dask
     store = store or str(cfg.paths.store)
     counts = shards_flow.with_options(task_runner=dask_runner(dask))(str(src_dir), store, cfg.ingest.segment_rows)
-    publish(f"{counts['scanned']} files: {counts['ingested']} ingested, {counts['updated']} updated, "
-            f"{counts['unchanged']} unchanged, {counts['removed']} removed, {counts['rejected']} rejected "
-            f"in {counts['seconds']} s -> {Path(store)}")
+    publish_result(StageResult("ingest", counts, {}, (
+        f"{counts['scanned']} files: {counts['ingested']} ingested, {counts['updated']} updated, "
+        f"{counts['unchanged']} unchanged, {counts['removed']} removed, {counts['rejected']} rejected "
+        f"in {counts['seconds']} s -> {Path(store)}")))
     return counts
 
 

@@ -12,7 +12,7 @@ import sys
 from prefect import flow, task
 
 from apogeenet.config import load_params
-from flows import publish
+from flows import publish_result
 from apogeenet.stages import label_stage, validate_stage
 from apogeenet.tracking import StageResult
 
@@ -24,14 +24,14 @@ class ValidationFailed(RuntimeError):
 @task(name="build-labels")
 def build_labels_task(params_path: str | None, track: bool) -> StageResult:
     result = label_stage(load_params(params_path), track=track)
-    publish(result.report)
+    publish_result(result)
     return result
 
 
 @task(name="validate")
 def validate_task(params_path: str | None, track: bool) -> StageResult:
     result = validate_stage(load_params(params_path), track=track)
-    publish(result.report)
+    publish_result(result)
     if not result.passed:
         raise ValidationFailed("\n".join(line for line in result.report.splitlines() if "FAILED" in line))
     return result
@@ -39,7 +39,13 @@ def validate_task(params_path: str | None, track: bool) -> StageResult:
 
 @flow(name="label")
 def label_flow(params_path: str | None = None, track: bool = True, gates: bool = True) -> dict:
-    """Labels, Table 1 and the YSO network (logged to MLflow), then the data gates."""
+    """Labels, Table 1 and the YSO network (logged to MLflow), then the data gates.
+
+    Args:
+        params_path: The params.yaml to use; default ./params.yaml.
+        track: Log to MLflow (default true).
+        gates: Run the Great Expectations gates after labelling (default true).
+    """
     metrics = dict(build_labels_task(params_path, track).metrics)
     if gates:
         metrics["validation"] = validate_task(params_path, track).metrics

@@ -25,7 +25,7 @@ from apogeenet.config import DaskParams, load_params
 from apogeenet.shards import ShardPlan, predict_shard
 from apogeenet.stages import predict_finish, predict_plan
 from apogeenet.tracking import StageResult
-from flows import publish
+from flows import publish, publish_result
 
 
 def dask_runner(cfg: DaskParams) -> DaskTaskRunner:
@@ -62,7 +62,17 @@ def catalog_task(params_path: str | None, model: str | None, plan_file: str) -> 
 @flow(name="predict")
 def predict_flow(model: str | None = None, store: str | None = None, params_path: str | None = None,
                  cluster: str | None = None, workers: int | None = None) -> dict:
-    """``cluster``/``workers`` override params.yaml ``dask.cluster``/``dask.workers``."""
+    """Batch inference with σ and the Table 4 catalog, shards on Dask.
+
+    Args:
+        model: Registered alias or version (models:/apogeenet@champion, models:/apogeenet/3), a
+            runs:/ URI or a model.pt; default params.yaml predict.model.
+        store: Spectra store directory; default params.yaml paths.store.
+        params_path: The params.yaml to use; default ./params.yaml.
+        cluster: local (worker processes here), slurm (dask-jobqueue) or a scheduler address
+            tcp://host:8786; default params.yaml dask.cluster.
+        workers: Local worker processes or the most Slurm jobs; default params.yaml dask.workers.
+    """
     cfg = load_params(params_path)
     overrides = {k: v for k, v in {"dask.cluster": cluster, "dask.workers": workers}.items() if v is not None}
     dask = cfg.with_overrides(overrides).dask if overrides else cfg.dask
@@ -73,7 +83,7 @@ def predict_flow(model: str | None = None, store: str | None = None, params_path
     if missing:
         shards_flow.with_options(task_runner=dask_runner(dask))(plan_file, missing, dask.threads())
     result = catalog_task(params_path, model, plan_file)
-    publish(result.report)
+    publish_result(result)
     return result.metrics
 
 

@@ -1,6 +1,6 @@
 """Serve the deployments against a Prefect server (README, "Prefect deployments").
 
-    prefect server start --host 127.0.0.1 --port 4200 --analytics-off --no-ui   # terminal 1
+    prefect server start --host 127.0.0.1 --port 4200 --analytics-off   # terminal 1; UI at http://127.0.0.1:4200
     PREFECT_API_URL=http://127.0.0.1:4200/api python -m flows.serve [params.yaml]  # terminal 2
     PREFECT_API_URL=http://127.0.0.1:4200/api prefect deployment run train/adapt --watch
 

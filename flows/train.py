@@ -16,7 +16,7 @@ from typing import Literal
 from prefect import flow, task
 
 from apogeenet.config import load_params
-from flows import publish
+from flows import publish_result
 from apogeenet.stages import adapt_stage, train_stage
 from apogeenet.tracking import StageResult
 
@@ -34,9 +34,16 @@ def adapt_task(params_path: str | None, init_model: str | None) -> StageResult:
 @flow(name="train")
 def train_flow(mode: Literal["pretrain", "adapt"] = "pretrain", params_path: str | None = None,
                init_model: str | None = None) -> dict:
-    """Pretrain (§3.3) or adapt (§3.4; default start: models:/apogeenet@champion)."""
+    """Pretrain (§3.3) or adapt (§3.4) APOGEE Net, log to MLflow and register the model.
+
+    Args:
+        mode: pretrain (train on the label catalog) or adapt (the 5 %-Payne adaptation).
+        params_path: The params.yaml to use; default ./params.yaml.
+        init_model: Starting weights (model.pt or MLflow URI); default none for pretrain,
+            models:/apogeenet@champion for adapt.
+    """
     result = (pretrain_task if mode == "pretrain" else adapt_task)(params_path, init_model)
-    publish(result.report)
+    publish_result(result)
     return result.metrics
 
 

@@ -17,6 +17,24 @@ def _runs(uri: str, experiment: str) -> pd.DataFrame:
     return mlflow.search_runs(experiment_names=[experiment])
 
 
+def _artifact(key: str) -> str:
+    """The newest Markdown artifact ``key``, read back through the Prefect client."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                                      sort=ArtifactSort.CREATED_DESC, limit=1)
+    assert found, f"no artifact {key}"
+    assert found[0].type == "markdown"
+    return found[0].data
+
+
+def _links_its_run(markdown: str, runs: pd.DataFrame) -> bool:
+    return any(f"/runs/{run_id})" in markdown for run_id in runs["run_id"])
+
+
 def test_label_flow_builds_labels_validates_and_logs(project, tmp_path, prefect_harness):
     from flows.label import label_flow
 
@@ -29,6 +47,9 @@ def test_label_flow_builds_labels_validates_and_logs(project, tmp_path, prefect_
     assert labels["params.yso.n_train"][0] == "600" and labels["params.labels.recipe"][0] == "released"
     validation = _runs(uri, "validate")
     assert len(validation) == 1 and validation["tags.passed"][0] == "True"
+    assert _links_its_run(_artifact("label-report"), labels)
+    report = _artifact("validate-report")
+    assert "catalog_integrity" in report and _links_its_run(report, validation)
 
 
 def test_a_failing_gate_fails_the_validate_task(project, tmp_path):
@@ -52,6 +73,8 @@ def test_train_flow_pretrains_and_registers(trained, prefect_harness):
     runs = _runs(uri, "train")
     assert set(runs["tags.mlflow.runName"]) == {"pretrain"} and len(runs) == 2
     assert (runs["params.train.profiles.tiny.max_epochs"] == "1").all()
+    report = _artifact("train-report")  # Tables 2/3 of the run, linked
+    assert "Table 2" in report and _links_its_run(report, runs)
 
 
 def test_evaluate_flow_puts_the_network_beside_the_baselines(trained, prefect_harness):
@@ -71,6 +94,7 @@ def test_evaluate_flow_puts_the_network_beside_the_baselines(trained, prefect_ha
     assert runs.loc["apogeenet", "params.evaluate.min_gain.teff"] == "5.0"
     kind = mlflow.get_experiment_by_name("evaluate").tags["mlflow.experimentKind"]
     assert kind == "custom_model_development"  # MLflow 3's UI opens the model-training view
+    assert "Quality bar of" in _artifact("evaluate-report") and "ridge" in _artifact("baselines-report")
 
 
 def test_predict_flow_on_a_local_dask_cluster_gives_the_one_process_catalog(trained, prefect_harness):
@@ -94,3 +118,5 @@ def test_predict_flow_on_a_local_dask_cluster_gives_the_one_process_catalog(trai
     assert len(parts) == -(-metrics["n_spectra"] // 32) > 1  # shard_size 32: several shards ran
     runs = _runs(uri, "predict")
     assert len(runs) == 1 and runs["params.predict.draws"][0] == "5"
+    report = _artifact("predict-report")  # the catalog summary, linked to its MLflow run
+    assert f"Catalog of {metrics['n_spectra']} spectra" in report and _links_its_run(report, runs)
