@@ -187,13 +187,13 @@ def catalog_summary(frame: pd.DataFrame, truth: pd.DataFrame | None, source: str
 
 
 def write_products(frame: pd.DataFrame, out_dir: Path, meta: dict, *, truth: pd.DataFrame | None,
-                   source: str) -> tuple[dict, str]:
-    """The catalog and its clean view (:func:`write_catalog`), the §4 plots, the calibration
-    tables, summary.md and metrics.json; returns (metrics, summary text)."""
+                   source: str, name: str = "catalog") -> tuple[dict, str]:
+    """The catalog ``<name>.*`` and its clean view ``<name>_clean.*`` (:func:`write_catalog`), the
+    §4 plots, the calibration tables, summary.md and metrics.json; returns (metrics, summary)."""
     import json
 
     clean = frame[frame["FLAGS"] == 0]
-    write_catalog({"catalog": frame, "catalog_clean": clean}, out_dir, meta)
+    write_catalog({name: frame, f"{name}_clean": clean}, out_dir, meta)
     kiel_by_type_plot(clean, out_dir / "kiel_by_type.png")
     sigma_snr_plot(clean, out_dir / "sigma_vs_snr.png")
     yso_selection_plot(frame, out_dir / "yso_selection.png")

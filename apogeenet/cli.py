@@ -378,6 +378,9 @@ def evaluate(
 
 @app.command()
 def predict(
+    files: Annotated[Optional[list[Path]], typer.Argument(
+        help="apStar files to predict directly, no store to build (a .txt argument lists paths, one per "
+             "line); without files: every spectrum of --store", show_default=False)] = None,
     model: Annotated[Optional[str], typer.Option(help="Registered alias/version (models:/apogeenet@champion, "
                                                       "models:/apogeenet/3), runs:/ URI or model.pt [params: predict.model]")] = None,
     store: StoreOption = None,
@@ -392,16 +395,24 @@ def predict(
                                                                 "'median' good-pixel error [params: predict.error_reference]")] = None,
     plan_only: Annotated[bool, typer.Option(help="Only write the shard plan and print how to run its shards "
                                                  "(a Slurm job array: `apogeenet predict-shard PLAN K`).")] = False,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Processes reading FILES [params: ingest.workers]")] = None,
     track: Annotated[bool, typer.Option(help="Log the catalog and plots to MLflow (experiment predict).")] = True,
     params: ParamsOption = None,
 ) -> None:
-    """Predict Teff, log g, [Fe/H] with Monte-Carlo σ (§3.5) for every spectrum of a store; writes
-    the Table 4 catalog (FITS, Parquet, CSV; all rows and the clean view), the §4 YSO selection,
-    plots and the uncertainty calibration. Work is done in shards (params: predict.shard_size);
-    a rerun after an interruption computes only the shards that have no part yet."""
+    """Predict Teff, log g, [Fe/H] with Monte-Carlo σ (§3.5) for the apStar FILES given, or for every
+    spectrum of a store; writes the Table 4 catalog (FITS, Parquet, CSV; all rows and the clean
+    view), the §4 YSO selection, plots and the uncertainty calibration. With FILES, --out is a
+    directory (default ./apogeenet-catalog) or NAME.fits (the catalog's name, beside the rest).
+    Work is done in shards (params: predict.shard_size); a rerun after an interruption computes
+    only the shards that have no part yet."""
     from apogeenet.shards import ShardPlan
     from apogeenet.stages import predict_plan, predict_stage
 
+    if files:
+        _predict_files(files, model=model, destination=out_dir, draws=draws, uncertainty=uncertainty,
+                       error_reference=error_reference, workers=workers, track=track, params=params,
+                       labels=labels, truth=truth)
+        return
     cfg = _with_paths(load_params(params), store=store, labels=labels, truth=truth, catalog=out_dir)
     if error_reference not in (None, "mean", "median"):
         raise UserError(f"--error-reference must be 'mean' or 'median', not {error_reference!r}")
@@ -419,6 +430,52 @@ def predict(
     result = predict_stage(cfg, model=model, draws=draws, error_reference=error_reference, track=track,
                            progress=True)
     out.print(result.report, soft_wrap=True, highlight=False)
+
+
+def _listed(files: list[Path]) -> list[Path]:
+    """FILES with each .txt argument replaced by the paths it lists (one per line; # comments)."""
+    paths: list[Path] = []
+    for name in files:
+        if name.suffix == ".txt":
+            try:
+                lines = name.read_text().splitlines()
+            except OSError as exc:
+                raise UserError(f"{name}: cannot read the list of files ({exc.strerror or exc})") from None
+            paths += [Path(line.strip()) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        else:
+            paths.append(name)
+    return paths
+
+
+def _predict_files(files: list[Path], *, model, destination, draws, uncertainty, error_reference, workers, track,
+                   params, labels, truth) -> None:
+    """`apogeenet predict FILE...`: the files read into a temporary store, one line for each that
+    cannot be read, the rest predicted like any store."""
+    import tempfile
+
+    from apogeenet.stages import predict_stage
+    from apogeenet.store import ingest_files
+
+    paths = _listed(files)
+    destination = Path(destination) if destination else Path("apogeenet-catalog")
+    out_dir, name = ((destination.parent, destination.stem) if destination.suffix == ".fits"
+                     else (destination, "catalog"))
+    cfg = _with_paths(load_params(params), labels=labels, truth=truth)
+    if uncertainty is not None:
+        cfg = cfg.with_overrides({"predict.uncertainty": uncertainty})
+    if error_reference not in (None, "mean", "median"):
+        raise UserError(f"--error-reference must be 'mean' or 'median', not {error_reference!r}")
+    with tempfile.TemporaryDirectory(prefix="apogeenet-files-") as tmp:
+        store, problems = ingest_files(paths, Path(tmp), workers=workers or cfg.ingest.workers, progress=True)
+        for given, reason in problems:
+            err.print(f"[yellow]unreadable:[/yellow] {given}: {reason}", highlight=False, soft_wrap=True)
+        if store is None:
+            raise UserError(f"none of the {len(paths)} files could be read")
+        result = predict_stage(cfg, model=model, store=store.path, out_dir=out_dir, draws=draws,
+                               error_reference=error_reference, track=track, progress=True, catalog_name=name)
+    out.print(result.report, soft_wrap=True, highlight=False)
+    out.print(f"{result.metrics['n_spectra']} of {len(paths)} files predicted"
+              + (f"; {len(problems)} unreadable (listed above)" if problems else ""), highlight=False)
 
 
 @app.command("predict-shard")

@@ -272,7 +272,8 @@ def predict_plan(cfg: Params, *, model: str | None = None, store: Path | None = 
     return cfg.with_overrides({"predict.model": spec}), plan.file
 
 
-def predict_finish(cfg: Params, plan_file: Path, *, out_dir: Path | None = None, track: bool = True) -> StageResult:
+def predict_finish(cfg: Params, plan_file: Path, *, out_dir: Path | None = None, track: bool = True,
+                   catalog_name: str = "catalog") -> StageResult:
     """The Table 4 catalog (all rows and the clean view) as FITS, Parquet and CSV from the parts
     of the plan in ``plan_file``, the §4.1 YSO selection and age bins, plots and the uncertainty calibration
     against the labels (when present) and the survey's truth (MLflow experiment ``predict``)."""
@@ -293,8 +294,9 @@ def predict_finish(cfg: Params, plan_file: Path, *, out_dir: Path | None = None,
             "errref": str(p.error_reference), "sigma": str(p.uncertainty)}
     out_dir = Path(out_dir or plan.directory.parent.parent)
     store_dir = plan.store
-    metrics, summary = write_products(frame, out_dir, meta, truth=read_truth(cfg.paths.truth), source=store_dir)
-    report = (f"{summary}\ncatalog: {out_dir}/catalog.fits (.parquet, .csv), clean view catalog_clean.*, "
+    metrics, summary = write_products(frame, out_dir, meta, truth=read_truth(cfg.paths.truth), source=store_dir,
+                                      name=catalog_name)
+    report = (f"{summary}\ncatalog: {out_dir}/{catalog_name}.fits (.parquet, .csv), clean view {catalog_name}_clean.*, "
               f"plots kiel_by_type.png, sigma_vs_snr.png, yso_selection.png ({len(frame)} spectra)")
     with stage_run(track, "predict", "predict", tags={"model": spec, "store": store_dir}) as run:
         result = StageResult("predict", metrics, {**_params(cfg, "predict"), "draws_used": plan.draws,
@@ -306,7 +308,7 @@ def predict_finish(cfg: Params, plan_file: Path, *, out_dir: Path | None = None,
 
 def predict_stage(cfg: Params, *, model: str | None = None, store: Path | None = None,
                   out_dir: Path | None = None, draws: int | None = None, error_reference: str | None = None,
-                  track: bool = True, progress: bool = False) -> StageResult:
+                  track: bool = True, progress: bool = False, catalog_name: str = "catalog") -> StageResult:
     """Batch inference (§3.5-3.6, §4) over a spectra store in this process: the plan, each shard
     that has no part yet (a rerun after a kill computes only those), the catalog
     (:func:`predict_finish`). The Prefect flow ``predict`` runs the same shards on Dask."""
@@ -322,4 +324,4 @@ def predict_stage(cfg: Params, *, model: str | None = None, store: Path | None =
         for number in missing:
             predict_shard(plan.file, number)
             bar.advance(len(plan.rows(number)))
-    return predict_finish(cfg, plan_file, out_dir=out_dir, track=track)
+    return predict_finish(cfg, plan_file, out_dir=out_dir, track=track, catalog_name=catalog_name)

@@ -51,7 +51,7 @@ from apogeenet.io.apstar import (APSTAR_CDELT1, APSTAR_CRVAL1, APSTAR_NPIX, ApSt
 from apogeenet.progress import progress_bar
 
 __all__ = ["INDEX_COLUMNS", "IngestReport", "SpectraBatch", "SpectraStore", "StoreError", "ingest", "primary_rows",
-           "ingest_shard", "scan_tree", "write_segment"]
+           "ingest_files", "ingest_shard", "scan_tree", "write_segment"]
 
 SEGMENTS_DIR = "segments"
 INDEX_FILE = "index.parquet"
@@ -477,6 +477,27 @@ def _ingest_locked(src_dir: Path, store_dir: Path, *, workers: int, segment_rows
     report.rejects = sorted((r["file"], r["reason"]) for r in reject_rows.values())
     report.seconds = time.perf_counter() - started
     return report
+
+
+def ingest_files(files: Sequence[str | os.PathLike], work_dir: Path, *, workers: int = 2,
+                 progress: bool = False) -> tuple[SpectraStore | None, list[tuple[str, str]]]:
+    """A store (``work_dir/store``) of an explicit list of apStar files, each linked under
+    ``work_dir/files`` by its position in the list; returns the store (None when no file could be
+    read) and (file as given, reason) for each file that could not be read, missing ones included."""
+    links = Path(work_dir) / "files"
+    links.mkdir(parents=True, exist_ok=True)
+    given, problems = {}, []
+    for k, name in enumerate(files):
+        path = Path(name)
+        if not path.is_file():
+            problems.append((str(name), "no such file"))
+            continue
+        link = links / f"{k:07d}-{path.stem}.fits"
+        link.symlink_to(path.resolve())
+        given[link.name] = str(name)
+    report = ingest(links, Path(work_dir) / "store", workers=workers, progress=progress)
+    problems += [(given.get(name, name), reason) for name, reason in report.rejects]
+    return (SpectraStore(Path(work_dir) / "store") if report.ingested else None), problems
 
 
 def _index_row(loaded: _Loaded, segment: int, offset: int) -> dict:

@@ -58,3 +58,31 @@ def test_report_before_any_stage_is_one_line(tmp_path):
     (tmp_path / "e" / "quality.md").write_text("Quality bar of model.pt\n")
     result = run("report", "--params", tmp_path / "params.yaml")
     assert result.returncode == 0 and "== evaluation" in result.stdout and "Quality bar of model.pt" in result.stdout
+
+
+def test_predict_takes_apstar_files_directly(multi_visit_file, single_visit_file, tmp_path):
+    """`apogeenet predict FILE... --out NAME.fits`: no store to build; a .txt lists more files;
+    one line for each file that cannot be read, and the rest predicted with the Table 4 columns."""
+    import pandas as pd
+    import torch
+    from astropy.table import Table
+    from factories import TABLE1
+
+    from apogeenet.model import ApogeeNet
+    from apogeenet.serving import Predictor
+
+    torch.manual_seed(0)
+    Predictor(ApogeeNet(3).eval(), TABLE1, None).save(tmp_path / "model.pt")
+    bad = make_bad("truncated", multi_visit_file, tmp_path / "cut.fits")
+    (tmp_path / "more.txt").write_text(f"# the single-visit star\n{single_visit_file}\n{tmp_path / 'gone.fits'}\n")
+    result = run("predict", multi_visit_file, bad, "more.txt", "--model", tmp_path / "model.pt",
+                 "--draws", 4, "--out", "results/stars.fits", "--no-track", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    unreadable = [line for line in result.stderr.splitlines() if line.startswith("unreadable:")]
+    assert len(unreadable) == 2 and "Traceback" not in result.stderr
+    assert "cut.fits: truncated" in unreadable[0] + unreadable[1] and "gone.fits: no such file" in result.stderr
+    assert "2 of 4 files predicted" in result.stdout
+    table = Table.read(tmp_path / "results" / "stars.fits")
+    assert sorted(table["APOGEE_ID"]) == ["2M00452143+1634446", "2M03290406+3117075"]
+    assert str(table["TEFF_ERR"].unit) == "K" and (table["TEFF_ERR"] > 0).all()
+    assert len(pd.read_parquet(tmp_path / "results" / "stars.parquet")) == 2
