@@ -83,6 +83,17 @@ class MCResult:
     sigma: np.ndarray       # (n, 3) standard deviation over the draws (ddof = 1), or its first-order value
 
 
+def _on_device(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: np.ndarray, seed: int, cap: float,
+               reference: ErrorReference):
+    """(network in eval mode, its device, prepared flux, capped pixel σ, noise streams) there."""
+    flux, error = np.atleast_2d(flux), np.atleast_2d(error)
+    model = predictor.model.eval()
+    device = next(model.parameters()).device
+    prepared = torch.from_numpy(prepare_flux(flux, error)).to(device)
+    sigma = torch.from_numpy(perturbation_sigma(flux, error, cap, reference)).to(device)
+    return model, device, prepared, sigma, star_streams(seed, keys, device)
+
+
 def mc_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: np.ndarray, *,
                n_draws: int = 100, seed: int = 0, cap: float = 5.0,
                max_batch: int = 1600, forward_batch: int = 16,
@@ -93,12 +104,7 @@ def mc_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: 
     its noise. Spectra are processed in blocks whose draws together make at most ``max_batch``
     network inputs, run ``forward_batch`` at a time on a CPU and all at once on a GPU.
     """
-    flux, error = np.atleast_2d(flux), np.atleast_2d(error)
-    model = predictor.model.eval()
-    device = next(model.parameters()).device
-    prepared = torch.from_numpy(prepare_flux(flux, error)).to(device)
-    sigma = torch.from_numpy(perturbation_sigma(flux, error, cap, reference)).to(device)
-    streams = star_streams(seed, keys, device)
+    model, device, prepared, sigma, streams = _on_device(predictor, flux, error, keys, seed, cap, reference)
     unit = flux_divisor(prepared, predictor.flux_scale)    # the spectrum's, kept for its draws
     divided, sigma = prepared / unit, sigma / unit
     std, mu = np.asarray(predictor.table1.std), np.asarray(predictor.table1.mean)
@@ -143,12 +149,7 @@ def delta_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, key
     median the flux is divided by is held fixed: one pixel's noise hardly moves the median of
     8 575, although locally the median pixel carries it all.
     """
-    flux, error = np.atleast_2d(flux), np.atleast_2d(error)
-    model = predictor.model.eval()
-    device = next(model.parameters()).device
-    prepared = torch.from_numpy(prepare_flux(flux, error)).to(device)
-    pixel_sigma = torch.from_numpy(perturbation_sigma(flux, error, cap, reference)).to(device)
-    streams = star_streams(seed, keys, device)
+    model, device, prepared, pixel_sigma, streams = _on_device(predictor, flux, error, keys, seed, cap, reference)
     std, mu = np.asarray(predictor.table1.std), np.asarray(predictor.table1.mean)
     n, npix = prepared.shape
     chunk = forward_batch if device.type == "cpu" else n

@@ -33,11 +33,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from benchio import emit
+from benchio import bench_model, emit
 
 from apogeenet.config import load_params
-from apogeenet.labels.catalog import Normalisation
-from apogeenet.model import ApogeeNet, prepare_flux, scale_flux
+from apogeenet.model import prepare_flux, scale_flux
 from apogeenet.serving import Predictor
 from apogeenet.store import SpectraStore, ingest
 from apogeenet.train import best_device
@@ -49,14 +48,7 @@ def project_inputs(model: Path | None, n_synthetic: int, tmp: Path) -> tuple[Pre
     """The model (``--model``, else the project's adapted or trained one, else a random network)
     and spectra (the project's store, its test split when labelled, else a synthetic survey)."""
     cfg = load_params()
-    model = model or next((p for p in (cfg.paths.adapted / "model.pt", cfg.paths.model / "model.pt")
-                           if p.exists()), None)
-    if model is not None:
-        predictor, model_name = Predictor.load(model), str(model)
-    else:
-        torch.manual_seed(0)
-        predictor = Predictor(ApogeeNet(3).eval(), Normalisation(4700, 900, 3.5, 1.2, -0.1, 0.25), None)
-        model_name = "random network"
+    predictor, model_name = bench_model(model)
     store_dir = cfg.paths.store
     if (store_dir / "index.parquet").exists():
         store = SpectraStore(store_dir)

@@ -27,13 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from benchio import emit
+from benchio import bench_model, emit
 
 from apogeenet.config import load_params
 from apogeenet.io.apstar import APSTAR_NPIX
-from apogeenet.labels.catalog import Normalisation
-from apogeenet.model import ApogeeNet
 from apogeenet.serving import Predictor
 from apogeenet.shards import ShardPlan, plan_predict, predict_shard
 from apogeenet.store import INDEX_COLUMNS, INDEX_FILE, write_segment
@@ -154,14 +151,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     cfg = load_params()
-    model = args.model or next((p for p in (cfg.paths.adapted / "model.pt", cfg.paths.model / "model.pt")
-                                if p.exists()), None)
-    if model is not None:
-        predictor, model_name = Predictor.load(model), str(model)
-    else:
-        torch.manual_seed(0)
-        predictor = Predictor(ApogeeNet(3).eval(), Normalisation(4700, 900, 3.5, 1.2, -0.1, 0.25), None)
-        model_name = "random network (same cost as a trained one)"
+    predictor, model_name = bench_model(args.model)
     results: dict = {"bench": "scale", "model": model_name, "cpus": os.cpu_count(), "draws": cfg.predict.draws,
                      "delta_points": cfg.predict.delta_points, "sizes": {}}
     for n in args.sizes:
