@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from apogeenet.config import DaskParams
 
-__all__ = ["ClusterSpec", "cluster_spec", "dask_client"]
+__all__ = ["ClusterSpec", "cluster_spec", "dask_client", "preserved_environment"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,23 @@ def cluster_spec(cfg: DaskParams) -> ClusterSpec:
 
 
 @contextmanager
+def preserved_environment() -> Iterator[None]:
+    """This process's environment as it was before the block. A Dask nanny writes its
+    ``pre-spawn-environ`` (OMP_NUM_THREADS=1, MKL_NUM_THREADS=1, …) into the environment of the
+    process that starts a LocalCluster, which every later child process (a training run, a DVC
+    stage) would inherit, one thread each."""
+    import os
+
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for key in set(os.environ) - set(saved):
+            del os.environ[key]
+        os.environ.update(saved)
+
+
+@contextmanager
 def dask_client(cfg: DaskParams) -> Iterator:
     """A ``distributed.Client`` on the cluster ``cfg`` describes (started here and closed after,
     unless it is a running scheduler's address)."""
@@ -57,7 +74,7 @@ def dask_client(cfg: DaskParams) -> Iterator:
             yield client
         return
     module, name = spec.cluster_class.rsplit(".", 1)
-    with getattr(importlib.import_module(module), name)(**spec.kwargs) as cluster:
+    with preserved_environment(), getattr(importlib.import_module(module), name)(**spec.kwargs) as cluster:
         if spec.adapt:
             cluster.adapt(**spec.adapt)
         with Client(cluster) as client:

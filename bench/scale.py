@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 from benchio import bench_model, emit
 
+from apogeenet.cluster import preserved_environment
 from apogeenet.config import load_params
 from apogeenet.io.apstar import APSTAR_NPIX
 from apogeenet.serving import Predictor
@@ -111,7 +112,8 @@ def run_shards(predictor: Predictor, store: Path, out: Path, mode: str, draws: i
     for k in range(plan.n_shards):
         plan.part(k).unlink(missing_ok=True)
     threads = max(1, (os.cpu_count() or 1) // workers)
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+    with preserved_environment(), \
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         sampler = RssSampler(list(client.run(os.getpid).values()))
         started = time.perf_counter()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from prefect import flow, task
 
+from apogeenet.cluster import preserved_environment
 from apogeenet.config import load_params
 from apogeenet.store import ingest, ingest_shard
 from apogeenet.tracking import StageResult
@@ -56,7 +57,8 @@ def ingest_flow(src_dir: str, store: str | None = None, params_path: str | None 
     overrides = {k: v for k, v in {"dask.cluster": cluster, "dask.workers": workers}.items() if v is not None}
     dask = cfg.with_overrides(overrides).dask if overrides else cfg.dask
     store = store or str(cfg.paths.store)
-    counts = shards_flow.with_options(task_runner=dask_runner(dask))(str(src_dir), store, cfg.ingest.segment_rows)
+    with preserved_environment():  # the Dask nannies' OMP_NUM_THREADS=1 stays in their workers
+        counts = shards_flow.with_options(task_runner=dask_runner(dask))(str(src_dir), store, cfg.ingest.segment_rows)
     publish_result(StageResult("ingest", counts, {}, (
         f"{counts['scanned']} files: {counts['ingested']} ingested, {counts['updated']} updated, "
         f"{counts['unchanged']} unchanged, {counts['removed']} removed, {counts['rejected']} rejected "

@@ -20,7 +20,7 @@ from pathlib import Path
 from prefect import flow, task
 from prefect_dask import DaskTaskRunner
 
-from apogeenet.cluster import cluster_spec
+from apogeenet.cluster import cluster_spec, preserved_environment
 from apogeenet.config import DaskParams, load_params
 from apogeenet.shards import ShardPlan, predict_shard
 from apogeenet.stages import predict_finish, predict_plan
@@ -81,7 +81,8 @@ def predict_flow(model: str | None = None, store: str | None = None, params_path
     publish(f"{len(missing)} shards to run on Dask ({dask.cluster}, {dask.workers} workers, "
             f"{dask.threads()} torch threads each); plan {plan_file}")
     if missing:
-        shards_flow.with_options(task_runner=dask_runner(dask))(plan_file, missing, dask.threads())
+        with preserved_environment():  # the Dask nannies' OMP_NUM_THREADS=1 stays in their workers
+            shards_flow.with_options(task_runner=dask_runner(dask))(plan_file, missing, dask.threads())
     result = catalog_task(params_path, model, plan_file)
     publish_result(result)
     return result.metrics

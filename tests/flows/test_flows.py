@@ -3,6 +3,8 @@ whose logic does not need one through ``.fn()``."""
 
 from __future__ import annotations
 
+import os
+
 import mlflow
 import pandas as pd
 import pytest
@@ -106,9 +108,14 @@ def test_predict_flow_on_a_local_dask_cluster_gives_the_one_process_catalog(trai
 
     root, _ = trained
     cfg = load_params(root / "params.yaml")
+    environment = dict(os.environ)
     with tracking_in(root) as uri:
         metrics = predict_flow(str(root / "model" / "model.pt"), params_path=str(root / "params.yaml"),
                                cluster="local", workers=2)
+    # the Dask nannies' OMP_NUM_THREADS=1 & co. stay in the workers, not in this process's children
+    assert {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")} == {
+        k: environment.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    with tracking_in(root):
         predict_stage(cfg, model=str(root / "model" / "model.pt"), out_dir=root / "one-process", track=False)
     catalog = pd.read_parquet(root / "catalog" / "catalog.parquet")
     assert len(catalog) == metrics["n_spectra"] and metrics["n_clean"] == (catalog["FLAGS"] == 0).sum()

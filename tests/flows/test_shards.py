@@ -14,6 +14,7 @@ import pytest
 from commands import run
 from factories import tracking_in
 
+from apogeenet.cluster import preserved_environment
 from apogeenet.config import load_params
 from apogeenet.shards import ShardPlan, ShardsMissing, merge_parts
 from apogeenet.stages import predict_plan, predict_stage
@@ -57,7 +58,8 @@ def killing_a_worker_when(pattern: str, where: Path):
     from distributed import Client, LocalCluster
 
     killed: list[int] = []
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+    with preserved_environment(), \
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         pids = list(client.run(os.getpid).values())
 
