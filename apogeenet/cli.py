@@ -408,16 +408,16 @@ def predict(
     from apogeenet.shards import ShardPlan
     from apogeenet.stages import predict_plan, predict_stage
 
-    if files:
-        _predict_files(files, model=model, destination=out_dir, draws=draws, uncertainty=uncertainty,
-                       error_reference=error_reference, workers=workers, track=track, params=params,
-                       labels=labels, truth=truth)
-        return
-    cfg = _with_paths(load_params(params), store=store, labels=labels, truth=truth, catalog=out_dir)
     if error_reference not in (None, "mean", "median"):
         raise UserError(f"--error-reference must be 'mean' or 'median', not {error_reference!r}")
+    cfg = _with_paths(load_params(params), store=store, labels=labels, truth=truth,
+                      catalog=None if files else out_dir)
     if uncertainty is not None:
         cfg = cfg.with_overrides({"predict.uncertainty": uncertainty})
+    if files:
+        _predict_files(cfg, files, model=model, destination=out_dir, draws=draws,
+                       error_reference=error_reference, workers=workers, track=track)
+        return
     if plan_only:
         plan = ShardPlan.read(predict_plan(cfg, model=model, draws=draws, error_reference=error_reference)[1])
         missing = plan.missing()
@@ -447,8 +447,7 @@ def _listed(files: list[Path]) -> list[Path]:
     return paths
 
 
-def _predict_files(files: list[Path], *, model, destination, draws, uncertainty, error_reference, workers, track,
-                   params, labels, truth) -> None:
+def _predict_files(cfg, files: list[Path], *, model, destination, draws, error_reference, workers, track) -> None:
     """`apogeenet predict FILE...`: the files read into a temporary store, one line for each that
     cannot be read, the rest predicted like any store."""
     import tempfile
@@ -460,11 +459,6 @@ def _predict_files(files: list[Path], *, model, destination, draws, uncertainty,
     destination = Path(destination) if destination else Path("apogeenet-catalog")
     out_dir, name = ((destination.parent, destination.stem) if destination.suffix == ".fits"
                      else (destination, "catalog"))
-    cfg = _with_paths(load_params(params), labels=labels, truth=truth)
-    if uncertainty is not None:
-        cfg = cfg.with_overrides({"predict.uncertainty": uncertainty})
-    if error_reference not in (None, "mean", "median"):
-        raise UserError(f"--error-reference must be 'mean' or 'median', not {error_reference!r}")
     with tempfile.TemporaryDirectory(prefix="apogeenet-files-") as tmp:
         store, problems = ingest_files(paths, Path(tmp), workers=workers or cfg.ingest.workers, progress=True)
         for given, reason in problems:

@@ -93,15 +93,24 @@ class ApogeeNet(nn.Module):
         convolutions chunk by chunk, the fully connected head once over all of them. On a CPU the
         convolutions run on :func:`blocked_features`; on a GPU in full float32 (no TF32): the same
         numbers as on the CPU."""
-        features, blocked = [], None
+        features = []
         for flux in chunks:
             if flux.device.type != "cpu":
                 with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
                     features.append(self.features(flux.unsqueeze(1)))
                 continue
-            blocked = blocked or blocked_features(self)
-            features.append(blocked(flux))
+            features.append(self._blocked()(flux))
         return self.head(torch.cat(features))
+
+    def _blocked(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """:func:`blocked_features` of the current weights, made again only when they change
+        (an optimiser step or a load bumps the tensors' version counters)."""
+        key = tuple((p.data_ptr(), p._version) for p in self.features.parameters())
+        cached = self.__dict__.get("_blocked_cache")  # a plain attribute: not a submodule, not saved
+        if cached is None or cached[0] != key:
+            cached = (key, blocked_features(self))
+            self.__dict__["_blocked_cache"] = cached
+        return cached[1]
 
 
 def blocked_features(model: ApogeeNet) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -109,8 +118,8 @@ def blocked_features(model: ApogeeNet) -> Callable[[torch.Tensor], torch.Tensor]
     flattens both shapes alike): the same layers as 2-D convolutions of height 1 in oneDNN's
     blocked memory layout (:mod:`torch.utils.mkldnn`), so activations are not reordered between
     layers — 1.3–2× the plain Conv1d stack on 2 cores (bench/infer.py) with the same numbers.
-    A snapshot of the current weights: make a new one after training changes them. Falls back
-    to the plain stack where torch has no oneDNN."""
+    A snapshot of the current weights (:meth:`ApogeeNet.forward_chunks` keeps one per weights
+    version). Falls back to the plain stack where torch has no oneDNN."""
     if not torch.backends.mkldnn.is_available():
         return lambda flux: model.features(flux.unsqueeze(1))
     from torch.utils import mkldnn

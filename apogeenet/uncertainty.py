@@ -176,36 +176,31 @@ def delta_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, key
 
 
 def predict_store(predictor: Predictor, store, cfg: PredictParams, *, n_draws: int | None = None,
-                  rows: np.ndarray | None = None, progress: bool = False) -> MCResult:
+                  rows: np.ndarray | None = None) -> MCResult:
     """Predictions and σ for the store's ``rows`` (default all) of a
     :class:`apogeenet.store.SpectraStore`, read ``cfg.spectra_per_block`` spectra at a time: the
     Monte Carlo (:func:`mc_predict`, each star's noise keyed by its APOGEE_ID), the delta
     method (:func:`delta_predict`) or the single pass alone (σ NaN), as ``cfg.uncertainty`` says."""
-    from apogeenet.progress import progress_bar
-
     n_draws = n_draws or cfg.draws
     rows = np.arange(len(store.index)) if rows is None else np.asarray(rows)
     keys = seed_keys(store.index["apogee_id"].to_numpy()[rows])
     n = len(rows)
     prediction, mean, sigma = np.empty((n, 3)), np.empty((n, 3)), np.empty((n, 3))
-    label = f"predict ({n_draws} draws)" if cfg.uncertainty == Uncertainty.MONTE_CARLO else f"predict ({cfg.uncertainty})"
-    with progress_bar(n, label, enabled=progress) as bar:
-        for start in range(0, n, cfg.spectra_per_block):
-            part = slice(start, min(start + cfg.spectra_per_block, n))
-            batch = store.read(rows[part])
-            if cfg.uncertainty == Uncertainty.NONE:
-                single = predictor.predict(prepare_flux(batch.flux, batch.error), cfg.forward_batch).to_numpy()
-                result = MCResult(single, single, np.full_like(single, np.nan))
-            elif cfg.uncertainty == Uncertainty.DELTA:
-                result = delta_predict(predictor, batch.flux, batch.error, keys[part], points=cfg.delta_points,
-                                       seed=cfg.seed, cap=cfg.error_cap, forward_batch=cfg.forward_batch,
-                                       reference=cfg.error_reference)
-            else:
-                result = mc_predict(predictor, batch.flux, batch.error, keys[part], n_draws=n_draws,
-                                    seed=cfg.seed, cap=cfg.error_cap, max_batch=cfg.max_batch,
-                                    forward_batch=cfg.forward_batch, reference=cfg.error_reference)
-            prediction[part], mean[part], sigma[part] = result.prediction, result.mean, result.sigma
-            bar.advance(part.stop - part.start)
+    for start in range(0, n, cfg.spectra_per_block):
+        part = slice(start, min(start + cfg.spectra_per_block, n))
+        batch = store.read(rows[part])
+        if cfg.uncertainty == Uncertainty.NONE:
+            single = predictor.predict(prepare_flux(batch.flux, batch.error), cfg.forward_batch).to_numpy()
+            result = MCResult(single, single, np.full_like(single, np.nan))
+        elif cfg.uncertainty == Uncertainty.DELTA:
+            result = delta_predict(predictor, batch.flux, batch.error, keys[part], points=cfg.delta_points,
+                                   seed=cfg.seed, cap=cfg.error_cap, forward_batch=cfg.forward_batch,
+                                   reference=cfg.error_reference)
+        else:
+            result = mc_predict(predictor, batch.flux, batch.error, keys[part], n_draws=n_draws,
+                                seed=cfg.seed, cap=cfg.error_cap, max_batch=cfg.max_batch,
+                                forward_batch=cfg.forward_batch, reference=cfg.error_reference)
+        prediction[part], mean[part], sigma[part] = result.prediction, result.mean, result.sigma
     return MCResult(prediction, mean, sigma)
 
 

@@ -23,7 +23,7 @@ from apogeenet.config import load_params
 from apogeenet.store import ingest, ingest_shard
 from apogeenet.tracking import StageResult
 from flows import publish_result
-from flows.predict import dask_runner
+from flows.predict import dask_params, dask_runner
 
 
 @task(name="ingest-shard", retries=2, retry_delay_seconds=2)
@@ -54,8 +54,7 @@ def ingest_flow(src_dir: str, store: str | None = None, params_path: str | None 
         workers: Local worker processes or the most Slurm jobs; default params.yaml dask.workers.
     """
     cfg = load_params(params_path)
-    overrides = {k: v for k, v in {"dask.cluster": cluster, "dask.workers": workers}.items() if v is not None}
-    dask = cfg.with_overrides(overrides).dask if overrides else cfg.dask
+    dask = dask_params(params_path, cluster, workers)
     store = store or str(cfg.paths.store)
     with preserved_environment():  # the Dask nannies' OMP_NUM_THREADS=1 stays in their workers
         counts = shards_flow.with_options(task_runner=dask_runner(dask))(str(src_dir), store, cfg.ingest.segment_rows)

@@ -36,6 +36,12 @@ def dask_runner(cfg: DaskParams) -> DaskTaskRunner:
     return DaskTaskRunner(cluster_class=spec.cluster_class, cluster_kwargs=spec.kwargs, adapt_kwargs=spec.adapt)
 
 
+def dask_params(params_path: str | None, cluster: str | None, workers: int | None) -> DaskParams:
+    """params.yaml ``dask`` with a flow run's ``cluster``/``workers`` when given (validated)."""
+    overrides = {k: v for k, v in {"dask.cluster": cluster, "dask.workers": workers}.items() if v is not None}
+    return load_params(params_path).with_overrides(overrides).dask
+
+
 @task(name="plan")
 def plan_task(params_path: str | None, model: str | None, store: str | None) -> str:
     return str(predict_plan(load_params(params_path), model=model, store=Path(store) if store else None)[1])
@@ -73,9 +79,7 @@ def predict_flow(model: str | None = None, store: str | None = None, params_path
             tcp://host:8786; default params.yaml dask.cluster.
         workers: Local worker processes or the most Slurm jobs; default params.yaml dask.workers.
     """
-    cfg = load_params(params_path)
-    overrides = {k: v for k, v in {"dask.cluster": cluster, "dask.workers": workers}.items() if v is not None}
-    dask = cfg.with_overrides(overrides).dask if overrides else cfg.dask
+    dask = dask_params(params_path, cluster, workers)
     plan_file = plan_task(params_path, model, store)
     missing = ShardPlan.read(plan_file).missing()
     publish(f"{len(missing)} shards to run on Dask ({dask.cluster}, {dask.workers} workers, "

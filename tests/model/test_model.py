@@ -34,3 +34,24 @@ def test_bad_pixels_become_zero():
     out = prepare_flux(flux, error)
     assert out.dtype == np.float32 and out.dtype.isnative
     assert out.tolist() == [[1.0, 0.0, 0.0, 0.0]]
+
+
+def test_the_cpu_inference_copy_follows_the_weights():
+    """forward_chunked keeps a oneDNN copy of the convolutions; a change of the weights (an
+    optimiser step, a load) must reach it."""
+    import torch
+
+    from apogeenet.model import ApogeeNet
+
+    torch.manual_seed(0)
+    model, flux = ApogeeNet(3).eval(), torch.rand(4, 8575) + 0.5
+    with torch.inference_mode():
+        before = model.forward_chunked(flux, 2)
+    with torch.no_grad():
+        for weight in model.features.parameters():
+            weight.mul_(1.1)
+    with torch.inference_mode():
+        after, plain = model.forward_chunked(flux, 2), model(flux)
+    assert not torch.equal(after, before)
+    torch.testing.assert_close(after, plain)
+    assert not any("blocked" in name for name in model.state_dict())
