@@ -9,9 +9,15 @@ type) with units; ``FLAGS`` marks rows the paper left out instead of dropping th
 * bit 2 ``FEW_PIXELS``: fewer good pixels than ``predict.min_good_pixels`` (a spectrum with no
   usable pixel, or half of it NaN, still gets a number from the network: it means nothing);
 * bit 3 ``DUPLICATE``: another file of the same APOGEE_ID has a higher SNR (that one is kept, as
-  allStar's primary entry).
+  allStar's primary entry);
+* bit 4 ``OUT_OF_DOMAIN``: the spectrum is unlike the training set's (``DOMAIN_DIST`` above the
+  threshold stored with the model, :mod:`apogeenet.domain`): the network's number means nothing;
+* bit 5 ``LARGE_SIGMA``: a calibrated σ above ``predict.max_sigma``.
 
-The clean view keeps ``FLAGS == 0``. §4.1 products: ``YSO_CANDIDATE`` inside the (Teff, log g)
+σ: ``*_ERR`` is the calibrated σ (:mod:`apogeenet.calibration`, the model's fit of the error the
+method misses), ``*_ERR_MC`` the method's own (the §3.5 Monte Carlo, or the delta method; header
+``SIGMA``); a model without a calibration for the method gives ``*_ERR`` = ``*_ERR_MC`` (header
+``SIGCAL`` 'none'). The clean view keeps ``FLAGS == 0``. §4.1 products: ``YSO_CANDIDATE`` inside the (Teff, log g)
 triangle (2200, 4.4), (4500, 3.9), (3200, 1.7), and ``AGE_BIN`` from log g for those
 (< 3.6, 3.6–3.8, 3.8–4.0, 4.0–4.2, > 4.2 dex ↔ ≲ 1, 1–2, 2–3, 3–5, ≳ 5 Myr).
 """
@@ -28,6 +34,7 @@ from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
 
 from apogeenet.atomic import atomic_paths
+from apogeenet.kiel import YSO_POLYGON, in_yso_polygon
 from apogeenet.plotting import pyplot, save
 from apogeenet.store import primary_rows
 
@@ -35,33 +42,28 @@ __all__ = ["AGE_BINS", "FLAG_BITS", "YSO_POLYGON", "age_bins", "build_catalog", 
            "in_yso_polygon", "kiel_by_type_plot", "sigma_snr_plot", "write_catalog", "write_products",
            "yso_selection_plot"]
 
-YSO_POLYGON = ((2200.0, 4.4), (4500.0, 3.9), (3200.0, 1.7))
 AGE_BINS = ((-np.inf, 3.6, "<~1 Myr"), (3.6, 3.8, "1-2 Myr"), (3.8, 4.0, "2-3 Myr"),
             (4.0, 4.2, "3-5 Myr"), (4.2, np.inf, ">~5 Myr"))
-FLAG_BITS = {"HOT": 1, "UNPHYSICAL": 2, "FEW_PIXELS": 4, "DUPLICATE": 8}
-_UNITS = {"RA": u.deg, "DEC": u.deg, "TEFF": u.K, "TEFF_LABEL": u.K, "TEFF_ERR": u.K,
-          "LOGG": u.dex, "LOGG_LABEL": u.dex, "LOGG_ERR": u.dex,
-          "FE_H": u.dex, "FE_H_LABEL": u.dex, "FE_H_ERR": u.dex}
+FLAG_BITS = {"HOT": 1, "UNPHYSICAL": 2, "FEW_PIXELS": 4, "DUPLICATE": 8, "OUT_OF_DOMAIN": 16, "LARGE_SIGMA": 32}
+_UNITS = {"RA": u.deg, "DEC": u.deg, "TEFF": u.K, "TEFF_LABEL": u.K, "TEFF_ERR": u.K, "TEFF_ERR_MC": u.K,
+          "LOGG": u.dex, "LOGG_LABEL": u.dex, "LOGG_ERR": u.dex, "LOGG_ERR_MC": u.dex,
+          "FE_H": u.dex, "FE_H_LABEL": u.dex, "FE_H_ERR": u.dex, "FE_H_ERR_MC": u.dex}
 _DESCRIPTIONS = {
     "TEFF": "APOGEE Net prediction", "TEFF_LABEL": "training label (NaN: none)",
-    "TEFF_ERR": "Monte-Carlo sigma (Sect. 3.5)", "SNR": "apStar SNR",
+    "TEFF_ERR": "calibrated sigma (the method's and the model's missing error)",
+    "TEFF_ERR_MC": "the method's sigma: Monte Carlo (Sect. 3.5) or delta method (header SIGMA)",
+    "SNR": "apStar SNR",
     "DATA_SET": "train/dev/test/none", "DATA_TYPE": "PAYNE/MSTAR/YSO/none",
     "FLAGS": "bit 0 HOT (Teff > 6700 K), bit 1 UNPHYSICAL (outside predict.bounds), bit 2 FEW_PIXELS, "
-             "bit 3 DUPLICATE (a higher-SNR file of the same star exists)",
+             "bit 3 DUPLICATE (a higher-SNR file of the same star exists), bit 4 OUT_OF_DOMAIN (DOMAIN_DIST "
+             "above the model's threshold), bit 5 LARGE_SIGMA (calibrated sigma above predict.max_sigma)",
+    "DOMAIN_DIST": "Mahalanobis distance of the network's penultimate activations from the training set's",
     "N_GOOD_PIXELS": "pixels with data (finite flux, 0 < error < 1e10)",
     "YSO_CANDIDATE": "inside the Sect. 4.1 (Teff, log g) triangle", "AGE_BIN": "from log g (Sect. 4.1)",
 }
-COLUMNS = ["APOGEE_ID", "RA", "DEC", "LOGG_LABEL", "LOGG", "LOGG_ERR", "TEFF_LABEL", "TEFF", "TEFF_ERR",
-           "FE_H_LABEL", "FE_H", "FE_H_ERR", "SNR", "N_GOOD_PIXELS", "DATA_SET", "DATA_TYPE", "FLAGS",
-           "YSO_CANDIDATE", "AGE_BIN"]
-
-
-def in_yso_polygon(teff: np.ndarray, logg: np.ndarray) -> np.ndarray:
-    """True inside the §4.1 (Teff, log g) triangle of young stars."""
-    from matplotlib.path import Path as Polygon
-
-    points = np.column_stack([np.asarray(teff, float), np.asarray(logg, float)])
-    return Polygon(YSO_POLYGON).contains_points(points)
+COLUMNS = ["APOGEE_ID", "RA", "DEC", "LOGG_LABEL", "LOGG", "LOGG_ERR", "LOGG_ERR_MC", "TEFF_LABEL", "TEFF",
+           "TEFF_ERR", "TEFF_ERR_MC", "FE_H_LABEL", "FE_H", "FE_H_ERR", "FE_H_ERR_MC", "SNR", "N_GOOD_PIXELS",
+           "DOMAIN_DIST", "DATA_SET", "DATA_TYPE", "FLAGS", "YSO_CANDIDATE", "AGE_BIN"]
 
 
 def age_bins(logg: np.ndarray) -> np.ndarray:
@@ -76,17 +78,23 @@ def age_bins(logg: np.ndarray) -> np.ndarray:
 def build_catalog(index: pd.DataFrame, prediction: np.ndarray, sigma: np.ndarray,
                   labels: pd.DataFrame | None, *, hot_teff: float,
                   bounds: dict[str, tuple[float, float]], n_good_pixels: np.ndarray,
-                  min_good_pixels: int) -> pd.DataFrame:
-    """Table 4 rows for the store ``index`` (apogee_id, ra, dec, snr) with predictions and σ
-    (n, 3: TEFF, LOGG, FE_H), each spectrum's count of good pixels, labels joined by APOGEE_ID,
-    flags and the §4.1 columns."""
+                  min_good_pixels: int, sigma_calibrated: np.ndarray | None = None,
+                  domain_distance: np.ndarray | None = None, domain_threshold: float = np.inf,
+                  max_sigma: dict[str, float] | None = None) -> pd.DataFrame:
+    """Table 4 rows for the store ``index`` (apogee_id, ra, dec, snr) with predictions, the
+    method's σ and the calibrated σ (each (n, 3): TEFF, LOGG, FE_H; calibrated defaults to the
+    method's), each spectrum's count of good pixels and out-of-domain distance, labels joined by
+    APOGEE_ID, flags and the §4.1 columns."""
     index = index.reset_index(drop=True)
     frame = pd.DataFrame({"APOGEE_ID": index["apogee_id"].to_numpy(), "RA": index["ra"].to_numpy(float),
                           "DEC": index["dec"].to_numpy(float), "SNR": index["snr"].to_numpy(float),
                           "N_GOOD_PIXELS": np.asarray(n_good_pixels, np.int32)})
+    sigma_calibrated = sigma if sigma_calibrated is None else sigma_calibrated
     for k, name in enumerate(("TEFF", "LOGG", "FE_H")):
         frame[name] = prediction[:, k]
-        frame[f"{name}_ERR"] = sigma[:, k]
+        frame[f"{name}_ERR"] = sigma_calibrated[:, k]
+        frame[f"{name}_ERR_MC"] = sigma[:, k]
+    frame["DOMAIN_DIST"] = np.full(len(frame), np.nan) if domain_distance is None else domain_distance
     if labels is not None and len(labels):
         known = labels.drop_duplicates("APOGEE_ID").set_index("APOGEE_ID")
         for name in ("TEFF", "LOGG", "FE_H"):
@@ -105,6 +113,11 @@ def build_catalog(index: pd.DataFrame, prediction: np.ndarray, sigma: np.ndarray
     flags |= np.where(outside, FLAG_BITS["UNPHYSICAL"], 0)
     flags |= np.where(frame["N_GOOD_PIXELS"] < min_good_pixels, FLAG_BITS["FEW_PIXELS"], 0)
     flags |= np.where(primary_rows(index), 0, FLAG_BITS["DUPLICATE"])
+    flags |= np.where(frame["DOMAIN_DIST"].to_numpy() > domain_threshold, FLAG_BITS["OUT_OF_DOMAIN"], 0)
+    large = np.zeros(len(frame), bool)
+    for name, bound in (max_sigma or {}).items():
+        large |= frame[f"{name.upper()}_ERR"].to_numpy(float) > bound
+    flags |= np.where(large, FLAG_BITS["LARGE_SIGMA"], 0)
     frame["FLAGS"] = flags.astype(np.int16)
     frame["YSO_CANDIDATE"] = in_yso_polygon(frame["TEFF"], frame["LOGG"]) & (frame["FLAGS"] == 0)
     frame["AGE_BIN"] = np.where(frame["YSO_CANDIDATE"], age_bins(frame["LOGG"]), "")
@@ -155,20 +168,11 @@ def write_catalog(frames: dict[str, pd.DataFrame], out_dir: Path, meta: dict | N
     return paths
 
 
-def catalog_summary(frame: pd.DataFrame, truth: pd.DataFrame | None, source: str, model: str
-                    ) -> tuple[dict[str, float], str, dict[str, pd.DataFrame]]:
-    """Counts per flag, median σ of the clean view and, on the test split, the calibration of σ
-    against the labels and (synthetic survey) the truth: (metrics, summary.md text, tables)."""
-    from apogeenet.uncertainty import calibration
-
+def catalog_summary(frame: pd.DataFrame, truth: pd.DataFrame | None, source: str, model: str,
+                    out_dir: Path) -> tuple[dict[str, float], str]:
+    """Counts per flag, median σ of the clean view and the calibration of σ on the test split
+    (:func:`write_calibration`, its files in ``out_dir``): (metrics, summary.md text)."""
     clean = frame[frame["FLAGS"] == 0]
-    test = frame[frame["DATA_SET"] == "test"]
-    tables = {}
-    if truth is not None and len(test):
-        tables["truth"] = calibration(test, truth)
-    if len(test):
-        tables["labels"] = calibration(test, test.set_index("APOGEE_ID")[
-            ["TEFF_LABEL", "LOGG_LABEL", "FE_H_LABEL"]].rename(columns=lambda c: c[:-6]))
     metrics = {"n_spectra": len(frame), "n_clean": len(clean),
                **{f"n_{flag.lower()}": int((frame["FLAGS"] & bit > 0).sum()) for flag, bit in FLAG_BITS.items()},
                "n_yso_candidates": int(frame["YSO_CANDIDATE"].sum())}
@@ -176,20 +180,21 @@ def catalog_summary(frame: pd.DataFrame, truth: pd.DataFrame | None, source: str
              + ", ".join(f"{metrics[f'n_{flag.lower()}']} {flag}" for flag in FLAG_BITS)
              + f", {metrics['n_yso_candidates']} YSO candidates\n"]
     for name in ("TEFF", "LOGG", "FE_H"):
-        metrics[f"median_sigma/{name.lower()}"] = float(np.median(clean[f"{name}_ERR"])) if len(clean) else np.nan
-    for against, table in tables.items():
-        lines += [f"\nUncertainty calibration on the test split against the {against}: z = (prediction - "
-                  f"{'label' if against == 'labels' else against}) / sigma\n\n", table.round(4).to_markdown(), "\n"]
-        for parameter, row in table.iterrows():
-            for column in ("spearman_sigma_snr", "z_std", "z_robust_sigma", "frac_within_1sigma"):
-                metrics[f"calibration_{against}/{parameter.lower()}_{column}"] = float(row[column])
-    return metrics, "".join(lines), tables
+        for suffix in ("_ERR", "_ERR_MC"):
+            metrics[f"median_sigma{suffix.lower()[4:]}/{name.lower()}"] = (
+                float(np.median(clean[f"{name}{suffix}"])) if len(clean) else np.nan)
+    from apogeenet.reliability import write_calibration
+
+    found, text = write_calibration(frame, truth, out_dir)
+    metrics |= found
+    return metrics, "".join(lines) + text
 
 
 def write_products(frame: pd.DataFrame, out_dir: Path, meta: dict, *, truth: pd.DataFrame | None,
                    source: str, name: str = "catalog") -> tuple[dict, str]:
     """The catalog ``<name>.*`` and its clean view ``<name>_clean.*`` (:func:`write_catalog`), the
-    §4 plots, the calibration tables, summary.md and metrics.json; returns (metrics, summary)."""
+    §4 plots, the calibration reports and z histograms (test split), summary.md and metrics.json;
+    returns (metrics, summary)."""
     import json
 
     clean = frame[frame["FLAGS"] == 0]
@@ -197,9 +202,7 @@ def write_products(frame: pd.DataFrame, out_dir: Path, meta: dict, *, truth: pd.
     kiel_by_type_plot(clean, out_dir / "kiel_by_type.png")
     sigma_snr_plot(clean, out_dir / "sigma_vs_snr.png")
     yso_selection_plot(frame, out_dir / "yso_selection.png")
-    metrics, summary, calibrations = catalog_summary(frame, truth, source, str(meta.get("model", "")))
-    for against, table in calibrations.items():
-        table.to_csv(out_dir / f"calibration_{against}.csv")
+    metrics, summary = catalog_summary(frame, truth, source, str(meta.get("model", "")), out_dir)
     (out_dir / "summary.md").write_text(summary)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return metrics, summary
@@ -220,20 +223,25 @@ def kiel_by_type_plot(frame: pd.DataFrame, path: Path) -> Path:
     ax.invert_yaxis()
     ax.set_xlabel("predicted Teff (K)")
     ax.set_ylabel("predicted log g (dex)")
-    ax.legend(markerscale=3)
+    if len(frame):
+        ax.legend(markerscale=3)
     return save(fig, path)
 
 
 def sigma_snr_plot(frame: pd.DataFrame, path: Path) -> Path:
-    """Fig. 4 (right): Monte-Carlo σ against SNR for each parameter."""
+    """Fig. 4 (right): the method's (Monte-Carlo) σ against SNR for each parameter, and the calibrated σ."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     for ax, (name, unit) in zip(axes, (("TEFF", "K"), ("LOGG", "dex"), ("FE_H", "dex"))):
-        points = ax.scatter(frame["SNR"], frame[f"{name}_ERR"], s=4, alpha=0.5, c=frame["TEFF"], cmap="coolwarm_r")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        points = ax.scatter(frame["SNR"], frame[f"{name}_ERR_MC"], s=4, alpha=0.5, c=frame["TEFF"], cmap="coolwarm_r")
+        ax.scatter(frame["SNR"], frame[f"{name}_ERR"], s=2, c="0.4", marker="_", label="calibrated")
+        if len(frame):  # an empty clean view (every row flagged) has nothing to scale
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        else:
+            ax.text(0.5, 0.5, "no rows", transform=ax.transAxes, ha="center")
         ax.set_xlabel("SNR")
-        ax.set_ylabel(f"sigma {name} ({unit})")
+        ax.set_ylabel(f"sigma {name} ({unit}): method (colour), calibrated (grey)")
     fig.colorbar(points, ax=axes[-1], label="predicted Teff (K)")
     return save(fig, path)
 

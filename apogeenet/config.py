@@ -322,6 +322,45 @@ class PredictParams(_Section):
     bounds: dict[str, tuple[float, float]] = {"teff": (2000.0, 12000.0), "logg": (-1.0, 6.0),
                                               "fe_h": (-3.0, 1.5)}
     """Physical range of each prediction; outside it a row is flagged UNPHYSICAL."""
+    max_sigma: dict[str, float] = {"teff": 500.0, "logg": 0.5, "fe_h": 0.25}
+    """Largest calibrated σ a row of the clean view may have; above it the row is flagged LARGE_SIGMA."""
+
+    @field_validator("bounds", "max_sigma")
+    @classmethod
+    def _parameters(cls, value: dict) -> dict:
+        if set(value) != {"teff", "logg", "fe_h"}:
+            raise ValueError("needs exactly teff, logg and fe_h")
+        return value
+
+
+class CalibrationReference(StrEnum):
+    AUTO = "auto"      # the truth when the survey has one (paths.truth), else the labels
+    TRUTH = "truth"
+    LABELS = "labels"
+
+
+class CalibrationParams(_Section):
+    """What train and adapt fit on the dev split and store with the model: the σ calibration
+    (apogeenet.calibration; σ from the ``predict`` settings) and the domain reference
+    (apogeenet.domain)."""
+
+    reference: CalibrationReference = CalibrationReference.AUTO
+    """What the residuals are measured against."""
+    methods: tuple[Uncertainty, ...] = (Uncertainty.MONTE_CARLO, Uncertainty.DELTA)
+    """Uncertainty methods calibrated (a catalog made with another has ``*_ERR`` = ``*_ERR_MC``)."""
+    clip: float = Field(2.5, gt=1)
+    """Residuals beyond this many calibrated σ leave the fit (iteratively; the clipped variance restored)."""
+    min_stars: int = Field(20, ge=5)
+    """Dev stars a region needs for its own fit; fewer: the fit of all dev stars."""
+    domain_quantile: float = Field(0.99, gt=0.5, lt=1)
+    """The out-of-domain threshold: this quantile of the dev split's distances."""
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: tuple) -> tuple:
+        if Uncertainty.NONE in value:
+            raise ValueError("'none' has no sigma to calibrate")
+        return value
 
 
 class SlurmParams(_Section):
@@ -371,6 +410,7 @@ class Params(_Section):
     evaluate: EvaluateParams = EvaluateParams()
     baselines: BaselinesParams = BaselinesParams()
     predict: PredictParams = PredictParams()
+    calibration: CalibrationParams = CalibrationParams()
     dask: DaskParams = DaskParams()
     ingest: IngestParams = IngestParams()
     download: DownloadParams = DownloadParams()

@@ -334,17 +334,19 @@ def comparison_markdown(table: pd.DataFrame, split: str = "test") -> str:
 
 def write_assessment(frame: pd.DataFrame, table1: Normalisation, out_dir: Path, *, cfg, model: str,
                      truth: pd.DataFrame | None = None, before: tuple[str, pd.DataFrame] | None = None,
-                     others: dict[str, pd.DataFrame] | None = None) -> tuple[dict, str, bool]:
+                     others: dict[str, pd.DataFrame] | None = None,
+                     extra_metrics: dict[str, float] | None = None) -> tuple[dict, str, bool]:
     """Everything `apogeenet evaluate` judges a model's predictions ``frame`` by: the quality bar
     (``cfg``: the ``evaluate`` section), the §3.4 check against ``before`` (name, predictions of
     the model before adaptation), the models side by side with ``others`` (the baselines'
     predictions), and Tables 2/3 with plots (:func:`write_evaluation`). Writes quality.md/.csv,
-    adaptation.csv, comparison.md/.csv and metrics.json; returns (metrics, report, passed)."""
+    adaptation.csv, comparison.md/.csv and metrics.json (with ``extra_metrics``); returns
+    (metrics, report, passed)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     quality = quality_bar(frame, cfg.min_gain, truth=truth)
     quality.to_csv(out_dir / "quality.csv")
-    metrics, report = quality_metrics(quality), quality_markdown(quality, model)
+    metrics, report = {**(extra_metrics or {}), **quality_metrics(quality)}, quality_markdown(quality, model)
     metrics |= truth_metrics(frame, truth) if truth is not None else {}
     if before is not None:
         effect = adaptation_effect(before[1], frame, table1, cfg.max_payne_scatter_increase)

@@ -75,9 +75,17 @@ class ApogeeNet(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, flux: torch.Tensor) -> torch.Tensor:
+        return self.forward_hidden(flux)[0]
+
+    def forward_hidden(self, flux: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(outputs, the 512 penultimate activations — what :mod:`apogeenet.domain` measures)."""
         if flux.ndim != 2 or flux.shape[1] != self.n_pixels:
             raise ValueError(f"expected flux of shape (batch, {self.n_pixels}), got {tuple(flux.shape)}")
-        return self.head(self.features(flux.unsqueeze(1)))
+        return self._head(self.features(flux.unsqueeze(1)))
+
+    def _head(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.head[:-1](features)
+        return self.head[-1](hidden), hidden
 
     def forward_chunked(self, flux: torch.Tensor, chunk: int) -> torch.Tensor:
         """The same outputs for inference on many spectra: on a CPU the convolutions run ``chunk``
@@ -86,13 +94,13 @@ class ApogeeNet(nn.Module):
         whole batch goes through in one call."""
         if flux.ndim != 2 or flux.shape[1] != self.n_pixels:
             raise ValueError(f"expected flux of shape (batch, {self.n_pixels}), got {tuple(flux.shape)}")
-        return self.forward_chunks([flux] if flux.device.type != "cpu" else flux.split(chunk))
+        return self.forward_chunks([flux] if flux.device.type != "cpu" else flux.split(chunk))[0]
 
-    def forward_chunks(self, chunks: Iterable[torch.Tensor]) -> torch.Tensor:
-        """Outputs for the inputs of all ``chunks`` (each (n, 8575), made as they are consumed): the
-        convolutions chunk by chunk, the fully connected head once over all of them. On a CPU the
-        convolutions run on :func:`blocked_features`; on a GPU in full float32 (no TF32): the same
-        numbers as on the CPU."""
+    def forward_chunks(self, chunks: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Outputs and penultimate activations (:meth:`forward_hidden`) for the inputs of all
+        ``chunks`` (each (n, 8575), made as they are consumed): the convolutions chunk by chunk,
+        the fully connected head once over all of them. On a CPU the convolutions run on
+        :func:`blocked_features`; on a GPU in full float32 (no TF32): the same numbers as on the CPU."""
         features = []
         for flux in chunks:
             if flux.device.type != "cpu":
@@ -100,7 +108,7 @@ class ApogeeNet(nn.Module):
                     features.append(self.features(flux.unsqueeze(1)))
                 continue
             features.append(self._blocked()(flux))
-        return self.head(torch.cat(features))
+        return self._head(torch.cat(features))
 
     def _blocked(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """:func:`blocked_features` of the current weights, made again only when they change

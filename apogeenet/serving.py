@@ -8,7 +8,7 @@ pyfunc wrapper in :mod:`apogeenet.registry` takes flux arrays and returns Teff, 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,8 @@ import pandas as pd
 import torch
 
 from apogeenet.atomic import atomic_path
+from apogeenet.calibration import SigmaCalibration
+from apogeenet.domain import DomainReference
 from apogeenet.errors import UserFacingError
 from apogeenet.labels.catalog import LABEL_COLUMNS, Normalisation
 from apogeenet.model import ApogeeNet, scale_flux
@@ -66,6 +68,10 @@ class Predictor:
     table1: Normalisation
     flux_scale: float | None = 1.0
     """The network's flux unit: a constant, or None for each spectrum's median (:func:`scale_flux`)."""
+    calibrations: dict[str, SigmaCalibration] = field(default_factory=dict)
+    """The missing-error model of each uncertainty method (:mod:`apogeenet.calibration`), by method."""
+    domain: DomainReference | None = None
+    """The training set's activations, for the out-of-domain distance (:mod:`apogeenet.domain`)."""
 
     def predict(self, flux: np.ndarray, batch_size: int = 16) -> pd.DataFrame:
         """TEFF [K], LOGG, FE_H for prepared raw flux (n, 8575) (bad pixels already 0)."""
@@ -86,11 +92,15 @@ class Predictor:
         return self
 
     def save(self, path: str | Path) -> Path:
-        """Write weights, Table 1 and the flux unit (atomically: a kill leaves the old file)."""
+        """Write weights, Table 1, the flux unit, the σ calibrations and the domain reference
+        (atomically: a kill leaves the old file)."""
         path = Path(path)
         weights = {k: v.cpu() for k, v in self.model.state_dict().items()}
+        extra = {"calibrations": {k: c.to_dict() for k, c in self.calibrations.items()}}
+        if self.domain is not None:
+            extra["domain"] = self.domain.to_dict()
         return save_weights({"model": weights, "table1": self.table1.to_dict(), "flux_scale": self.flux_scale,
-                             "architecture": "ApogeeNet-AppendixB", "n_outputs": 3}, path)
+                             "architecture": "ApogeeNet-AppendixB", "n_outputs": 3, **extra}, path)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Predictor:
@@ -100,8 +110,10 @@ class Predictor:
             model = ApogeeNet(int(saved.get("n_outputs", 3)))
             model.load_state_dict(saved["model"])
             table1 = Normalisation(**saved["table1"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            calibrations = {str(k): SigmaCalibration.from_dict(c) for k, c in saved.get("calibrations", {}).items()}
+            domain = DomainReference.from_dict(saved["domain"]) if "domain" in saved else None
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
             raise ModelFileError(f"{path}: not an apogeenet model.pt ({type(exc).__name__}: "
                                  f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
-        return cls(model.to(device).eval(), table1, saved.get("flux_scale", 1.0))
+        return cls(model.to(device).eval(), table1, saved.get("flux_scale", 1.0), calibrations, domain)
 

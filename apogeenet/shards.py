@@ -41,7 +41,7 @@ __all__ = ["PARTS_DIR", "PLAN_FILE", "ShardPlan", "ShardsMissing", "merge_parts"
 PARTS_DIR = ".parts"
 PLAN_FILE = "plan.json"
 MODEL_FILE = "model.pt"
-_COLUMNS = ["row", "TEFF", "LOGG", "FE_H", "TEFF_ERR", "LOGG_ERR", "FE_H_ERR"]
+_COLUMNS = ["row", "TEFF", "LOGG", "FE_H", "TEFF_ERR", "LOGG_ERR", "FE_H_ERR", "DOMAIN_DIST"]
 
 
 class ShardsMissing(UserFacingError):
@@ -99,6 +99,9 @@ def _weights_digest(predictor: Predictor) -> str:
     for name, tensor in sorted(predictor.model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    if predictor.domain is not None:  # the parts hold its distances
+        for value in (predictor.domain.mean, predictor.domain.whitening, predictor.domain.threshold):
+            digest.update(np.asarray(value, np.float64).tobytes())
     return digest.hexdigest()
 
 
@@ -149,15 +152,18 @@ def predict_shard(plan_file: str | os.PathLike, number: int, *, torch_threads: i
     predictor = _predictor(str(plan.model), str(best_device()))
     cfg = PredictParams(**plan.predict)
     result = predict_store(predictor, SpectraStore(plan.store), cfg, n_draws=plan.draws, rows=rows)
-    frame = pd.DataFrame(np.column_stack([result.prediction, result.sigma]), columns=_COLUMNS[1:])
+    distance = (predictor.domain.distance(result.hidden) if predictor.domain is not None
+                else np.full(len(rows), np.nan))
+    frame = pd.DataFrame(np.column_stack([result.prediction, result.sigma, distance]), columns=_COLUMNS[1:])
     frame.insert(0, "row", rows)
     with atomic_path(part) as tmp:
         frame.to_parquet(tmp, index=False)
     return part
 
 
-def merge_parts(plan: ShardPlan) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions and σ (each (n, 3)) of every row of the plan's store, from its parts, in row order."""
+def merge_parts(plan: ShardPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Predictions and σ (each (n, 3)) and the out-of-domain distance (n,; NaN for a model without
+    a domain reference) of every row of the plan's store, from its parts, in row order."""
     missing = plan.missing()
     if missing:
         shown = ", ".join(map(str, missing[:10])) + (" …" if len(missing) > 10 else "")
@@ -167,4 +173,4 @@ def merge_parts(plan: ShardPlan) -> tuple[np.ndarray, np.ndarray]:
     if not np.array_equal(frame["row"].to_numpy(), np.arange(plan.n_rows)):
         raise ShardsMissing(f"{plan.directory}: the parts do not cover rows 0 to {plan.n_rows - 1} once each; "
                             "remove the directory and predict again")
-    return frame[_COLUMNS[1:4]].to_numpy(float), frame[_COLUMNS[4:]].to_numpy(float)
+    return frame[_COLUMNS[1:4]].to_numpy(float), frame[_COLUMNS[4:7]].to_numpy(float), frame[_COLUMNS[7]].to_numpy(float)

@@ -96,13 +96,20 @@ def training_data(cfg: Params):
     return LabelledSpectra.from_files(cfg.paths.store, labels, cfg.paths.labels / TABLE1_FILE)
 
 
-def _finish_model(data, predictor, out_dir: Path, run, *, stage: str, params: dict, summary: dict,
+def _finish_model(cfg: Params, data, predictor, out_dir: Path, run, *, stage: str, params: dict, summary: dict,
                   summary_in_file: bool, headline: str, tags: dict) -> StageResult:
-    """Save ``model.pt``, write Tables 2/3, plots and metrics.json (with ``summary`` when
+    """Fit the σ calibration and the domain reference on the dev split (:mod:`apogeenet.calibration`),
+    save ``model.pt`` with them, write Tables 2/3, plots and metrics.json (with ``summary`` when
     ``summary_in_file``), log them and register the model (when tracking): the common end of
     ``train`` and ``adapt``."""
+    from apogeenet.reliability import calibrate_predictor
     from apogeenet.evaluate import EVALUATION_FILES, predictions_frame, write_evaluation
 
+    try:
+        summary = {**summary, **calibrate_predictor(predictor, data, cfg.predict, cfg.calibration,
+                                                     read_truth(cfg.paths.truth))}
+    except ValueError as exc:
+        raise StageError(f"cannot calibrate the uncertainties: {exc}") from None
     predictor.save(out_dir / "model.pt")
     table_metrics, tables = write_evaluation(predictions_frame(data, predictor), data.table1, out_dir,
                                              extra_metrics=summary if summary_in_file else None)
@@ -143,7 +150,7 @@ def train_stage(cfg: Params, *, init_model: str | None = None, out_dir: Path | N
     else:
         init_state = None
         data.flux_scale = data.median_flux(train_pos) if profile.flux_unit is FluxUnit.CONSTANT else None
-    params = {**_params(cfg, "train"), "flux_scale": data.flux_scale, "n_train": len(train_pos),
+    params = {**_params(cfg, "train", "calibration"), "flux_scale": data.flux_scale, "n_train": len(train_pos),
               "n_dev": len(dev_pos), "init_model": init_model or ""}
     tags = {"data_version": data_version(cfg.paths.labels / LABELS_FILE)}
     with stage_run(track, "train", run_name, tags=tags) as run:
@@ -153,7 +160,7 @@ def train_stage(cfg: Params, *, init_model: str | None = None, out_dir: Path | N
         predictor = Predictor(result.model, data.table1, data.flux_scale)
         headline = (f"best dev loss {result.best_dev_loss:.4f} at epoch {result.best_epoch} "
                     f"(profile {cfg.train.profile})")
-        return _finish_model(data, predictor, out_dir, run, stage="train", params=params, tags=tags,
+        return _finish_model(cfg, data, predictor, out_dir, run, stage="train", params=params, tags=tags,
                              summary={"best_dev_loss": result.best_dev_loss, "best_epoch": result.best_epoch},
                              summary_in_file=False, headline=headline)
 
@@ -172,7 +179,7 @@ def adapt_stage(cfg: Params, *, init_model: str | None = None, out_dir: Path | N
     init_model = init_model or ("models:/apogeenet@champion" if track else str(cfg.paths.model / "model.pt"))
     start = open_model(init_model)
     data.flux_scale = start.flux_scale
-    params = {**_params(cfg, "adapt"), "flux_scale": data.flux_scale, "init_model": init_model}
+    params = {**_params(cfg, "adapt", "calibration"), "flux_scale": data.flux_scale, "init_model": init_model}
     tags = {"data_version": data_version(cfg.paths.labels / LABELS_FILE), "init_model": init_model}
 
     with stage_run(track, "train", "adapt", tags=tags) as run:
@@ -191,7 +198,7 @@ def adapt_stage(cfg: Params, *, init_model: str | None = None, out_dir: Path | N
                    "rounds": len(result.rounds)}
         headline = (f"{len(result.rounds)} rounds; MSTAR+YSO dev loss {result.initial_focus_loss:.4f} -> "
                     f"{result.best_focus_loss:.4f} (best round {result.best_round})")
-        return _finish_model(data, Predictor(result.model, data.table1, data.flux_scale), out_dir, run,
+        return _finish_model(cfg, data, Predictor(result.model, data.table1, data.flux_scale), out_dir, run,
                              stage="adapt", params=params, summary=summary, summary_in_file=True,
                              headline=headline, tags=tags)
 
@@ -223,12 +230,15 @@ def evaluate_stage(cfg: Params, *, model: str | None = None, baseline: str | Non
                    out_dir: Path | None = None, track: bool = True) -> StageResult:
     """Tables 2/3 and plots of ``model`` (default: the adapted ``model.pt``), the quality bar
     (test-split RMS gain over the training mean in every group) and, against ``baseline``
-    (default: the trained ``model.pt`` when it exists), the §3.4 adaptation check; ``passed``
-    when every check passes (MLflow experiment ``evaluate``)."""
+    (default: the trained ``model.pt`` when it exists), the §3.4 adaptation check, the calibration
+    of its σ on the test split (before and after; z histograms); ``passed`` when every check
+    passes (MLflow experiment ``evaluate``)."""
     import pandas as pd
 
+    from apogeenet.config import Uncertainty
     from apogeenet.evaluate import predictions_frame, write_assessment
     from apogeenet.model_uri import open_model
+    from apogeenet.reliability import split_uncertainties, write_calibration
 
     data = training_data(cfg)
     model = model or str(cfg.paths.adapted / "model.pt")
@@ -238,9 +248,16 @@ def evaluate_stage(cfg: Params, *, model: str | None = None, baseline: str | Non
     others = {str(name): pd.read_parquet(path) for name in cfg.baselines.models
               if (path := cfg.paths.baselines / name / "predictions.parquet").exists()}
     out_dir = Path(out_dir or cfg.paths.evaluation)
-    metrics, report, passed = write_assessment(predictions_frame(data, open_model(model)), data.table1, out_dir,
-                                               cfg=cfg.evaluate, model=model, truth=read_truth(cfg.paths.truth),
-                                               before=before, others=others)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    predictor, truth = open_model(model), read_truth(cfg.paths.truth)
+    found, calibration = {}, ""
+    if cfg.predict.uncertainty is not Uncertainty.NONE:  # σ of the test split, before and after calibration
+        found, calibration = write_calibration(split_uncertainties(predictor, data, cfg.predict), truth, out_dir)
+        (out_dir / "calibration.md").write_text(calibration.lstrip() + "\n")
+    metrics, report, passed = write_assessment(predictions_frame(data, predictor), data.table1, out_dir,
+                                               cfg=cfg.evaluate, model=model, truth=truth,
+                                               before=before, others=others, extra_metrics=found)
+    report += calibration
     tags = {"model": model, "baseline": baseline or "", "data_version": data_version(cfg.paths.labels / LABELS_FILE)}
     with stage_run(track, "evaluate", "apogeenet", tags=tags) as run:
         result = StageResult("evaluate", metrics, {**_params(cfg, "evaluate"), "model": model,
@@ -278,20 +295,31 @@ def predict_finish(cfg: Params, plan_file: Path, *, out_dir: Path | None = None,
     of the plan in ``plan_file``, the §4.1 YSO selection and age bins, plots and the uncertainty calibration
     against the labels (when present) and the survey's truth (MLflow experiment ``predict``)."""
     from apogeenet.catalog import build_catalog, write_products
+    import numpy as np
+
     from apogeenet.io.tables import read_table
+    from apogeenet.serving import Predictor
     from apogeenet.shards import ShardPlan, merge_parts
     from apogeenet.store import SpectraStore
 
     p, spec = cfg.predict, cfg.predict.model
     plan = ShardPlan.read(plan_file)
-    prediction, sigma = merge_parts(plan)
+    prediction, sigma, distance = merge_parts(plan)
+    predictor = Predictor.load(plan.model)
+    calibration = predictor.calibrations.get(str(p.uncertainty))
     labels_file = cfg.paths.labels / LABELS_FILE
     index = SpectraStore(plan.store).index.reset_index(drop=True)
     frame = build_catalog(index, prediction, sigma, read_table(labels_file) if labels_file.exists() else None,
                           hot_teff=p.hot_teff, bounds={k: tuple(v) for k, v in p.bounds.items()},
-                          n_good_pixels=index["n_good_pixels"].to_numpy(), min_good_pixels=p.min_good_pixels)
+                          n_good_pixels=index["n_good_pixels"].to_numpy(), min_good_pixels=p.min_good_pixels,
+                          sigma_calibrated=calibration.apply(prediction, sigma) if calibration else None,
+                          domain_distance=distance,
+                          domain_threshold=predictor.domain.threshold if predictor.domain else np.inf,
+                          max_sigma=p.max_sigma)
     meta = {"model": spec, "draws": plan.draws, "seed": p.seed, "errcap": p.error_cap,
-            "errref": str(p.error_reference), "sigma": str(p.uncertainty)}
+            "errref": str(p.error_reference), "sigma": str(p.uncertainty),
+            "sigcal": f"{calibration.method} vs {calibration.reference}" if calibration else "none",
+            "domthr": predictor.domain.threshold if predictor.domain else "none"}
     out_dir = Path(out_dir or plan.directory.parent.parent)
     store_dir = plan.store
     metrics, summary = write_products(frame, out_dir, meta, truth=read_truth(cfg.paths.truth), source=store_dir,

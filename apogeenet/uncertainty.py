@@ -36,7 +36,6 @@ from dataclasses import dataclass
 import hashlib
 
 import numpy as np
-import pandas as pd
 import torch
 
 from apogeenet.config import ErrorReference, PredictParams, Uncertainty
@@ -45,7 +44,7 @@ from apogeenet.model import flux_divisor, prepare_flux
 from apogeenet.noise import normal_noise, star_streams
 from apogeenet.serving import Predictor
 
-__all__ = ["MCResult", "calibration", "delta_predict", "mean_good_error", "mc_predict", "median_good_error",
+__all__ = ["MCResult", "delta_predict", "mean_good_error", "mc_predict", "median_good_error",
            "perturbation_sigma", "predict_store", "seed_keys"]
 
 
@@ -81,6 +80,7 @@ class MCResult:
     prediction: np.ndarray  # (n, 3) the network on the spectrum itself (TEFF, LOGG, FE_H)
     mean: np.ndarray        # (n, 3) mean over the draws (the prediction itself for the delta method)
     sigma: np.ndarray       # (n, 3) standard deviation over the draws (ddof = 1), or its first-order value
+    hidden: np.ndarray      # (n, 512) float32 penultimate activations of the spectrum (apogeenet.domain)
 
 
 def _on_device(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: np.ndarray, seed: int, cap: float,
@@ -98,7 +98,8 @@ def mc_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: 
                n_draws: int = 100, seed: int = 0, cap: float = 5.0,
                max_batch: int = 1600, forward_batch: int = 16,
                reference: ErrorReference = ErrorReference.MEAN) -> MCResult:
-    """Single-pass predictions and ``n_draws`` Monte-Carlo draws per spectrum, in physical units.
+    """Single-pass predictions and ``n_draws`` Monte-Carlo draws per spectrum, in physical units
+    (``n_draws`` 0: the single pass alone, σ NaN).
 
     ``flux``/``error``: raw apStar arrays (n, 8575); ``keys``: one uint64 per spectrum that seeds
     its noise. Spectra are processed in blocks whose draws together make at most ``max_batch``
@@ -111,7 +112,8 @@ def mc_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: 
     n, npix = prepared.shape
     chunk = forward_batch if device.type == "cpu" else max_batch
     prediction = np.empty((n, 3))
-    mean, spread = np.empty((n, 3)), np.empty((n, 3))
+    mean, spread = np.empty((n, 3)), np.full((n, 3), np.nan)
+    hidden = np.empty((n, model.head[-1].in_features), np.float32)
     per_block = max(1, max_batch // max(n_draws, 1))
 
     def inputs(block: slice):
@@ -127,12 +129,14 @@ def mc_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: 
         for start in range(0, n, per_block):
             block = slice(start, min(start + per_block, n))
             m = block.stop - block.start
-            out = model.forward_chunks(inputs(block)).double().cpu().numpy() * std + mu
-            prediction[block] = out[:m]
+            out, penultimate = model.forward_chunks(inputs(block))
+            out = out.double().cpu().numpy() * std + mu
+            prediction[block], hidden[block] = out[:m], penultimate[:m].cpu().numpy()
             per_star = out[m:].reshape(m, n_draws, 3)
-            mean[block] = per_star.mean(axis=1)
-            spread[block] = per_star.std(axis=1, ddof=1) if n_draws > 1 else np.nan
-    return MCResult(prediction, mean, spread)
+            mean[block] = per_star.mean(axis=1) if n_draws else out[:m]
+            if n_draws > 1:
+                spread[block] = per_star.std(axis=1, ddof=1)
+    return MCResult(prediction, mean, spread, hidden)
 
 
 def delta_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: np.ndarray, *,
@@ -154,6 +158,7 @@ def delta_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, key
     n, npix = prepared.shape
     chunk = forward_batch if device.type == "cpu" else n
     prediction, variance = np.empty((n, 3)), np.empty((n, 3))
+    hidden = np.empty((n, model.head[-1].in_features), np.float32)
     for rows in torch.arange(n, device=device).split(chunk):
         m = len(rows)
         star = rows.repeat(points)                     # the spectra, then each set of draws
@@ -163,16 +168,17 @@ def delta_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, key
         divisor = flux_divisor(x, predictor.flux_scale)
         x.requires_grad_(True)
         with torch.enable_grad(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-            out = model(x / divisor)
+            out, penultimate = model.forward_hidden(x / divisor)
             grads = [torch.autograd.grad(out[:, k].sum(), x, retain_graph=k < 2)[0]  # rows are
                      for k in range(3)]                                           # independent
         picked = slice(int(rows[0]), int(rows[-1]) + 1)
         prediction[picked] = out[:m].detach().double().cpu().numpy()
+        hidden[picked] = penultimate[:m].detach().cpu().numpy()
         s = pixel_sigma[rows].double()
         variance[picked] = torch.stack([(g.double().view(points, m, npix).mean(dim=0) * s).square().sum(dim=1)
                                         for g in grads], dim=1).cpu().numpy()
     prediction = prediction * std + mu
-    return MCResult(prediction, prediction.copy(), np.sqrt(variance) * std)
+    return MCResult(prediction, prediction.copy(), np.sqrt(variance) * std, hidden)
 
 
 def predict_store(predictor: Predictor, store, cfg: PredictParams, *, n_draws: int | None = None,
@@ -184,59 +190,26 @@ def predict_store(predictor: Predictor, store, cfg: PredictParams, *, n_draws: i
     n_draws = n_draws or cfg.draws
     rows = np.arange(len(store.index)) if rows is None else np.asarray(rows)
     keys = seed_keys(store.index["apogee_id"].to_numpy()[rows])
-    n = len(rows)
-    prediction, mean, sigma = np.empty((n, 3)), np.empty((n, 3)), np.empty((n, 3))
-    for start in range(0, n, cfg.spectra_per_block):
-        part = slice(start, min(start + cfg.spectra_per_block, n))
+    results = []
+    for start in range(0, len(rows), cfg.spectra_per_block):
+        part = slice(start, start + cfg.spectra_per_block)
         batch = store.read(rows[part])
-        if cfg.uncertainty == Uncertainty.NONE:
-            single = predictor.predict(prepare_flux(batch.flux, batch.error), cfg.forward_batch).to_numpy()
-            result = MCResult(single, single, np.full_like(single, np.nan))
-        elif cfg.uncertainty == Uncertainty.DELTA:
-            result = delta_predict(predictor, batch.flux, batch.error, keys[part], points=cfg.delta_points,
-                                   seed=cfg.seed, cap=cfg.error_cap, forward_batch=cfg.forward_batch,
-                                   reference=cfg.error_reference)
+        if cfg.uncertainty == Uncertainty.DELTA:
+            results.append(delta_predict(predictor, batch.flux, batch.error, keys[part], points=cfg.delta_points,
+                                         seed=cfg.seed, cap=cfg.error_cap, forward_batch=cfg.forward_batch,
+                                         reference=cfg.error_reference))
         else:
-            result = mc_predict(predictor, batch.flux, batch.error, keys[part], n_draws=n_draws,
-                                seed=cfg.seed, cap=cfg.error_cap, max_batch=cfg.max_batch,
-                                forward_batch=cfg.forward_batch, reference=cfg.error_reference)
-        prediction[part], mean[part], sigma[part] = result.prediction, result.mean, result.sigma
-    return MCResult(prediction, mean, sigma)
+            draws = 0 if cfg.uncertainty == Uncertainty.NONE else n_draws
+            results.append(mc_predict(predictor, batch.flux, batch.error, keys[part], n_draws=draws,
+                                      seed=cfg.seed, cap=cfg.error_cap, max_batch=cfg.max_batch,
+                                      forward_batch=cfg.forward_batch, reference=cfg.error_reference))
+    if not results:
+        return MCResult(*(np.empty((0, 3)),) * 3, np.empty((0, predictor.model.head[-1].in_features), np.float32))
+    return MCResult(*(np.concatenate([getattr(r, f) for r in results])
+                      for f in ("prediction", "mean", "sigma", "hidden")))
 
 
 def seed_keys(apogee_ids) -> np.ndarray:
     """A stable integer per star (from SHA-256 of its APOGEE_ID) to seed its draws."""
     return np.array([int.from_bytes(hashlib.sha256(str(i).encode()).digest()[:8], "little")
                      for i in apogee_ids], dtype=np.uint64)
-
-
-def calibration(catalog: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
-    """How honest the σ are, per parameter, on the rows of ``catalog`` (Table 4 columns).
-
-    ``reference``: the values the predictions are judged against (truth or labels), indexed by
-    APOGEE_ID with TEFF, LOGG, FE_H. Columns: Spearman ρ of σ against SNR (negative: σ grows as
-    SNR falls) and its p-value; for z = (prediction − reference)/σ its standard deviation, robust
-    σ (1.4826 MAD) and the fraction with |z| < 1 (0.68 if σ were right); the RMS error and the
-    median σ.
-    """
-    from scipy.stats import spearmanr
-
-    from apogeenet.evaluate import robust_sigma
-
-    rows = []
-    for name in ("TEFF", "LOGG", "FE_H"):
-        sigma = catalog[f"{name}_ERR"].to_numpy(float)
-        rho, p = spearmanr(sigma, catalog["SNR"].to_numpy(float), nan_policy="omit")
-        ref = reference[name].reindex(catalog["APOGEE_ID"]).to_numpy(float)
-        error = catalog[name].to_numpy(float) - ref
-        ok = np.isfinite(error) & (sigma > 0)
-        z = error[ok] / sigma[ok]
-        row = {"parameter": name, "n": int(ok.sum()), "spearman_sigma_snr": float(rho), "spearman_p": float(p),
-               "z_std": np.nan, "z_robust_sigma": np.nan, "frac_within_1sigma": np.nan, "rms_error": np.nan,
-               "median_sigma": np.nan}
-        if z.size:
-            row.update(z_std=float(np.std(z)), z_robust_sigma=robust_sigma(z),
-                       frac_within_1sigma=float(np.mean(np.abs(z) < 1)),
-                       rms_error=float(np.sqrt(np.mean(error[ok] ** 2))), median_sigma=float(np.median(sigma[ok])))
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("parameter")

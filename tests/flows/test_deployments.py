@@ -17,6 +17,7 @@ import pytest
 import requests
 from astropy.table import Table
 from apogeenet.config import load_params
+from apogeenet.serving import Predictor
 from apogeenet.stages import evaluate_stage, predict_stage
 from apogeenet.store import SpectraStore
 
@@ -113,6 +114,13 @@ def test_evaluate_writes_the_quality_bar_and_the_adaptation_check(trained, tmp_p
     assert metrics["quality/passed"] == int(quality["passed"].all())
     assert "adaptation/passed" not in metrics  # a model is not compared with itself
     assert json.loads((out / "metrics.json").read_text())["test/full/mse"] == metrics["test/full/mse"]
+    # the σ of the test split before and after calibration, against the truth and the labels
+    report = pd.read_csv(out / "calibration_truth.csv").set_index(["group", "parameter"])
+    assert report.loc[("all", "TEFF"), "n"] == (pd.read_parquet(cfg.paths.labels / "labels.parquet")["SPLIT"]
+                                                  == "test").sum()
+    assert metrics["calibration_truth/all/teff_z_robust_sigma"] == pytest.approx(report.loc[("all", "TEFF"),
+                                                                                          "z_robust_sigma"])
+    assert (out / "z_histograms.png").stat().st_size > 0 and "Bar (groups" in (out / "calibration.md").read_text()
     result = subprocess.run([str(Path(sys.executable).parent / "apogeenet"), "evaluate", "--model",
                              str(tmp_path / "missing.pt"), "--no-track", "--params", str(root / "params.yaml")],
                             capture_output=True, text=True, timeout=120)
@@ -136,8 +144,17 @@ def test_predict_writes_table4_catalog_and_products(trained, tmp_path):
     clean = Table.read(out / "catalog_clean.fits")
     assert len(clean) == metrics["n_clean"] == (catalog["FLAGS"] == 0).sum()
     for name in ("kiel_by_type.png", "sigma_vs_snr.png", "yso_selection.png", "calibration_truth.csv",
-                 "summary.md"):
+                 "z_histograms.png", "summary.md"):
         assert (out / name).stat().st_size > 0
+    # the calibrated σ is the model's stored fit applied to the Monte-Carlo σ (apogeenet.calibration)
+    predictor = Predictor.load(model)
+    assert set(predictor.calibrations) == {"monte_carlo", "delta"} and predictor.domain is not None
+    values = catalog[["TEFF", "LOGG", "FE_H"]].to_numpy()
+    expected = predictor.calibrations["monte_carlo"].apply(values, catalog[["TEFF_ERR_MC", "LOGG_ERR_MC",
+                                                                             "FE_H_ERR_MC"]].to_numpy())
+    np.testing.assert_allclose(catalog[["TEFF_ERR", "LOGG_ERR", "FE_H_ERR"]].to_numpy(), expected, rtol=1e-12)
+    assert np.isfinite(catalog["DOMAIN_DIST"]).all()
+    assert ((catalog["FLAGS"] & 16) > 0).tolist() == (catalog["DOMAIN_DIST"] > predictor.domain.threshold).tolist()
     again = predict_stage(cfg, model=model, out_dir=tmp_path / "again", draws=5, track=False)
     assert again.metrics == metrics  # same seed, same numbers
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "again" / "catalog.parquet"), catalog)
@@ -163,3 +180,11 @@ def test_predict_runs_on_a_store_of_real_apstar_files(trained, real_apstar_dir, 
     assert metrics["n_spectra"] == len(catalog) == len(SpectraStore(tmp_path / "real_store")) > 0
     assert (catalog["DATA_TYPE"] == "none").all()  # real stars carry no labels here
     assert all(c["RA"] >= 0 for c in catalog) and str(catalog["TEFF_ERR"].unit) == "K"
+    # a model trained on the synthetic survey says nothing about these M dwarfs: every row leaves the
+    # clean view (OUT_OF_DOMAIN or LARGE_SIGMA; with the demo's model all are OUT_OF_DOMAIN, README), and
+    # no clean row is off The Cannon's Teff (Birky et al. 2020) by > 3 σ
+    assert ((catalog["FLAGS"] & (16 | 32)) > 0).all(), catalog["APOGEE_ID", "DOMAIN_DIST", "TEFF_ERR"]
+    reference = pd.read_csv(real_apstar_dir.parent / "labels" / "apstar_dr13_labels.csv").set_index("APOGEE_ID")
+    clean = pd.read_parquet(tmp_path / "real" / "catalog_clean.parquet")
+    off = (clean["TEFF"] - reference["BIRKY2020_TEFF"].reindex(clean["APOGEE_ID"]).to_numpy()).abs()
+    assert not (off > 3 * clean["TEFF_ERR"]).any()

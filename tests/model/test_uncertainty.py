@@ -14,8 +14,8 @@ from apogeenet.catalog import age_bins, build_catalog, in_yso_polygon, write_cat
 from apogeenet.model import ApogeeNet, flux_divisor, scale_flux
 from apogeenet.serving import Predictor
 from apogeenet.noise import normal_noise, star_streams
-from apogeenet.uncertainty import (calibration, delta_predict, mc_predict, mean_good_error, perturbation_sigma,
-                                   seed_keys)
+from apogeenet.reliability import calibration_table
+from apogeenet.uncertainty import delta_predict, mc_predict, mean_good_error, perturbation_sigma, seed_keys
 
 
 @pytest.fixture(scope="module")
@@ -139,34 +139,39 @@ def test_yso_polygon_and_age_bins_of_section_4():
 
 @pytest.fixture()
 def catalog_rows():
-    """Six Table 4 rows that set every flag once; returns (frame, sigma)."""
-    index = pd.DataFrame({"apogee_id": ["2MA", "2MB", "2MC", "2MD", "2ME", "2MA"], "ra": [1.0, 2.0, 3.0, 4.0, 5.0, 1.0],
-                          "dec": [-1.0, 0.0, 1.0, 2.0, 3.0, -1.0], "snr": [100.0, 50.0, 0.5, 30.0, 80.0, 40.0]})
+    """Eight Table 4 rows that set every flag once; returns (frame, sigma)."""
+    index = pd.DataFrame({"apogee_id": ["2MA", "2MB", "2MC", "2MD", "2ME", "2MA", "2MF", "2MG"],
+                          "ra": [1.0, 2.0, 3.0, 4.0, 5.0, 1.0, 6.0, 7.0], "dec": [-1.0, 0.0, 1.0, 2.0, 3.0, -1.0, 4.0, 5.0],
+                          "snr": [100.0, 50.0, 0.5, 30.0, 80.0, 40.0, 90.0, 10.0]})
     prediction = np.array([[4800, 2.5, -0.2], [7200, 4.1, 0.0], [2500, 9.0, -5.0], [3300, 3.7, 0.0],
-                           [5000, 3.0, 0.0], [4810, 2.6, -0.2]])
+                           [5000, 3.0, 0.0], [4810, 2.6, -0.2], [3000, 5.0, 0.1], [4500, 2.0, -0.5]])
     sigma = np.array([[20, 0.03, 0.01], [80, 0.1, 0.05], [300, 0.5, 0.2], [40, 0.05, 0.02], [0, 0, 0],
-                      [25, 0.04, 0.01]])
+                      [25, 0.04, 0.01], [30, 0.05, 0.02], [400, 0.2, 0.1]])
     labels = pd.DataFrame({"APOGEE_ID": ["2MA", "2MD"], "TEFF": [4750.0, 3350.0], "LOGG": [2.4, 3.8],
                            "FE_H": [-0.25, 0.01], "SOURCE": ["PAYNE", "YSO"], "SPLIT": ["test", "train"]})
     frame = build_catalog(index, prediction, sigma, labels, hot_teff=6700,
                           bounds={"teff": (2000, 12000), "logg": (-1, 6), "fe_h": (-3, 1.5)},
-                          n_good_pixels=np.array([7700, 7700, 7700, 7700, 0, 7700]), min_good_pixels=5000)
+                          n_good_pixels=np.array([7700, 7700, 7700, 7700, 0, 7700, 7700, 7700]), min_good_pixels=5000,
+                          sigma_calibrated=2 * sigma, domain_distance=np.array([10.0, 20, 30, 10, 10, 10, 80, 10]),
+                          domain_threshold=50.0, max_sigma={"teff": 500.0, "logg": 0.5, "fe_h": 0.25})
     return frame, sigma
 
 
 def test_catalog_flags_units_and_round_trips(catalog_rows, tmp_path):
     frame, sigma = catalog_rows
-    # HOT, UNPHYSICAL, FEW_PIXELS (no usable pixel), DUPLICATE (the lower-SNR file of 2MA)
-    assert frame["FLAGS"].tolist() == [0, 1, 2, 0, 4, 8]
-    assert frame["DATA_SET"].tolist() == ["test", "none", "none", "train", "none", "test"]
-    assert frame["DATA_TYPE"].tolist() == ["PAYNE", "none", "none", "YSO", "none", "PAYNE"]
-    assert frame["YSO_CANDIDATE"].tolist() == [False, False, False, True, False, False]
+    # HOT, UNPHYSICAL (and its σ), FEW_PIXELS (no usable pixel), DUPLICATE (the lower-SNR file of 2MA),
+    # OUT_OF_DOMAIN (distance 80 > 50), LARGE_SIGMA (calibrated σ 800 K > 500 K)
+    assert frame["FLAGS"].tolist() == [0, 1, 2 | 32, 0, 4, 8, 16, 32]
+    assert frame["DATA_SET"].tolist() == ["test", "none", "none", "train", "none", "test", "none", "none"]
+    assert frame["DATA_TYPE"].tolist() == ["PAYNE", "none", "none", "YSO", "none", "PAYNE", "none", "none"]
+    assert frame["YSO_CANDIDATE"].tolist() == [False, False, False, True, False, False, False, False]
     assert frame["AGE_BIN"][3] == "1-2 Myr"
     assert frame["TEFF_LABEL"][0] == 4750.0 and np.isnan(frame["TEFF_LABEL"][1])
     fits, parquet, csv = write_catalog({"catalog": frame}, tmp_path, {"model": "models:/apogeenet@champion"})
     table = Table.read(fits)
     assert str(table["TEFF"].unit) == "K" and str(table["RA"].unit) == "deg" and table.meta["MODEL"].startswith("models:/")
-    np.testing.assert_allclose(table["TEFF_ERR"], sigma[:, 0])
+    np.testing.assert_allclose(table["TEFF_ERR"], 2 * sigma[:, 0])
+    np.testing.assert_allclose(table["TEFF_ERR_MC"], sigma[:, 0])
     back = pd.read_parquet(parquet)
     pd.testing.assert_frame_equal(back, frame, check_dtype=False)
     assert "TEFF [K]" in pd.read_csv(csv).columns
@@ -175,9 +180,10 @@ def test_catalog_flags_units_and_round_trips(catalog_rows, tmp_path):
 #: Table 4 as users receive it: column, FITS format, unit. Changing it breaks their scripts.
 TABLE4_SCHEMA = [
     ("APOGEE_ID", "{A}", ""), ("RA", "D", "deg"), ("DEC", "D", "deg"), ("LOGG_LABEL", "D", "dex"),
-    ("LOGG", "D", "dex"), ("LOGG_ERR", "D", "dex"), ("TEFF_LABEL", "D", "K"), ("TEFF", "D", "K"),
-    ("TEFF_ERR", "D", "K"), ("FE_H_LABEL", "D", "dex"), ("FE_H", "D", "dex"), ("FE_H_ERR", "D", "dex"),
-    ("SNR", "D", ""), ("N_GOOD_PIXELS", "J", ""), ("DATA_SET", "{A}", ""), ("DATA_TYPE", "{A}", ""),
+    ("LOGG", "D", "dex"), ("LOGG_ERR", "D", "dex"), ("LOGG_ERR_MC", "D", "dex"), ("TEFF_LABEL", "D", "K"),
+    ("TEFF", "D", "K"), ("TEFF_ERR", "D", "K"), ("TEFF_ERR_MC", "D", "K"), ("FE_H_LABEL", "D", "dex"),
+    ("FE_H", "D", "dex"), ("FE_H_ERR", "D", "dex"), ("FE_H_ERR_MC", "D", "dex"), ("SNR", "D", ""),
+    ("N_GOOD_PIXELS", "J", ""), ("DOMAIN_DIST", "D", ""), ("DATA_SET", "{A}", ""), ("DATA_TYPE", "{A}", ""),
     ("FLAGS", "I", ""), ("YSO_CANDIDATE", "L", ""), ("AGE_BIN", "{A}", "")]
 
 
@@ -201,11 +207,12 @@ def test_calibration_reports_sigma_against_snr_and_z():
     catalog = pd.DataFrame({"APOGEE_ID": truth.index, "SNR": snr, "TEFF": 5000 + 2 * sigma * rng.standard_normal(n),
                             "TEFF_ERR": sigma, "LOGG": 3.0 + 0.01 * rng.standard_normal(n), "LOGG_ERR": 0.01,
                             "FE_H": 0.0 + 0.01 * rng.standard_normal(n), "FE_H_ERR": 0.01})
-    table = calibration(catalog, truth)
+    table = calibration_table(catalog, truth)
     assert table.loc["TEFF", "spearman_sigma_snr"] == pytest.approx(-1.0)
     assert table.loc["TEFF", "z_std"] == pytest.approx(2.0, rel=0.15)  # σ half the true error
     assert table.loc["LOGG", "z_std"] == pytest.approx(1.0, rel=0.15)
     assert 0.6 < table.loc["LOGG", "frac_within_1sigma"] < 0.76
+    assert 0.92 < table.loc["LOGG", "frac_within_2sigma"] < 0.98
 
 
 def test_median_reference_caps_inflated_errors_that_the_mean_lets_through(spectra):

@@ -56,7 +56,7 @@ def project(root: Path, n_stars: int = 120, seed: int = 9, extra_params: dict | 
     paths |= {name: root / "derived" / name for name in ("store", "labels", "validation", "model", "adapted", "baselines",
                                                           "evaluation", "catalog")}
     params = {"paths": {k: str(v) for k, v in paths.items()}, "yso": SMALL_YSO,
-              "validation": {"split_tolerance": 0.2}, **(extra_params or {})}
+              "validation": {"split_tolerance": 0.2}, "calibration": {"min_stars": 5}, **(extra_params or {})}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     cfg = load_params(root / "params.yaml")
     label_stage(cfg, track=False)

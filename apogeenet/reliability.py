@@ -1,0 +1,217 @@
+"""How far a catalog's numbers can be trusted: the σ calibration and the domain reference fitted
+for a trained model (what ``train`` and ``adapt`` run before saving it), and the calibration of a
+split's σ before and after, as tables, the issue's bar and z histograms (``evaluate``, ``predict``).
+
+The models themselves live in :mod:`apogeenet.calibration` and :mod:`apogeenet.domain`; the
+predictions and σ come from :mod:`apogeenet.uncertainty`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import norm
+
+from apogeenet.calibration import PARAMETERS, TooFewStars, fit_calibration
+from apogeenet.uncertainty import predict_store
+
+__all__ = ["calibrate_predictor", "calibration_bar", "calibration_markdown", "calibration_report", "calibration_table",
+           "split_uncertainties", "test_references", "write_calibration", "z_histogram_plot"]
+
+
+def calibrate_predictor(predictor, data, predict, params, truth: pd.DataFrame | None) -> dict[str, float]:
+    """Fit the σ calibration of each method in ``params.methods`` (the ``predict`` settings, on the
+    dev split of ``data``, a :class:`apogeenet.train.LabelledSpectra`) and the domain reference
+    (training split's activations, dev split's threshold) and attach them to ``predictor``;
+    returns the fitted terms as metrics (``…/fitted`` 0 where the dev split is too small: that
+    method then stays uncalibrated)."""
+    from apogeenet.config import CalibrationReference, Uncertainty
+    from apogeenet.domain import fit_domain
+    dev, train = data.select(split="dev"), data.select(split="train")
+    ids = data.catalog["APOGEE_ID"].to_numpy()[dev]
+    use_truth = params.reference is CalibrationReference.TRUTH or (
+        params.reference is CalibrationReference.AUTO and truth is not None)
+    if use_truth and truth is None:
+        raise ValueError("calibration.reference is 'truth' but the survey has no truth table (paths.truth)")
+    source = truth.reindex(ids) if use_truth else data.catalog.iloc[dev].set_index("APOGEE_ID")
+    reference = source[list(PARAMETERS)].to_numpy(float)
+    metrics: dict[str, float] = {}
+    dev_hidden = None
+    for method in params.methods:
+        result = predict_store(predictor, data.store, predict.model_copy(update={"uncertainty": method}),
+                               rows=data.rows[dev])
+        dev_hidden = result.hidden
+        try:
+            fitted = fit_calibration(result.prediction, result.sigma, reference, method=str(method),
+                                     reference_name="truth" if use_truth else "labels", clip=params.clip,
+                                     min_stars=params.min_stars)
+        except TooFewStars:  # a small project: the catalog's *_ERR is the method's σ
+            metrics[f"sigma_calibration/{method}/fitted"] = 0
+            continue
+        predictor.calibrations[str(method)] = fitted
+        metrics[f"sigma_calibration/{method}/fitted"] = 1
+        for region, terms in fitted.terms.items():
+            for name, (a, b, _) in terms.items():
+                metrics[f"sigma_calibration/{method}/{region}/{name.lower()}_a"] = a
+                metrics[f"sigma_calibration/{method}/{region}/{name.lower()}_b"] = b
+    single = predict.model_copy(update={"uncertainty": Uncertainty.NONE})
+    if dev_hidden is None:
+        dev_hidden = predict_store(predictor, data.store, single, rows=data.rows[dev]).hidden
+    train_hidden = predict_store(predictor, data.store, single, rows=data.rows[train]).hidden
+    predictor.domain = fit_domain(train_hidden, dev_hidden, quantile=params.domain_quantile)
+    metrics["domain_threshold"] = predictor.domain.threshold
+    return metrics
+
+
+def split_uncertainties(predictor, data, predict, split: str = "test") -> pd.DataFrame:
+    """Table 4 columns (predictions, the method's σ ``*_ERR_MC``, the calibrated σ ``*_ERR``,
+    labels, SNR, DATA_SET, DATA_TYPE) for the stars of one split of ``data`` (a
+    :class:`apogeenet.train.LabelledSpectra`), σ by the ``predict`` settings."""
+    positions = data.select(split=split)
+    result = predict_store(predictor, data.store, predict, rows=data.rows[positions])
+    calibration = predictor.calibrations.get(str(predict.uncertainty))
+    calibrated = calibration.apply(result.prediction, result.sigma) if calibration else result.sigma
+    catalog = data.catalog.iloc[positions].reset_index(drop=True)
+    frame = pd.DataFrame({"APOGEE_ID": catalog["APOGEE_ID"],
+                          "SNR": data.store.index["snr"].to_numpy(float)[data.rows[positions]],
+                          "DATA_SET": catalog["SPLIT"], "DATA_TYPE": catalog["SOURCE"]})
+    for k, name in enumerate(PARAMETERS):
+        frame[name], frame[f"{name}_LABEL"] = result.prediction[:, k], catalog[name].to_numpy(float)
+        frame[f"{name}_ERR"], frame[f"{name}_ERR_MC"] = calibrated[:, k], result.sigma[:, k]
+    return frame
+
+
+def calibration_table(catalog: pd.DataFrame, reference: pd.DataFrame, sigma_suffix: str = "_ERR") -> pd.DataFrame:
+    """How honest the σ (columns ``<PARAM><sigma_suffix>``) are, per parameter, on the rows of
+    ``catalog`` (Table 4 columns).
+
+    ``reference``: the values the predictions are judged against (truth or labels), indexed by
+    APOGEE_ID with TEFF, LOGG, FE_H. Columns: Spearman ρ of σ against SNR (negative: σ grows as
+    SNR falls) and its p-value; for z = (prediction − reference)/σ its standard deviation, robust
+    σ (1.4826 MAD) and the fractions with |z| < 1 and < 2 (0.683 and 0.954 if σ were right);
+    the RMS error and the median σ.
+    """
+    from scipy.stats import spearmanr
+
+    from apogeenet.evaluate import robust_sigma
+
+    rows = []
+    for name in PARAMETERS:
+        sigma = catalog[f"{name}{sigma_suffix}"].to_numpy(float)
+        rho, p = (spearmanr(sigma, catalog["SNR"].to_numpy(float), nan_policy="omit") if len(catalog) > 2
+                  else (np.nan, np.nan))
+        ref = reference[name].reindex(catalog["APOGEE_ID"]).to_numpy(float)
+        error = catalog[name].to_numpy(float) - ref
+        ok = np.isfinite(error) & (sigma > 0)
+        z = error[ok] / sigma[ok]
+        row = {"parameter": name, "n": int(ok.sum()), "spearman_sigma_snr": float(rho), "spearman_p": float(p),
+               "z_std": np.nan, "z_robust_sigma": np.nan, "frac_within_1sigma": np.nan,
+               "frac_within_2sigma": np.nan, "rms_error": np.nan, "median_sigma": np.nan}
+        if z.size:
+            row.update(z_std=float(np.std(z)), z_robust_sigma=robust_sigma(z),
+                       frac_within_1sigma=float(np.mean(np.abs(z) < 1)),
+                       frac_within_2sigma=float(np.mean(np.abs(z) < 2)),
+                       rms_error=float(np.sqrt(np.mean(error[ok] ** 2))), median_sigma=float(np.median(sigma[ok])))
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("parameter")
+
+
+def calibration_report(catalog: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """Before (the method's σ, ``*_ERR_MC``) and after (``*_ERR``) per label group (all stars,
+    then each DATA_TYPE) and parameter: n, robust σ of z, fractions within 1σ and 2σ."""
+    columns = ["n", "z_robust_sigma", "frac_within_1sigma", "frac_within_2sigma"]
+    parts = []
+    groups = [("all", catalog)] + [(g, catalog[catalog["DATA_TYPE"] == g])
+                                   for g in sorted(catalog["DATA_TYPE"].unique()) if g != "none"]
+    for group, rows in groups:
+        before = calibration_table(rows, reference, "_ERR_MC")[columns]
+        after = calibration_table(rows, reference, "_ERR")[columns[1:]]
+        table = before.rename(columns={c: f"{c}_mc" for c in columns[1:]}).join(after)
+        parts.append(table.assign(group=group).reset_index())
+    return pd.concat(parts, ignore_index=True).set_index(["group", "parameter"])
+
+
+def calibration_bar(report: pd.DataFrame, *, min_stars: int = 50, robust_sigma: float = 0.15,
+                    within_1sigma: tuple[float, float] = (0.60, 0.76)) -> pd.Series:
+    """Per label group with at least ``min_stars`` stars and parameter: True when the calibrated
+    σ gives a robust σ of z within 1 ± ``robust_sigma`` and a fraction within 1σ inside
+    ``within_1sigma`` (issue 15's bar; groups, not the pooled ``all`` row)."""
+    groups = report[(report.index.get_level_values("group") != "all") & (report["n"] >= min_stars)]
+    lo, hi = within_1sigma
+    return ((groups["z_robust_sigma"] - 1).abs().le(robust_sigma)
+            & groups["frac_within_1sigma"].between(lo, hi)).rename("met")
+
+
+def test_references(frame: pd.DataFrame, truth: pd.DataFrame | None) -> dict[str, pd.DataFrame]:
+    """What the test split's σ are judged against: the survey's truth (when there is one) and the
+    labels, each indexed by APOGEE_ID with TEFF, LOGG, FE_H."""
+    test = frame[frame["DATA_SET"] == "test"]
+    references = {}
+    if truth is not None and len(test):
+        references["truth"] = truth
+    if len(test):
+        references["labels"] = test.set_index("APOGEE_ID")[["TEFF_LABEL", "LOGG_LABEL", "FE_H_LABEL"]].rename(
+            columns=lambda c: c[:-6])
+    return references
+
+
+def calibration_markdown(reports: dict[str, pd.DataFrame]) -> tuple[dict[str, float], str]:
+    """Metrics and Markdown of :func:`apogeenet.calibration.calibration_report` tables (test split),
+    with the calibration bar (robust σ of z 1 ± 0.15, 60–76 % within 1σ in every group of ≥ 50)."""
+    metrics, lines = {}, []
+    for against, report in reports.items():
+        bar = calibration_bar(report)
+        lines += [f"\nUncertainty calibration on the test split against the {against}: z = (prediction - "
+                  f"{'label' if against == 'labels' else against}) / sigma; *_mc: the method's sigma, "
+                  "then the calibrated sigma\n\n", report.round(3).to_markdown(), "\n",
+                  f"\nBar (groups of >= 50 stars: robust sigma of z within 1 +- 0.15 and 60-76 % within 1 sigma): "
+                  f"met in {int(bar.sum())} of {len(bar)} cells"
+                  + (f"; not met: {', '.join(f'{g} {p}' for g, p in bar.index[~bar])}" if (~bar).any() else "")
+                  + "\n"]
+        metrics[f"calibration_{against}/bar_cells_met"] = int(bar.sum())
+        metrics[f"calibration_{against}/bar_cells"] = len(bar)
+        for (group, parameter), row in report.iterrows():
+            for column, value in row.items():
+                if column != "n":
+                    metrics[f"calibration_{against}/{group}/{parameter.lower()}_{column}"] = float(value)
+    return metrics, "".join(lines)
+
+
+def write_calibration(frame: pd.DataFrame, truth: pd.DataFrame | None, out_dir: Path) -> tuple[dict[str, float], str]:
+    """The calibration of σ on the test rows of ``frame`` (Table 4 columns; the method's and the
+    calibrated σ) against the labels and (synthetic survey) the truth: calibration_<against>.csv
+    and z_histograms.png in ``out_dir``; returns (metrics, Markdown). Nothing without test rows."""
+    test = frame[frame["DATA_SET"] == "test"]
+    references = test_references(frame, truth)
+    reports = {against: calibration_report(test, reference) for against, reference in references.items()}
+    for against, table in reports.items():
+        table.to_csv(out_dir / f"calibration_{against}.csv")
+    if reports:
+        z_histogram_plot(test, references, out_dir / "z_histograms.png")
+    return calibration_markdown(reports)
+
+
+def z_histogram_plot(catalog: pd.DataFrame, references: dict[str, pd.DataFrame], path: Path) -> Path:
+    """z = (prediction − reference)/σ per parameter (columns) and reference (rows): the method's σ
+    (grey) and the calibrated σ (colour) against N(0, 1)."""
+    from apogeenet.plotting import pyplot, save
+
+    plt = pyplot()
+    fig, axes = plt.subplots(len(references), 3, figsize=(13, 3.6 * len(references)), squeeze=False)
+    bins = np.linspace(-6, 6, 49)
+    grid = np.linspace(-6, 6, 400)
+    for row, (against, reference) in zip(axes, references.items()):
+        for ax, name in zip(row, PARAMETERS):
+            error = catalog[name].to_numpy(float) - reference[name].reindex(catalog["APOGEE_ID"]).to_numpy(float)
+            for suffix, colour, label in (("_ERR_MC", "0.6", "method sigma"), ("_ERR", "tab:blue", "calibrated")):
+                z = error / catalog[f"{name}{suffix}"].to_numpy(float)
+                z = np.clip(z[np.isfinite(z)], bins[0], bins[-1])
+                ax.hist(z, bins=bins, density=True, histtype="step" if suffix == "_ERR" else "stepfilled",
+                        color=colour, lw=1.5, label=f"{label} (within 1: {np.mean(np.abs(z) < 1):.2f})")
+            ax.plot(grid, norm.pdf(grid), "k--", lw=1, label="N(0, 1)")
+            ax.set_xlabel(f"z {name} vs {against}")
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save(fig, path)

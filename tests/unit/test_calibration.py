@@ -1,0 +1,112 @@
+"""The σ calibration (apogeenet.calibration) and the out-of-domain distance (apogeenet.domain)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from factories import TABLE1
+
+from apogeenet.calibration import SigmaCalibration, TooFewStars, fit_calibration, fit_missing_error, prediction_regions
+from apogeenet.domain import fit_domain
+from apogeenet.model import ApogeeNet
+from apogeenet.reliability import calibration_bar, calibration_report
+from apogeenet.serving import Predictor
+
+
+def test_the_missing_error_model_is_recovered_and_outliers_do_not_inflate_it():
+    rng = np.random.default_rng(1)
+    sigma = rng.uniform(10, 100, 4000)
+    true_a, true_b = 1.3, 40.0
+    residual = rng.standard_normal(4000) * np.sqrt(true_a ** 2 * sigma ** 2 + true_b ** 2)
+    a, b = fit_missing_error(residual, sigma)
+    assert a == pytest.approx(true_a, rel=0.06) and b == pytest.approx(true_b, rel=0.12)
+    residual[:200] = 50 * residual[:200]  # 5 % catastrophic residuals
+    a_out, b_out = fit_missing_error(residual, sigma)
+    assert a_out == pytest.approx(true_a, rel=0.12) and b_out == pytest.approx(true_b, rel=0.2)
+    heavy = rng.standard_t(3, 4000) * np.sqrt(true_a ** 2 * sigma ** 2 + true_b ** 2)  # heavy tails
+    a_t, b_t = fit_missing_error(heavy, sigma)
+    z = heavy / np.sqrt(a_t ** 2 * sigma ** 2 + b_t ** 2)
+    assert np.median(np.abs(z)) == pytest.approx(0.6745, rel=1e-3)  # the core matches N(0, 1)
+
+
+def test_regions_follow_the_papers_cuts():
+    prediction = np.array([[4500.0, 2.5, 0.0],   # Payne regime (Teff > 4000)
+                           [3800.0, 3.2, 0.0],   # Payne regime (log g < 3.5)
+                           [3300.0, 3.9, 0.0],   # inside the §4.1 triangle of young stars
+                           [3300.0, 4.9, 0.0]])  # the low-mass main sequence
+    assert prediction_regions(prediction).tolist() == ["payne", "payne", "young", "cool_dwarf"]
+
+
+def _calibrated_dev(n=600, seed=2):
+    """Dev-like predictions in two regions whose missing error differs: (prediction, σ, reference)."""
+    rng = np.random.default_rng(seed)
+    prediction = np.where(np.arange(n)[:, None] % 2 == 0, [[4800.0, 2.5, -0.1]], [[3300.0, 4.9, 0.0]])
+    sigma = rng.uniform(0.5, 2.0, (n, 3)) * np.array([30.0, 0.04, 0.02])
+    floor = np.where(np.arange(n)[:, None] % 2 == 0, [[50.0, 0.06, 0.02]], [[30.0, 0.05, 0.08]])
+    error = rng.standard_normal((n, 3)) * np.sqrt(sigma ** 2 + floor ** 2)
+    return prediction, sigma, prediction - error
+
+
+def test_fit_per_region_applies_round_trips_through_model_pt_and_meets_the_bar(tmp_path):
+    prediction, sigma, reference = _calibrated_dev()
+    calibration = fit_calibration(prediction, sigma, reference, method="monte_carlo", reference_name="truth")
+    assert set(calibration.terms) == {"all", "payne", "cool_dwarf"}
+    assert calibration.terms["cool_dwarf"]["FE_H"][1] == pytest.approx(0.08, rel=0.15)
+    assert calibration.terms["payne"]["FE_H"][1] == pytest.approx(0.02, rel=0.25)
+    predictor = Predictor(ApogeeNet(3), TABLE1, None, {"monte_carlo": calibration})
+    back = Predictor.load(predictor.save(tmp_path / "model.pt")).calibrations["monte_carlo"]
+    assert back == calibration
+    # a region without its own fit (young) takes the fit of all stars
+    young = np.array([[3300.0, 3.9, 0.0]])
+    a, b, _ = calibration.terms["all"]["TEFF"]
+    assert back.apply(young, np.array([[30.0, 0.1, 0.1]]))[0, 0] == pytest.approx(np.hypot(a * 30, b))
+
+    test_prediction, test_sigma, test_reference = _calibrated_dev(seed=3)
+    ids = [f"2M{i}" for i in range(len(test_prediction))]
+    frame = pd.DataFrame({"APOGEE_ID": ids, "SNR": 50.0, "DATA_TYPE": np.where(np.arange(len(ids)) % 2, "MSTAR", "PAYNE")})
+    calibrated = back.apply(test_prediction, test_sigma)
+    for k, name in enumerate(("TEFF", "LOGG", "FE_H")):
+        frame[name], frame[f"{name}_ERR_MC"], frame[f"{name}_ERR"] = test_prediction[:, k], test_sigma[:, k], calibrated[:, k]
+    truth = pd.DataFrame(test_reference, index=ids, columns=["TEFF", "LOGG", "FE_H"])
+    report = calibration_report(frame, truth)
+    bar = calibration_bar(report)
+    assert len(bar) == 6 and bar.all(), report
+    assert (report["z_robust_sigma_mc"] > 1.3).any()  # the method's σ alone was too small
+    # σ half as large fails the bar
+    frame[[f"{n}_ERR" for n in ("TEFF", "LOGG", "FE_H")]] /= 2
+    assert not calibration_bar(calibration_report(frame, truth)).any()
+
+
+def test_too_few_dev_stars_leave_the_method_uncalibrated():
+    prediction, sigma, reference = _calibrated_dev(n=8)
+    with pytest.raises(TooFewStars):
+        fit_calibration(prediction, sigma, reference, method="delta", reference_name="labels", min_stars=20)
+
+
+def test_domain_distance_flags_the_quantile_and_what_lies_outside(tmp_path):
+    rng = np.random.default_rng(4)
+    mixing = rng.standard_normal((512, 512)) / 20
+    train, dev, fresh = (np.maximum(rng.standard_normal((n, 512)) @ mixing, 0) for n in (3000, 1000, 2000))
+    reference = fit_domain(train, dev, quantile=0.99)
+    flagged = np.mean(reference.distance(fresh) > reference.threshold)
+    assert 0.0 <= flagged <= 0.03  # ~1 % of spectra like the training set's
+    shifted = fresh + 0.5 * rng.standard_normal(fresh.shape)  # unlike the training set
+    assert np.all(reference.distance(shifted) > reference.threshold)
+    predictor = Predictor(ApogeeNet(3), TABLE1, None, domain=reference)
+    back = Predictor.load(predictor.save(tmp_path / "model.pt")).domain
+    np.testing.assert_allclose(back.distance(torch.from_numpy(fresh[:5].astype(np.float32))),
+                               reference.distance(fresh[:5]), rtol=1e-4)
+    assert back.threshold == reference.threshold and back.quantile == 0.99
+
+
+def test_a_model_file_without_calibration_still_loads(tmp_path):
+    from apogeenet.serving import save_weights
+
+    plain = Predictor(ApogeeNet(3), TABLE1, None)
+    saved = {"model": plain.model.state_dict(), "table1": TABLE1.to_dict(), "flux_scale": None}
+    loaded = Predictor.load(save_weights(saved, tmp_path / "old.pt"))  # a model.pt of before the calibration
+    assert loaded.calibrations == {} and loaded.domain is None
+    assert isinstance(SigmaCalibration.from_dict({"method": "delta", "reference": "labels", "terms": {}}),
+                      SigmaCalibration)
