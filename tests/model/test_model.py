@@ -55,3 +55,23 @@ def test_the_cpu_inference_copy_follows_the_weights():
     assert not torch.equal(after, before)
     torch.testing.assert_close(after, plain)
     assert not any("blocked" in name for name in model.state_dict())
+
+
+@pytest.mark.floats
+def test_the_fused_stack_and_its_fallback_give_the_plain_convolutions(monkeypatch):
+    """blocked_features: the fused oneDNN stack (TorchScript) and, where TorchScript is gone, the
+    unfused blocked stack compute the plain Conv1d stack's activations (float32 tolerance)."""
+    from tolerances import U32, accumulation_factor
+
+    from apogeenet.model import blocked_features
+
+    torch.manual_seed(2)
+    model, flux = ApogeeNet(3).eval(), torch.rand(6, 8575) + 0.5
+    with torch.inference_mode():
+        plain = model.features(flux.unsqueeze(1)).flatten(1)
+        fused = blocked_features(model)(flux).flatten(1)
+        monkeypatch.setattr(torch.jit, "script", lambda module: (_ for _ in ()).throw(RuntimeError("no TorchScript")))
+        fallback = blocked_features(model)(flux).flatten(1)
+    atol = float(U32 * accumulation_factor(model.features) * plain.abs().max())  # float32 sums (tolerances.py)
+    for other in (fused, fallback):
+        torch.testing.assert_close(other, plain, rtol=0, atol=atol)
