@@ -98,12 +98,12 @@ def training_data(cfg: Params):
 
 def _finish_model(cfg: Params, data, predictor, out_dir: Path, run, *, stage: str, params: dict, summary: dict,
                   summary_in_file: bool, headline: str, tags: dict) -> StageResult:
-    """Fit the σ calibration and the domain reference on the dev split (:mod:`apogeenet.calibration`),
+    """Fit the σ calibration and the domain reference on the dev split (:mod:`apogeenet.reliability`),
     save ``model.pt`` with them, write Tables 2/3, plots and metrics.json (with ``summary`` when
     ``summary_in_file``), log them and register the model (when tracking): the common end of
     ``train`` and ``adapt``."""
-    from apogeenet.reliability import calibrate_predictor
     from apogeenet.evaluate import EVALUATION_FILES, predictions_frame, write_evaluation
+    from apogeenet.reliability import calibrate_predictor
 
     try:
         summary = {**summary, **calibrate_predictor(predictor, data, cfg.predict, cfg.calibration,
