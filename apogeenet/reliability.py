@@ -31,8 +31,8 @@ def calibrate_predictor(predictor, data, predict, params, truth: pd.DataFrame | 
     from apogeenet.domain import fit_domain
     dev, train = data.select(split="dev"), data.select(split="train")
     ids = data.catalog["APOGEE_ID"].to_numpy()[dev]
-    use_truth = params.reference is CalibrationReference.TRUTH or (
-        params.reference is CalibrationReference.AUTO and truth is not None)
+    use_truth = params.reference == CalibrationReference.TRUTH or (
+        params.reference == CalibrationReference.AUTO and truth is not None)
     if use_truth and truth is None:
         raise ValueError("calibration.reference is 'truth' but the survey has no truth table (paths.truth)")
     source = truth.reindex(ids) if use_truth else data.catalog.iloc[dev].set_index("APOGEE_ID")

@@ -188,3 +188,24 @@ def test_predict_runs_on_a_store_of_real_apstar_files(trained, real_apstar_dir, 
     clean = pd.read_parquet(tmp_path / "real" / "catalog_clean.parquet")
     off = (clean["TEFF"] - reference["BIRKY2020_TEFF"].reindex(clean["APOGEE_ID"]).to_numpy()).abs()
     assert not (off > 3 * clean["TEFF_ERR"]).any()
+
+
+def test_calibration_against_the_labels_where_a_survey_has_no_truth(trained):
+    """A real survey has no truth table: the σ calibration is fitted against the labels (and a
+    demand for the truth there is a one-line error, not a traceback)."""
+    from apogeenet.reliability import calibrate_predictor
+    from apogeenet.stages import training_data
+
+    root, _ = trained
+    cfg = load_params(root / "params.yaml")
+    data = training_data(cfg)
+    predictor = Predictor.load(cfg.paths.model / "model.pt")
+    data.flux_scale = predictor.flux_scale
+    labels = cfg.calibration.model_copy(update={"reference": "labels", "methods": ("monte_carlo",)})
+    metrics = calibrate_predictor(predictor, data, cfg.predict, labels, None)
+    fitted = predictor.calibrations["monte_carlo"]
+    assert fitted.reference == "labels" and metrics["sigma_calibration/monte_carlo/fitted"] == 1
+    assert fitted.terms["all"] != Predictor.load(cfg.paths.model / "model.pt").calibrations["monte_carlo"].terms["all"]
+    truth = cfg.calibration.model_copy(update={"reference": "truth"})
+    with pytest.raises(ValueError, match="no truth table"):
+        calibrate_predictor(predictor, data, cfg.predict, truth, None)
