@@ -172,6 +172,8 @@ def catalog_summary(frame: pd.DataFrame, truth: pd.DataFrame | None, source: str
                     out_dir: Path) -> tuple[dict[str, float], str]:
     """Counts per flag, median σ of the clean view and the calibration of σ on the test split
     (:func:`write_calibration`, its files in ``out_dir``): (metrics, summary.md text)."""
+    from apogeenet.reliability import write_calibration
+
     clean = frame[frame["FLAGS"] == 0]
     metrics = {"n_spectra": len(frame), "n_clean": len(clean),
                **{f"n_{flag.lower()}": int((frame["FLAGS"] & bit > 0).sum()) for flag, bit in FLAG_BITS.items()},
@@ -183,8 +185,6 @@ def catalog_summary(frame: pd.DataFrame, truth: pd.DataFrame | None, source: str
         for suffix in ("_ERR", "_ERR_MC"):
             metrics[f"median_sigma{suffix.lower()[4:]}/{name.lower()}"] = (
                 float(np.median(clean[f"{name}{suffix}"])) if len(clean) else np.nan)
-    from apogeenet.reliability import write_calibration
-
     found, text = write_calibration(frame, truth, out_dir)
     metrics |= found
     return metrics, "".join(lines) + text

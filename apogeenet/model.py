@@ -38,9 +38,10 @@ from torch import nn
 
 from apogeenet.io.apstar import APSTAR_NPIX, good_pixels
 
-__all__ = ["APOGEE_NET_CHANNELS", "ApogeeNet", "blocked_features", "flux_divisor", "parameter_count", "prepare_flux", "scale_flux"]
+__all__ = ["APOGEE_NET_CHANNELS", "HIDDEN_SIZE", "ApogeeNet", "blocked_features", "flux_divisor", "parameter_count", "prepare_flux", "scale_flux"]
 
 APOGEE_NET_CHANNELS = (8, 8, 16, 16, 16, 16, 32, 32, 32, 32, 64, 64)
+HIDDEN_SIZE = 512  # width of the two fully connected hidden layers
 
 
 def _pooled_length(n_pixels: int, n_pools: int) -> int:
@@ -65,9 +66,9 @@ class ApogeeNet(nn.Module):
         flat = APOGEE_NET_CHANNELS[-1] * _pooled_length(n_pixels, len(APOGEE_NET_CHANNELS) // 2)
         self.head = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(flat, 512), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(512, 512), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(512, n_outputs),
+            nn.Linear(flat, HIDDEN_SIZE), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(HIDDEN_SIZE, HIDDEN_SIZE), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(HIDDEN_SIZE, n_outputs),
         )
         self.n_pixels = n_pixels
         for module in self.modules():

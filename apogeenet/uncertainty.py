@@ -40,7 +40,7 @@ import torch
 
 from apogeenet.config import ErrorReference, PredictParams, Uncertainty
 from apogeenet.io.apstar import good_pixels
-from apogeenet.model import flux_divisor, prepare_flux
+from apogeenet.model import HIDDEN_SIZE, flux_divisor, prepare_flux
 from apogeenet.noise import normal_noise, star_streams
 from apogeenet.serving import Predictor
 
@@ -78,7 +78,7 @@ def perturbation_sigma(flux: np.ndarray, error: np.ndarray, cap: float = 5.0,
 @dataclass
 class MCResult:
     prediction: np.ndarray  # (n, 3) the network on the spectrum itself (TEFF, LOGG, FE_H)
-    mean: np.ndarray        # (n, 3) mean over the draws (the prediction itself for the delta method)
+    mean: np.ndarray        # (n, 3) mean over the draws (the prediction itself without draws or for the delta method)
     sigma: np.ndarray       # (n, 3) standard deviation over the draws (ddof = 1), or its first-order value
     hidden: np.ndarray      # (n, 512) float32 penultimate activations of the spectrum (apogeenet.domain)
 
@@ -111,9 +111,8 @@ def mc_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: 
     std, mu = np.asarray(predictor.table1.std), np.asarray(predictor.table1.mean)
     n, npix = prepared.shape
     chunk = forward_batch if device.type == "cpu" else max_batch
-    prediction = np.empty((n, 3))
-    mean, spread = np.empty((n, 3)), np.full((n, 3), np.nan)
-    hidden = np.empty((n, model.head[-1].in_features), np.float32)
+    prediction, mean, spread = np.empty((n, 3)), np.empty((n, 3)), np.full((n, 3), np.nan)
+    hidden = np.empty((n, HIDDEN_SIZE), np.float32)
     per_block = max(1, max_batch // max(n_draws, 1))
 
     def inputs(block: slice):
@@ -158,7 +157,7 @@ def delta_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, key
     n, npix = prepared.shape
     chunk = forward_batch if device.type == "cpu" else n
     prediction, variance = np.empty((n, 3)), np.empty((n, 3))
-    hidden = np.empty((n, model.head[-1].in_features), np.float32)
+    hidden = np.empty((n, HIDDEN_SIZE), np.float32)
     for rows in torch.arange(n, device=device).split(chunk):
         m = len(rows)
         star = rows.repeat(points)                     # the spectra, then each set of draws
@@ -190,23 +189,23 @@ def predict_store(predictor: Predictor, store, cfg: PredictParams, *, n_draws: i
     n_draws = n_draws or cfg.draws
     rows = np.arange(len(store.index)) if rows is None else np.asarray(rows)
     keys = seed_keys(store.index["apogee_id"].to_numpy()[rows])
-    results = []
-    for start in range(0, len(rows), cfg.spectra_per_block):
-        part = slice(start, start + cfg.spectra_per_block)
+    n = len(rows)
+    found = MCResult(*(np.empty((n, 3)) for _ in range(3)), np.empty((n, HIDDEN_SIZE), np.float32))
+    for start in range(0, n, cfg.spectra_per_block):
+        part = slice(start, min(start + cfg.spectra_per_block, n))
         batch = store.read(rows[part])
         if cfg.uncertainty == Uncertainty.DELTA:
-            results.append(delta_predict(predictor, batch.flux, batch.error, keys[part], points=cfg.delta_points,
-                                         seed=cfg.seed, cap=cfg.error_cap, forward_batch=cfg.forward_batch,
-                                         reference=cfg.error_reference))
+            result = delta_predict(predictor, batch.flux, batch.error, keys[part], points=cfg.delta_points,
+                                   seed=cfg.seed, cap=cfg.error_cap, forward_batch=cfg.forward_batch,
+                                   reference=cfg.error_reference)
         else:
-            draws = 0 if cfg.uncertainty == Uncertainty.NONE else n_draws
-            results.append(mc_predict(predictor, batch.flux, batch.error, keys[part], n_draws=draws,
-                                      seed=cfg.seed, cap=cfg.error_cap, max_batch=cfg.max_batch,
-                                      forward_batch=cfg.forward_batch, reference=cfg.error_reference))
-    if not results:
-        return MCResult(*(np.empty((0, 3)),) * 3, np.empty((0, predictor.model.head[-1].in_features), np.float32))
-    return MCResult(*(np.concatenate([getattr(r, f) for r in results])
-                      for f in ("prediction", "mean", "sigma", "hidden")))
+            result = mc_predict(predictor, batch.flux, batch.error, keys[part],
+                                n_draws=0 if cfg.uncertainty == Uncertainty.NONE else n_draws,
+                                seed=cfg.seed, cap=cfg.error_cap, max_batch=cfg.max_batch,
+                                forward_batch=cfg.forward_batch, reference=cfg.error_reference)
+        for name in ("prediction", "mean", "sigma", "hidden"):
+            getattr(found, name)[part] = getattr(result, name)
+    return found
 
 
 def seed_keys(apogee_ids) -> np.ndarray:
