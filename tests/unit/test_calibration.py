@@ -8,7 +8,7 @@ import pytest
 import torch
 from factories import TABLE1
 
-from apogeenet.calibration import SigmaCalibration, TooFewStars, fit_calibration, fit_missing_error, prediction_regions
+from apogeenet.calibration import TooFewStars, fit_calibration, fit_missing_error, prediction_regions
 from apogeenet.domain import fit_domain
 from apogeenet.model import ApogeeNet
 from apogeenet.reliability import calibration_bar, calibration_report
@@ -108,5 +108,3 @@ def test_a_model_file_without_calibration_still_loads(tmp_path):
     saved = {"model": plain.model.state_dict(), "table1": TABLE1.to_dict(), "flux_scale": None}
     loaded = Predictor.load(save_weights(saved, tmp_path / "old.pt"))  # a model.pt of before the calibration
     assert loaded.calibrations == {} and loaded.domain is None
-    assert isinstance(SigmaCalibration.from_dict({"method": "delta", "reference": "labels", "terms": {}}),
-                      SigmaCalibration)
