@@ -294,12 +294,14 @@ class PredictParams(_Section):
     model: str = "models:/apogeenet@champion"
     """Registered model (alias or version), logged model URI or model.pt path."""
     uncertainty: Uncertainty = Uncertainty.MONTE_CARLO
-    """How σ is made: the paper's Monte Carlo, the delta method (one forward, three backward per
-    point), or none (the single pass: a quick look, σ NaN)."""
+    """How σ is made: the paper's Monte Carlo, the delta method (one forward and three backward
+    passes at the spectrum, four inference passes per draw), or none (the single pass: a quick
+    look, σ NaN)."""
     draws: int = Field(100, ge=2)
     """Monte-Carlo draws per spectrum."""
     delta_points: int = Field(2, ge=1)
-    """Points the delta method's gradient is averaged over: the spectrum and this many − 1 draws."""
+    """The delta method's points: 1, the spectrum's gradient squared (textbook); n > 1, its cross
+    product with the mean gradient at n − 1 Monte-Carlo draws (:func:`apogeenet.uncertainty.delta_predict`)."""
     seed: int = 0
     error_cap: float = Field(5.0, gt=0)
     """Each pixel's σ is capped at this many times the spectrum's mean good-pixel error."""

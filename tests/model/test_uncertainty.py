@@ -11,7 +11,7 @@ from factories import TABLE1
 from tolerances import output_atol, sigma_atol
 
 from apogeenet.catalog import age_bins, build_catalog, in_yso_polygon, write_catalog
-from apogeenet.model import ApogeeNet, flux_divisor, scale_flux
+from apogeenet.model import ApogeeNet, flux_divisor, prepare_flux, scale_flux
 from apogeenet.serving import Predictor
 from apogeenet.noise import normal_noise, star_streams
 from apogeenet.reliability import calibration_table
@@ -112,6 +112,31 @@ def test_delta_method_is_the_first_order_propagation(spectra, predictor):
         np.testing.assert_allclose(result.sigma[row], expected, rtol=1e-4)
     _assert_within(result.prediction, predictor.predict(np.where(error[:2] < 1e9, flux[:2], 0)).to_numpy(),
                    _output_bound(predictor, np.where(error[:2] < 1e9, flux[:2], 0)))
+
+
+@pytest.mark.floats
+def test_the_delta_methods_forward_difference_is_the_cross_product_of_the_gradients(spectra, predictor):
+    """points=2: σ_k² = Σ_i g₀ᵢ g₁ᵢ σ_i², g₀ at the spectrum and g₁ at its first Monte-Carlo draw
+    (torch.autograd through the plain network). The forward difference over DELTA_STEP carries
+    the float32 rounding of two outputs (a few 1e-6, under 1 % of the step) and whatever ReLU the
+    step switches: 5 % on σ²."""
+    flux, error = spectra
+    keys = seed_keys(range(3))
+    result = delta_predict(predictor, flux[:3], error[:3], keys, points=2)
+    prepared = torch.from_numpy(prepare_flux(flux[:3], error[:3]))
+    unit = flux_divisor(prepared, None)
+    sigma = torch.from_numpy(perturbation_sigma(flux[:3], error[:3])) / unit
+    spectrum = prepared / unit
+    draw = spectrum + normal_noise(star_streams(0, keys), torch.zeros(3, dtype=torch.long), 8575) * sigma
+
+    def gradients(x):
+        x = x.clone().requires_grad_(True)
+        out = predictor.model(x)
+        return torch.stack([torch.autograd.grad(out[:, k].sum(), x, retain_graph=True)[0] for k in range(3)]).double()
+
+    cross = (gradients(spectrum) * gradients(draw) * sigma.double() ** 2).sum(dim=-1).T.numpy()
+    assert np.all(cross > 0)
+    np.testing.assert_allclose(result.sigma ** 2, cross * np.asarray(predictor.table1.std) ** 2, rtol=0.05)
 
 
 def test_delta_method_agrees_with_the_monte_carlo_for_small_noise(spectra, predictor):
