@@ -38,11 +38,9 @@ def calibrate_predictor(predictor, data, predict, params, truth: pd.DataFrame | 
     source = truth.reindex(ids) if use_truth else data.catalog.iloc[dev].set_index("APOGEE_ID")
     reference = source[list(PARAMETERS)].to_numpy(float)
     metrics: dict[str, float] = {}
-    dev_hidden = None
     for method in params.methods:
         result = predict_store(predictor, data.store, predict.model_copy(update={"uncertainty": method}),
                                rows=data.rows[dev])
-        dev_hidden = result.hidden
         try:
             fitted = fit_calibration(result.prediction, result.sigma, reference, method=str(method),
                                      reference_name="truth" if use_truth else "labels", clip=params.clip,
@@ -56,9 +54,8 @@ def calibrate_predictor(predictor, data, predict, params, truth: pd.DataFrame | 
             for name, (a, b, _) in terms.items():
                 metrics[f"sigma_calibration/{method}/{region}/{name.lower()}_a"] = a
                 metrics[f"sigma_calibration/{method}/{region}/{name.lower()}_b"] = b
-    single = predict.model_copy(update={"uncertainty": Uncertainty.NONE})
-    if dev_hidden is None:
-        dev_hidden = predict_store(predictor, data.store, single, rows=data.rows[dev]).hidden
+    single = predict.model_copy(update={"uncertainty": Uncertainty.NONE})  # both through the inference path
+    dev_hidden = predict_store(predictor, data.store, single, rows=data.rows[dev]).hidden
     train_hidden = predict_store(predictor, data.store, single, rows=data.rows[train]).hidden
     predictor.domain = fit_domain(train_hidden, dev_hidden, quantile=params.domain_quantile)
     metrics["domain_threshold"] = predictor.domain.threshold
