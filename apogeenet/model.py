@@ -174,8 +174,9 @@ def gradient_network(model: ApogeeNet) -> Callable[[torch.Tensor], tuple[torch.T
     """:meth:`ApogeeNet.forward_hidden` for gradients with respect to the input only (the delta
     method, :func:`apogeenet.uncertainty.delta_predict`): a frozen copy of the network in eval
     mode (no weight gradients kept or computed) with the convolutions as height-1 2-D layers in
-    the channels-last layout, where oneDNN's backward pass runs 1.5–2× faster on a CPU than the
-    Conv1d stack's (bench/infer.py). Same numbers to float32 rounding."""
+    the channels-last layout, where oneDNN's forward and backward passes ran 1.5–2× faster than
+    the Conv1d stack's on 2 cores (the delta method's speed is in bench/infer.py). Same numbers
+    to float32 rounding."""
     stack = _height_one_stack(model).requires_grad_(False).to(memory_format=torch.channels_last)
     head = copy.deepcopy(model.head).eval().requires_grad_(False)
 
