@@ -167,7 +167,7 @@ def delta_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, key
     network = model.snapshot(gradient_network)
     std, mu = np.asarray(predictor.table1.std), np.asarray(predictor.table1.mean)
     n, npix = prepared.shape
-    chunk = 2 * forward_batch if device.type == "cpu" else n
+    chunk = 2 * forward_batch if device.type == "cpu" else n  # gradient passes: twice the inference chunk ran fastest
     prediction, variance = np.empty((n, 3)), np.empty((n, 3))
     hidden = np.empty((n, HIDDEN_SIZE), np.float32)
     for rows in torch.arange(n, device=device).split(chunk):
@@ -196,8 +196,8 @@ def _cross_at_draws(model, x: torch.Tensor, sigma: torch.Tensor, gradient: torch
     :func:`delta_predict`, all through the inference path (:meth:`ApogeeNet.forward_chunks`)."""
     m, npix = x.shape
     direction = gradient * sigma.square()                                   # σ² g, (3, m, npix)
-    variance = (gradient * sigma).square().sum(dim=-1)                      # ‖σ g‖², ≈ the output's σ²
-    step = torch.where(variance > 0, DELTA_STEP / variance, torch.ones_like(variance))  # (3, m)
+    spread = (gradient * sigma).square().sum(dim=-1)                        # ‖σ g‖², ≈ the output's σ²
+    step = torch.where(spread > 0, DELTA_STEP / spread, torch.ones_like(spread))  # (3, m)
     star = torch.arange(m, device=x.device).repeat(draws)
     draw = torch.arange(draws, device=x.device).repeat_interleave(m)
     base = x[star].addcmul_(normal_noise(streams[star], draw, npix), sigma[star])  # (draws·m, npix)
