@@ -148,11 +148,14 @@ def _height_one_stack(model: ApogeeNet) -> nn.Sequential:
 def blocked_features(model: ApogeeNet) -> Callable[[torch.Tensor], torch.Tensor]:
     """The convolutional stack for inference on a CPU, (n, 8575) → (n, 64, 1, 133) (the head
     flattens both shapes alike): the same layers as 2-D convolutions of height 1 run by oneDNN,
-    each convolution fused with its ReLU and the activations kept in oneDNN's blocked layout
-    between layers (TorchScript's ``optimize_for_inference``) — 1.8× the unfused blocked stack of
-    :mod:`torch.utils.mkldnn` and 2–3× the plain Conv1d stack on 2 cores, with the same numbers
-    (bench/infer.py). A snapshot of the current weights (:meth:`ApogeeNet.forward_chunks` keeps
-    one per weights version). Falls back to the unfused blocked stack where TorchScript cannot
+    frozen by TorchScript's ``optimize_for_inference`` — the weights prepacked as oneDNN constants,
+    the activations kept in oneDNN's blocked layout between layers, the ReLUs applied in place
+    (not fused into the convolutions: a separate pass, ~7 % of the time) — 1.8× the blocked stack
+    of :mod:`torch.utils.mkldnn` run layer by layer and 2–3× the plain Conv1d stack on 2 cores,
+    with the same numbers (bench/infer.py). The convolutions themselves then run at ~110 GFLOP/s
+    here (46 MFLOP a spectrum), near what 2 cores do. A snapshot of the current weights
+    (:meth:`ApogeeNet.forward_chunks` keeps one per weights version). Falls back to the
+    layer-by-layer blocked stack where TorchScript cannot
     (it is deprecated in favour of ``torch.compile``, which needs a C++ compiler at run time), and
     to the plain stack where torch has no oneDNN."""
     if not torch.backends.mkldnn.is_available():

@@ -11,7 +11,7 @@ from factories import TABLE1
 from apogeenet.calibration import TooFewStars, fit_calibration, fit_missing_error, prediction_regions
 from apogeenet.domain import fit_domain
 from apogeenet.model import ApogeeNet
-from apogeenet.reliability import calibration_bar, calibration_report
+from apogeenet.reliability import calibration_bar, calibration_markdown, calibration_report, rescaling_meets_bar
 from apogeenet.serving import Predictor
 
 
@@ -77,6 +77,28 @@ def test_fit_per_region_applies_round_trips_through_model_pt_and_meets_the_bar(t
     # σ half as large fails the bar
     frame[[f"{n}_ERR" for n in ("TEFF", "LOGG", "FE_H")]] /= 2
     assert not calibration_bar(calibration_report(frame, truth)).any()
+
+
+def test_a_bias_no_sigma_can_absorb_is_told_apart_from_a_wrong_sigma():
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal(4000)
+    assert rescaling_meets_bar(2.0 * z) and rescaling_meets_bar(0.5 * z)  # σ wrong by 2×: a scale mends it
+    assert rescaling_meets_bar(z + 0.5)                                   # a small bias still passes
+    assert not rescaling_meets_bar(z + 1.2)  # |z| < k for 60 % needs k > rσ/0.85 once the bias is 1.2 rσ
+    assert not rescaling_meets_bar(np.array([]))
+
+    ids = [f"2M{i}" for i in range(400)]
+    error = rng.standard_normal((400, 3)) * [50.0, 0.05, 0.03] + [[0.0, 0.1, 0.0]]  # log g offset by 2σ
+    frame = pd.DataFrame({"APOGEE_ID": ids, "SNR": 50.0, "DATA_TYPE": "PAYNE"})
+    for k, (name, sigma) in enumerate(zip(("TEFF", "LOGG", "FE_H"), (50.0, 0.05, 0.03))):
+        frame[name], frame[f"{name}_ERR_MC"], frame[f"{name}_ERR"] = error[:, k], sigma / 2, sigma
+    report = calibration_report(frame, pd.DataFrame(0.0, index=ids, columns=["TEFF", "LOGG", "FE_H"]))
+    assert report.loc[("PAYNE", "LOGG"), "z_median"] == pytest.approx(2.0, abs=0.15)
+    assert report["rescalable"].tolist() == [True, False, True] * 2
+    assert calibration_bar(report).tolist() == [True, False, True]
+    metrics, text = calibration_markdown({"truth": report})
+    assert "met in 2 of 3 cells; not met: PAYNE LOGG. No rescaling of sigma could meet it in PAYNE LOGG" in text
+    assert metrics["calibration_truth/PAYNE/logg_rescalable"] == 0.0
 
 
 def test_too_few_dev_stars_leave_the_method_uncalibrated():
