@@ -17,9 +17,9 @@ from scipy.stats import norm
 from apogeenet.calibration import PARAMETERS, TooFewStars, fit_calibration
 from apogeenet.uncertainty import predict_store
 
-__all__ = ["BAR_MIN_STARS", "BAR_ROBUST_SIGMA", "BAR_WITHIN_1SIGMA", "calibrate_predictor", "calibration_bar", "calibration_markdown", "calibration_report", "calibration_table",
-           "rescaling_meets_bar", "split_uncertainties", "test_references", "write_calibration",
-           "z_histogram_plot"]
+__all__ = ["BAR_MIN_STARS", "BAR_ROBUST_SIGMA", "BAR_WITHIN_1SIGMA", "calibrate_predictor", "calibration_bar",
+           "calibration_markdown", "calibration_report", "calibration_table", "exact_sigma_pass_rate", "meets_bar",
+           "rescaling_meets_bar", "split_uncertainties", "test_references", "write_calibration", "z_histogram_plot"]
 
 
 def calibrate_predictor(predictor, data, predict, params, truth: pd.DataFrame | None) -> dict[str, float]:
@@ -84,6 +84,23 @@ def split_uncertainties(predictor, data, predict, split: str = "test") -> pd.Dat
 BAR_ROBUST_SIGMA = 0.15           # issue 15's bar: the robust σ of z within 1 ± this, ...
 BAR_WITHIN_1SIGMA = (0.60, 0.76)  # ... this fraction of stars with |z| < 1, ...
 BAR_MIN_STARS = 50                # ... in every label group with at least this many stars
+
+
+def meets_bar(z: np.ndarray) -> bool:
+    """The bar on one cell's z: robust σ within 1 ± 0.15 and 60–76 % of |z| < 1."""
+    from apogeenet.evaluate import robust_sigma
+
+    z = np.asarray(z, float)
+    lo, hi = BAR_WITHIN_1SIGMA
+    return bool(z.size) and abs(robust_sigma(z) - 1) <= BAR_ROBUST_SIGMA and lo <= np.mean(np.abs(z) < 1) <= hi
+
+
+def exact_sigma_pass_rate(n: int, *, trials: int = 2000, seed: int = 0) -> float:
+    """How often a σ exactly right (z drawn from N(0, 1)) meets the bar on a cell of ``n`` stars:
+    the bar's tolerance is about one standard error of the robust σ for 60 stars (a fixed seed,
+    so the figure is reproducible; ±0.01 from the number of trials)."""
+    draws = np.random.default_rng(seed).standard_normal((trials, n))
+    return float(np.mean([meets_bar(z) for z in draws]))
 
 
 def rescaling_meets_bar(z: np.ndarray) -> bool:
@@ -198,6 +215,7 @@ def calibration_markdown(reports: dict[str, pd.DataFrame]) -> tuple[dict[str, fl
                   f"met in {int(bar.sum())} of {len(bar)} cells"
                   + (f"; not met: {', '.join(f'{g} {p}' for g, p in bar.index[~bar])}" if (~bar).any() else "")
                   + _beyond_rescaling(report, bar) + "\n"]
+        lines.append(_exact_sigma_sentence(report, bar))
         metrics[f"calibration_{against}/bar_cells_met"] = int(bar.sum())
         metrics[f"calibration_{against}/bar_cells"] = len(bar)
         for (group, parameter), row in report.iterrows():
@@ -205,6 +223,18 @@ def calibration_markdown(reports: dict[str, pd.DataFrame]) -> tuple[dict[str, fl
                 if column != "n":
                     metrics[f"calibration_{against}/{group}/{parameter.lower()}_{column}"] = float(value)
     return metrics, "".join(lines)
+
+
+def _exact_sigma_sentence(report: pd.DataFrame, bar: pd.Series) -> str:
+    """How a σ exactly right would fare on cells of these sizes (a line of Markdown)."""
+    sizes = [int(n) for n in report.loc[bar.index, "n"]]
+    if not sizes:
+        return ""
+    rates = {n: exact_sigma_pass_rate(n) for n in sorted(set(sizes))}
+    return ("\nA sigma exactly right (z from N(0, 1)) would meet a cell of "
+            + ", ".join(f"{n} stars {rate:.0%} of the time" for n, rate in rates.items())
+            + f": {sum(rates[n] for n in sizes):.1f} of {len(sizes)} cells expected, all {len(sizes)} together "
+            f"{np.prod([rates[n] for n in sizes]):.0%} (cells taken as independent)\n")
 
 
 def _beyond_rescaling(report: pd.DataFrame, bar: pd.Series) -> str:

@@ -11,7 +11,8 @@ from factories import TABLE1
 from apogeenet.calibration import TooFewStars, fit_calibration, fit_missing_error, prediction_regions
 from apogeenet.domain import fit_domain
 from apogeenet.model import ApogeeNet
-from apogeenet.reliability import calibration_bar, calibration_markdown, calibration_report, rescaling_meets_bar
+from apogeenet.reliability import (calibration_bar, calibration_markdown, calibration_report, exact_sigma_pass_rate,
+                                  meets_bar, rescaling_meets_bar)
 from apogeenet.serving import Predictor
 
 
@@ -99,6 +100,17 @@ def test_a_bias_no_sigma_can_absorb_is_told_apart_from_a_wrong_sigma():
     metrics, text = calibration_markdown({"truth": report})
     assert "met in 2 of 3 cells; not met: PAYNE LOGG. No rescaling of sigma could meet it in PAYNE LOGG" in text
     assert metrics["calibration_truth/PAYNE/logg_rescalable"] == 0.0
+    assert "A sigma exactly right (z from N(0, 1)) would meet a cell of 400 stars" in text
+
+
+def test_the_bar_is_noisy_for_sixty_stars_and_firm_for_a_thousand():
+    """A σ exactly right passes a 58-star cell only ~62 % of the time: the robust σ of z has a
+    standard error of ≈ 1.17/√(2n) ≈ 0.15 there, the bar's whole tolerance."""
+    assert meets_bar(np.random.default_rng(3).standard_normal(20000))
+    assert not meets_bar(1.3 * np.random.default_rng(3).standard_normal(20000))
+    assert 0.52 < exact_sigma_pass_rate(58) < 0.72
+    assert exact_sigma_pass_rate(1000, trials=300) > 0.98
+    assert exact_sigma_pass_rate(58) == exact_sigma_pass_rate(58)  # a fixed seed: the report is reproducible
 
 
 def test_too_few_dev_stars_leave_the_method_uncalibrated():
