@@ -105,7 +105,7 @@ def test_a_bias_no_sigma_can_absorb_is_told_apart_from_a_wrong_sigma():
 
 def test_the_bar_is_noisy_for_sixty_stars_and_firm_for_a_thousand():
     """A σ exactly right passes a 58-star cell only ~62 % of the time: the robust σ of z has a
-    standard error of ≈ 1.17/√(2n) ≈ 0.15 there, the bar's whole tolerance."""
+    standard error of ≈ 1.17/√n ≈ 0.15 there, the bar's whole tolerance."""
     assert meets_bar(np.random.default_rng(3).standard_normal(20000))
     assert not meets_bar(1.3 * np.random.default_rng(3).standard_normal(20000))
     assert 0.52 < exact_sigma_pass_rate(58) < 0.72
