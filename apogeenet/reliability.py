@@ -92,7 +92,7 @@ def meets_bar(z: np.ndarray) -> bool:
 
     z = np.asarray(z, float)
     lo, hi = BAR_WITHIN_1SIGMA
-    return bool(z.size) and abs(robust_sigma(z) - 1) <= BAR_ROBUST_SIGMA and lo <= np.mean(np.abs(z) < 1) <= hi
+    return bool(z.size and abs(robust_sigma(z) - 1) <= BAR_ROBUST_SIGMA and lo <= np.mean(np.abs(z) < 1) <= hi)
 
 
 def exact_sigma_pass_rate(n: int, *, trials: int = 2000, seed: int = 0) -> float:
