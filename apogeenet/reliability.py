@@ -215,8 +215,10 @@ def calibration_markdown(reports: dict[str, pd.DataFrame]) -> tuple[dict[str, fl
                   f"met in {int(bar.sum())} of {len(bar)} cells"
                   + (f"; not met: {', '.join(f'{g} {p}' for g, p in bar.index[~bar])}" if (~bar).any() else "")
                   + _beyond_rescaling(report, bar) + "\n"]
-        lines.append(_exact_sigma_sentence(report, bar))
+        expected, sentence = _exact_sigma_expectation(report, bar)
+        lines.append(sentence)
         metrics[f"calibration_{against}/bar_cells_met"] = int(bar.sum())
+        metrics[f"calibration_{against}/bar_cells_expected_of_exact_sigma"] = expected
         metrics[f"calibration_{against}/bar_cells"] = len(bar)
         for (group, parameter), row in report.iterrows():
             for column, value in row.items():
@@ -225,16 +227,18 @@ def calibration_markdown(reports: dict[str, pd.DataFrame]) -> tuple[dict[str, fl
     return metrics, "".join(lines)
 
 
-def _exact_sigma_sentence(report: pd.DataFrame, bar: pd.Series) -> str:
-    """How a σ exactly right would fare on cells of these sizes (a line of Markdown)."""
+def _exact_sigma_expectation(report: pd.DataFrame, bar: pd.Series) -> tuple[float, str]:
+    """How many of the bar's cells a σ exactly right would meet on average, and a line of
+    Markdown with the chance per cell size and for all cells together."""
     sizes = [int(n) for n in report.loc[bar.index, "n"]]
     if not sizes:
-        return ""
+        return float("nan"), ""
     rates = {n: exact_sigma_pass_rate(n) for n in sorted(set(sizes))}
-    return ("\nA sigma exactly right (z from N(0, 1)) would meet a cell of "
-            + ", ".join(f"{n} stars {rate:.0%} of the time" for n, rate in rates.items())
-            + f": {sum(rates[n] for n in sizes):.1f} of {len(sizes)} cells expected, all {len(sizes)} together "
-            f"{np.prod([rates[n] for n in sizes]):.0%} (cells taken as independent)\n")
+    expected = float(sum(rates[n] for n in sizes))
+    return expected, ("\nA sigma exactly right (z from N(0, 1)) would meet a cell of "
+                      + ", ".join(f"{n} stars {rate:.0%} of the time" for n, rate in rates.items())
+                      + f": {expected:.1f} of {len(sizes)} cells expected, all {len(sizes)} together "
+                      f"{np.prod([rates[n] for n in sizes]):.0%} (cells taken as independent)\n")
 
 
 def _beyond_rescaling(report: pd.DataFrame, bar: pd.Series) -> str:

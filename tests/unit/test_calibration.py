@@ -101,6 +101,7 @@ def test_a_bias_no_sigma_can_absorb_is_told_apart_from_a_wrong_sigma():
     assert "met in 2 of 3 cells; not met: PAYNE LOGG. No rescaling of sigma could meet it in PAYNE LOGG" in text
     assert metrics["calibration_truth/PAYNE/logg_rescalable"] == 0.0
     assert "A sigma exactly right (z from N(0, 1)) would meet a cell of 400 stars" in text
+    assert 2.9 < metrics["calibration_truth/bar_cells_expected_of_exact_sigma"] <= 3.0  # 400 stars: ~99 % a cell
 
 
 def test_the_bar_is_noisy_for_sixty_stars_and_firm_for_a_thousand():
