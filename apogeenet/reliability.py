@@ -215,10 +215,11 @@ def calibration_markdown(reports: dict[str, pd.DataFrame]) -> tuple[dict[str, fl
                   f"met in {int(bar.sum())} of {len(bar)} cells"
                   + (f"; not met: {', '.join(f'{g} {p}' for g, p in bar.index[~bar])}" if (~bar).any() else "")
                   + _beyond_rescaling(report, bar) + "\n"]
-        expected, sentence = _exact_sigma_expectation(report, bar)
-        lines.append(sentence)
         metrics[f"calibration_{against}/bar_cells_met"] = int(bar.sum())
-        metrics[f"calibration_{against}/bar_cells_expected_of_exact_sigma"] = expected
+        if len(bar):
+            expected, sentence = _exact_sigma_expectation(report, bar)
+            lines.append(sentence)
+            metrics[f"calibration_{against}/bar_cells_expected_of_exact_sigma"] = expected
         metrics[f"calibration_{against}/bar_cells"] = len(bar)
         for (group, parameter), row in report.iterrows():
             for column, value in row.items():
@@ -231,8 +232,6 @@ def _exact_sigma_expectation(report: pd.DataFrame, bar: pd.Series) -> tuple[floa
     """How many of the bar's cells a σ exactly right would meet on average, and a line of
     Markdown with the chance per cell size and for all cells together."""
     sizes = [int(n) for n in report.loc[bar.index, "n"]]
-    if not sizes:
-        return float("nan"), ""
     rates = {n: exact_sigma_pass_rate(n) for n in sorted(set(sizes))}
     expected = float(sum(rates[n] for n in sizes))
     return expected, ("\nA sigma exactly right (z from N(0, 1)) would meet a cell of "
