@@ -8,6 +8,7 @@ predictions and σ come from :mod:`apogeenet.uncertainty`.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +96,7 @@ def meets_bar(z: np.ndarray) -> bool:
     return bool(z.size and abs(robust_sigma(z) - 1) <= BAR_ROBUST_SIGMA and lo <= np.mean(np.abs(z) < 1) <= hi)
 
 
+@cache  # a pure function of its arguments: evaluate and predict ask it for the same sizes per reference
 def exact_sigma_pass_rate(n: int, *, trials: int = 2000, seed: int = 0) -> float:
     """How often a σ exactly right (z drawn from N(0, 1)) meets the bar on a cell of ``n`` stars:
     the bar's tolerance is about one standard error of the robust σ for 60 stars (a fixed seed,
@@ -211,7 +213,8 @@ def calibration_markdown(reports: dict[str, pd.DataFrame]) -> tuple[dict[str, fl
         lines += [f"\nUncertainty calibration on the test split against the {against}: z = (prediction - "
                   f"{'label' if against == 'labels' else against}) / sigma; *_mc: the method's sigma, "
                   "then the calibrated sigma\n\n", report.round(3).to_markdown(), "\n",
-                  f"\nBar (groups of >= 50 stars: robust sigma of z within 1 +- 0.15 and 60-76 % within 1 sigma): "
+                  f"\nBar (groups of >= {BAR_MIN_STARS} stars: robust sigma of z within 1 +- {BAR_ROBUST_SIGMA} and "
+                  f"{100 * BAR_WITHIN_1SIGMA[0]:.0f}-{100 * BAR_WITHIN_1SIGMA[1]:.0f} % within 1 sigma): "
                   f"met in {int(bar.sum())} of {len(bar)} cells"
                   + (f"; not met: {', '.join(f'{g} {p}' for g, p in bar.index[~bar])}" if (~bar).any() else "")
                   + _beyond_rescaling(report, bar) + "\n"]
