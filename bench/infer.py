@@ -1,16 +1,18 @@
 """Inference speed (§3.5) as JSON: single-pass, 100-draw Monte-Carlo and delta-method spectra/s.
 
-    python bench/infer.py [--model derived/model/model.pt] [--n-mc 32] [--draws 100] [--repeats 3]
-                          [--n-agree 0] [--out bench/results/infer.json]
+    python bench/infer.py [--model derived/model/model.pt] [--n-mc 32] [--n-delta 256] [--draws 100]
+                          [--repeats 3] [--n-agree 0] [--out bench/results/infer.json]
 
-Measured in one run, interleaved (baseline, fast, baseline, ...) and reported as medians, since
-CPU timings on a shared machine drift:
+Measured in one run after one untimed pass of each path, interleaved (baseline, fast, baseline,
+...) and reported as medians, since CPU timings on a shared machine drift:
 * baseline: a plain float32 eager loop at batch 128 — single pass over the spectra, and for the
   Monte-Carlo the draws one after another (draw k of every spectrum, 128 at a time);
 * fast path: what ``apogeenet predict`` runs — :func:`apogeenet.uncertainty.mc_predict` (the
   draws made on the device, chunk by chunk, network calls of ``predict.forward_batch``) and
   :meth:`Predictor.predict`; plus bfloat16 autocast on one chunk for reference;
-* delta method: :func:`apogeenet.uncertainty.delta_predict` with ``predict.delta_points``.
+* delta method: :func:`apogeenet.uncertainty.delta_predict` with ``predict.delta_points``, over
+  ``--n-delta`` spectra (it runs ~10× faster than the Monte Carlo: over the Monte Carlo's 32 it
+  would be timed over a fifth of a second, where one hiccup of the machine moves it by 30 %).
 ``mc_speedup`` is the fast Monte Carlo over the eager draw loop, ``delta_speedup`` the delta method
 over the fast Monte Carlo. Their σ are compared star by star over the test split (``--n-agree``
 stars of it; 0: all): the ratio's median and 5-95 % range and ``delta_sigma_within_1.25_fraction``
@@ -120,6 +122,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path)
     parser.add_argument("--n-mc", type=int, default=32, help="spectra in the Monte-Carlo timing")
+    parser.add_argument("--n-delta", type=int, default=256, help="spectra in the delta-method timing")
     parser.add_argument("--draws", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--n-synthetic", type=int, default=64, help="survey size when the project has no store")
@@ -139,6 +142,14 @@ def main() -> None:
         predictor.to(device)
         keys = seed_keys(store.index["apogee_id"].to_numpy()[rows])
         mc_rows = slice(0, min(args.n_mc, len(rows)))
+        delta_rows = slice(0, min(args.n_delta, len(rows)))
+        few, two = slice(0, min(128, len(rows))), slice(0, min(2, len(rows)))  # an untimed pass of each path
+        eager_single(predictor, prepared[few])                            # first: its oneDNN primitives made
+        predictor.predict(prepared[few], batch_size=p.forward_batch)
+        mc_predict(predictor, flux[two], error[two], keys[two], n_draws=args.draws, seed=p.seed, cap=p.error_cap,
+                   max_batch=p.max_batch, forward_batch=p.forward_batch)
+        delta_predict(predictor, flux[few], error[few], keys[few], points=p.delta_points, seed=p.seed,
+                      cap=p.error_cap, forward_batch=p.forward_batch)
         timings: dict[str, list[float]] = {k: [] for k in ("single_eager", "single_fast", "mc_eager", "mc_fast",
                                                              "delta")}
         for _ in range(args.repeats):
@@ -156,9 +167,9 @@ def main() -> None:
                             seed=p.seed, cap=p.error_cap, max_batch=p.max_batch, forward_batch=p.forward_batch)
             timings["mc_fast"].append(len(keys[mc_rows]) / (time.perf_counter() - t))
             t = _synchronised(device)
-            delta_predict(predictor, flux[mc_rows], error[mc_rows], keys[mc_rows], points=p.delta_points,
+            delta_predict(predictor, flux[delta_rows], error[delta_rows], keys[delta_rows], points=p.delta_points,
                           seed=p.seed, cap=p.error_cap, forward_batch=p.forward_batch)
-            timings["delta"].append(len(keys[mc_rows]) / (time.perf_counter() - t))
+            timings["delta"].append(len(keys[delta_rows]) / (time.perf_counter() - t))
         agree = slice(0, args.n_agree or len(rows))
         agreement = delta_agreement(predictor, flux[agree], error[agree], keys[agree], args.draws, p)
         chunk = p.forward_batch if device.type == "cpu" else min(len(prepared), 256)
@@ -172,6 +183,7 @@ def main() -> None:
     med = {k: float(np.median(v)) for k, v in timings.items()}
     diff = np.abs(fast - reference).max(axis=0)
     emit({"bench": "infer", "source": source, "n_single": int(len(rows)), "n_mc": int(len(keys[mc_rows])),
+          "n_delta": int(len(keys[delta_rows])),
           "draws": args.draws, "repeats": args.repeats, "threads": torch.get_num_threads(),
           "cpus": os.cpu_count(), "forward_batch": p.forward_batch, "max_batch": p.max_batch,
           "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
