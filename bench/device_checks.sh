@@ -18,5 +18,5 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 "$PY" bench/train.py --max-samples 1024 --n-stars 1024 --epochs 3 --out "$OUT/train_gpu.json" 2>&1 | tail -n 25
 # Monte Carlo on the device (noise made there), delta method, single pass; the goal on an
 # H100/H200-class GPU is >= 400 spectra/s with 100 draws (DR17, 657 000 spectra, in under 30 min)
-"$PY" bench/infer.py --n-synthetic 512 --n-mc 512 --repeats 3 --max-batch 25600 --out "$OUT/infer_gpu.json" 2>&1 | tail -n 60
-"$PY" bench/infer.py --n-synthetic 512 --n-mc 512 --repeats 2 --out "$OUT/infer_gpu_max1600.json" 2>&1 | grep -E '"(fast|mc_speedup|delta_spectra_per_s|delta_speedup)"' 
+"$PY" bench/infer.py --n-synthetic 512 --n-mc 512 --n-delta 512 --repeats 3 --max-batch 25600 --out "$OUT/infer_gpu.json" 2>&1 | tail -n 60
+"$PY" bench/infer.py --n-synthetic 512 --n-mc 512 --n-delta 512 --repeats 2 --out "$OUT/infer_gpu_max1600.json" 2>&1 | grep -E '"(fast|mc_speedup|delta_spectra_per_s|delta_speedup)"' 
