@@ -16,6 +16,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from apogeenet.calibration import PARAMETERS, TooFewStars, fit_calibration
+from apogeenet.evaluate import robust_sigma
 from apogeenet.uncertainty import predict_store
 
 __all__ = ["BAR_MIN_STARS", "BAR_ROBUST_SIGMA", "BAR_WITHIN_1SIGMA", "calibrate_predictor", "calibration_bar",
@@ -89,11 +90,15 @@ BAR_MIN_STARS = 50                # ... in every label group with at least this 
 
 def meets_bar(z: np.ndarray) -> bool:
     """The bar on one cell's z: robust σ within 1 ± 0.15 and 60–76 % of |z| < 1."""
-    from apogeenet.evaluate import robust_sigma
-
     z = np.asarray(z, float)
-    lo, hi = BAR_WITHIN_1SIGMA
-    return bool(z.size and abs(robust_sigma(z) - 1) <= BAR_ROBUST_SIGMA and lo <= np.mean(np.abs(z) < 1) <= hi)
+    return bool(z.size and _inside_bar(robust_sigma(z), np.mean(np.abs(z) < 1)))
+
+
+def _inside_bar(robust, within, tolerance: float = BAR_ROBUST_SIGMA,
+                within_1sigma: tuple[float, float] = BAR_WITHIN_1SIGMA):
+    """The bar's two halves on a robust σ of z and a fraction with |z| < 1 (numbers or Series)."""
+    lo, hi = within_1sigma
+    return (abs(robust - 1) <= tolerance) & (within >= lo) & (within <= hi)
 
 
 @cache  # a pure function of its arguments: evaluate and predict ask it for the same sizes per reference
@@ -110,8 +115,6 @@ def rescaling_meets_bar(z: np.ndarray) -> bool:
     z/k (about its median) is the robust σ of z over k, so k must lie in [rσ/1.15, rσ/0.85]; there
     the fraction of |z| < k must reach 60–76 %. False when the median of z — a bias of the
     predictions, not of σ — is too large beside the scatter for any σ to pass both halves."""
-    from apogeenet.evaluate import robust_sigma
-
     z = np.asarray(z, float)
     if z.size == 0:
         return False
@@ -139,8 +142,6 @@ def calibration_table(catalog: pd.DataFrame, reference: pd.DataFrame, sigma_suff
     (:func:`rescaling_meets_bar`); the RMS error and the median σ.
     """
     from scipy.stats import spearmanr
-
-    from apogeenet.evaluate import robust_sigma
 
     rows = []
     for name in PARAMETERS:
@@ -186,9 +187,8 @@ def calibration_bar(report: pd.DataFrame, *, min_stars: int = BAR_MIN_STARS, rob
     σ gives a robust σ of z within 1 ± ``robust_sigma`` and a fraction within 1σ inside
     ``within_1sigma`` (issue 15's bar; groups, not the pooled ``all`` row)."""
     groups = report[(report.index.get_level_values("group") != "all") & (report["n"] >= min_stars)]
-    lo, hi = within_1sigma
-    return ((groups["z_robust_sigma"] - 1).abs().le(robust_sigma)
-            & groups["frac_within_1sigma"].between(lo, hi)).rename("met")
+    return _inside_bar(groups["z_robust_sigma"], groups["frac_within_1sigma"], robust_sigma,
+                       within_1sigma).rename("met")
 
 
 def test_references(frame: pd.DataFrame, truth: pd.DataFrame | None) -> dict[str, pd.DataFrame]:

@@ -111,7 +111,8 @@ def test_the_bar_is_noisy_for_sixty_stars_and_firm_for_a_thousand():
     assert not meets_bar(1.3 * np.random.default_rng(3).standard_normal(20000))
     assert 0.52 < exact_sigma_pass_rate(58) < 0.72
     assert exact_sigma_pass_rate(1000, trials=300) > 0.98
-    assert exact_sigma_pass_rate(58) == exact_sigma_pass_rate(58)  # a fixed seed: the report is reproducible
+    assert exact_sigma_pass_rate.__wrapped__(58) == exact_sigma_pass_rate(58)  # a fixed seed, not the cache:
+    # the report is reproducible
 
 
 def test_too_few_dev_stars_leave_the_method_uncalibrated():
