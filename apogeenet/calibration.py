@@ -15,12 +15,18 @@ heavier-tailed than a Gaussian (the network's error is not only noise), so a lik
 even clipped, sets σ by the shoulders and leaves the core of z at ~0.8; the median sets it by
 the core, which is what "68 % within 1σ" asks (README, "Calibrated uncertainties"). The reference is the survey's truth when it
 has one (the synthetic survey) or else the labels (then σ_cal is the error against the label
-scale, label noise included). Regions come from the prediction, so an unlabelled star is
-calibrated like a labelled one: ``payne`` (Teff > 4 000 K or log g < 3.5, the §2.2 Payne
-regime), ``young`` (otherwise inside the §4.1 (Teff, log g) triangle of young stars) and
-``cool_dwarf`` (the rest: the §2.3 low-mass main sequence). A region with fewer than
-``min_stars`` dev stars takes the fit of all dev stars. One calibration per uncertainty method
-(Monte Carlo, delta method), stored in ``model.pt`` and so in the registry with the model.
+scale, label noise included).
+
+Regions: a star with a label source (PAYNE, MSTAR, YSO: the procedure of §2.2–2.4 its labels
+come from, decided by its photometry, membership and Payne parameters, not by the label values)
+takes the fit of its source, since the sources' errors differ (a YSO predicted on the main
+sequence errs like a YSO, not like an M dwarf of the §2.3 box). A star without one (unlabelled,
+or a file predicted outside the project) takes the fit of the region of its prediction:
+``payne`` (Teff > 4 000 K or log g < 3.5, the §2.2 Payne regime), ``young`` (otherwise inside
+the §4.1 (Teff, log g) triangle of young stars) and ``cool_dwarf`` (the rest: the §2.3 low-mass
+main sequence). A source or region with fewer than ``min_stars`` dev stars takes the fit of all
+dev stars. One calibration per uncertainty method (Monte Carlo, delta method), stored in
+``model.pt`` and so in the registry with the model.
 """
 
 from __future__ import annotations
@@ -32,9 +38,10 @@ from scipy.optimize import minimize
 from scipy.stats import norm
 
 from apogeenet.kiel import in_yso_polygon
+from apogeenet.labels.catalog import SOURCES
 
-__all__ = ["PARAMETERS", "REGIONS", "SigmaCalibration", "TooFewStars", "fit_calibration", "fit_missing_error",
-           "prediction_regions"]
+__all__ = ["PARAMETERS", "REGIONS", "SigmaCalibration", "TooFewStars", "calibration_regions", "fit_calibration",
+           "fit_missing_error", "prediction_regions"]
 
 PARAMETERS = ("TEFF", "LOGG", "FE_H")
 REGIONS = ("payne", "young", "cool_dwarf")
@@ -51,6 +58,16 @@ def prediction_regions(prediction: np.ndarray) -> np.ndarray:
     payne = (teff > 4000.0) | (logg < 3.5)
     young = ~payne & in_yso_polygon(teff, logg)
     return np.where(payne, "payne", np.where(young, "young", "cool_dwarf"))
+
+
+def calibration_regions(prediction: np.ndarray, sources=None) -> np.ndarray:
+    """Each star's label source where it has one (``sources``: PAYNE, MSTAR, YSO, anything else
+    for none; None: no star has one), else the region of its prediction."""
+    regions = prediction_regions(prediction).astype(object)
+    if sources is not None:
+        labelled = np.isin(np.asarray(sources, object), SOURCES)
+        regions[labelled] = np.asarray(sources, object)[labelled]
+    return regions
 
 
 def fit_missing_error(residual: np.ndarray, sigma: np.ndarray, *, clip: float = 2.5,
@@ -87,15 +104,18 @@ class SigmaCalibration:
     reference: str
     terms: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
-    def apply(self, prediction: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-        """Calibrated σ (n, 3) for predictions and method σ (each (n, 3)); NaN σ stays NaN."""
-        regions = prediction_regions(prediction)
+    def apply(self, prediction: np.ndarray, sigma: np.ndarray, sources=None) -> np.ndarray:
+        """Calibrated σ (n, 3) for predictions and method σ (each (n, 3)) of stars with label
+        ``sources`` (see :func:`calibration_regions`); NaN σ stays NaN. A source or region without
+        its own fit takes the prediction region's, then the fit of all dev stars."""
+        regions, fallback = calibration_regions(prediction, sources), prediction_regions(prediction)
+        fitted = np.where(np.isin(regions, list(self.terms)), regions,
+                          np.where(np.isin(fallback, list(self.terms)), fallback, ALL))
         out = np.full(sigma.shape, np.nan)
-        for region in np.unique(regions):
-            rows = regions == region
-            terms = self.terms.get(str(region), self.terms[ALL])
+        for region in np.unique(fitted):
+            rows = fitted == region
             for k, name in enumerate(PARAMETERS):
-                a, b, _ = terms[name]
+                a, b, _ = self.terms[str(region)][name]
                 out[rows, k] = np.sqrt(a ** 2 * sigma[rows, k] ** 2 + b ** 2)
         return out
 
@@ -110,13 +130,15 @@ class SigmaCalibration:
 
 
 def fit_calibration(prediction: np.ndarray, sigma: np.ndarray, reference: np.ndarray, *, method: str,
-                    reference_name: str, clip: float = 2.5, min_stars: int = 20) -> SigmaCalibration:
+                    reference_name: str, sources=None, clip: float = 2.5, min_stars: int = 20) -> SigmaCalibration:
     """The missing-error model from dev-split predictions, their σ and reference values (each
-    (n, 3)): one fit per region with at least ``min_stars`` usable stars, and one of all (``all``)."""
-    regions = prediction_regions(prediction)
+    (n, 3)) and the stars' label ``sources``: one fit per source and per prediction region with at
+    least ``min_stars`` usable stars, and one of all (``all``)."""
+    by_source = np.asarray(sources if sources is not None else [""] * len(prediction), object)
+    by_prediction = prediction_regions(prediction)
     calibration = SigmaCalibration(method, reference_name)
-    for region in (ALL, *REGIONS):
-        rows = np.ones(len(regions), bool) if region == ALL else regions == region
+    for region, rows in [(ALL, np.ones(len(prediction), bool))] + [(r, by_prediction == r) for r in REGIONS] + [
+            (s, by_source == s) for s in SOURCES]:
         terms = {}
         for k, name in enumerate(PARAMETERS):
             ok = rows & np.isfinite(reference[:, k]) & np.isfinite(sigma[:, k]) & (sigma[:, k] > 0)

@@ -34,6 +34,7 @@ from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
 
 from apogeenet.atomic import atomic_paths
+from apogeenet.calibration import SigmaCalibration
 from apogeenet.kiel import YSO_POLYGON, in_yso_polygon
 from apogeenet.plotting import pyplot, save
 from apogeenet.store import primary_rows
@@ -78,23 +79,17 @@ def age_bins(logg: np.ndarray) -> np.ndarray:
 def build_catalog(index: pd.DataFrame, prediction: np.ndarray, sigma: np.ndarray,
                   labels: pd.DataFrame | None, *, hot_teff: float,
                   bounds: dict[str, tuple[float, float]], n_good_pixels: np.ndarray,
-                  min_good_pixels: int, sigma_calibrated: np.ndarray | None = None,
+                  min_good_pixels: int, calibration: SigmaCalibration | None = None,
                   domain_distance: np.ndarray | None = None, domain_threshold: float = np.inf,
                   max_sigma: dict[str, float] | None = None) -> pd.DataFrame:
     """Table 4 rows for the store ``index`` (apogee_id, ra, dec, snr) with predictions, the
-    method's σ and the calibrated σ (each (n, 3): TEFF, LOGG, FE_H; calibrated defaults to the
-    method's), each spectrum's count of good pixels and out-of-domain distance, labels joined by
-    APOGEE_ID, flags and the §4.1 columns."""
+    method's σ (each (n, 3): TEFF, LOGG, FE_H) and the σ of ``calibration`` (by each star's label
+    source, :mod:`apogeenet.calibration`; without one the method's), each spectrum's count of good
+    pixels and out-of-domain distance, labels joined by APOGEE_ID, flags and the §4.1 columns."""
     index = index.reset_index(drop=True)
     frame = pd.DataFrame({"APOGEE_ID": index["apogee_id"].to_numpy(), "RA": index["ra"].to_numpy(float),
                           "DEC": index["dec"].to_numpy(float), "SNR": index["snr"].to_numpy(float),
                           "N_GOOD_PIXELS": np.asarray(n_good_pixels, np.int32)})
-    sigma_calibrated = sigma if sigma_calibrated is None else sigma_calibrated
-    for k, name in enumerate(("TEFF", "LOGG", "FE_H")):
-        frame[name] = prediction[:, k]
-        frame[f"{name}_ERR"] = sigma_calibrated[:, k]
-        frame[f"{name}_ERR_MC"] = sigma[:, k]
-    frame["DOMAIN_DIST"] = np.full(len(frame), np.nan) if domain_distance is None else domain_distance
     if labels is not None and len(labels):
         known = labels.drop_duplicates("APOGEE_ID").set_index("APOGEE_ID")
         for name in ("TEFF", "LOGG", "FE_H"):
@@ -105,6 +100,12 @@ def build_catalog(index: pd.DataFrame, prediction: np.ndarray, sigma: np.ndarray
         for name in ("TEFF", "LOGG", "FE_H"):
             frame[f"{name}_LABEL"] = np.nan
         frame["DATA_SET"], frame["DATA_TYPE"] = "none", "none"
+    calibrated = sigma if calibration is None else calibration.apply(prediction, sigma, frame["DATA_TYPE"].to_numpy())
+    for k, name in enumerate(("TEFF", "LOGG", "FE_H")):
+        frame[name] = prediction[:, k]
+        frame[f"{name}_ERR"] = calibrated[:, k]
+        frame[f"{name}_ERR_MC"] = sigma[:, k]
+    frame["DOMAIN_DIST"] = np.full(len(frame), np.nan) if domain_distance is None else domain_distance
     flags = np.where(frame["TEFF"] > hot_teff, FLAG_BITS["HOT"], 0)
     outside = np.zeros(len(frame), bool)
     for name, (lo, hi) in bounds.items():

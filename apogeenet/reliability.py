@@ -38,16 +38,17 @@ def calibrate_predictor(predictor, data, predict, params, truth: pd.DataFrame | 
         params.reference == CalibrationReference.AUTO and truth is not None)
     if use_truth and truth is None:
         raise ValueError("calibration.reference is 'truth' but the survey has no truth table (paths.truth)")
-    source = truth.reindex(ids) if use_truth else data.catalog.iloc[dev].set_index("APOGEE_ID")
-    reference = source[list(PARAMETERS)].to_numpy(float)
+    known = truth.reindex(ids) if use_truth else data.catalog.iloc[dev].set_index("APOGEE_ID")
+    reference = known[list(PARAMETERS)].to_numpy(float)
+    sources = data.catalog["SOURCE"].to_numpy()[dev]
     metrics: dict[str, float] = {}
     for method in params.methods:
         result = predict_store(predictor, data.store, predict.model_copy(update={"uncertainty": method}),
                                rows=data.rows[dev])
         try:
             fitted = fit_calibration(result.prediction, result.sigma, reference, method=str(method),
-                                     reference_name="truth" if use_truth else "labels", clip=params.clip,
-                                     min_stars=params.min_stars)
+                                     reference_name="truth" if use_truth else "labels", sources=sources,
+                                     clip=params.clip, min_stars=params.min_stars)
         except TooFewStars:  # a small project: the catalog's *_ERR is the method's σ
             metrics[f"sigma_calibration/{method}/fitted"] = 0
             continue
@@ -72,8 +73,9 @@ def split_uncertainties(predictor, data, predict, split: str = "test") -> pd.Dat
     positions = data.select(split=split)
     result = predict_store(predictor, data.store, predict, rows=data.rows[positions])
     calibration = predictor.calibrations.get(str(predict.uncertainty))
-    calibrated = calibration.apply(result.prediction, result.sigma) if calibration else result.sigma
     catalog = data.catalog.iloc[positions].reset_index(drop=True)
+    calibrated = (calibration.apply(result.prediction, result.sigma, catalog["SOURCE"].to_numpy()) if calibration
+                  else result.sigma)
     frame = pd.DataFrame({"APOGEE_ID": catalog["APOGEE_ID"],
                           "SNR": data.store.index["snr"].to_numpy(float)[data.rows[positions]],
                           "DATA_SET": catalog["SPLIT"], "DATA_TYPE": catalog["SOURCE"]})

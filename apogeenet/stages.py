@@ -312,7 +312,7 @@ def predict_finish(cfg: Params, plan_file: Path, *, out_dir: Path | None = None,
     frame = build_catalog(index, prediction, sigma, read_table(labels_file) if labels_file.exists() else None,
                           hot_teff=p.hot_teff, bounds={k: tuple(v) for k, v in p.bounds.items()},
                           n_good_pixels=index["n_good_pixels"].to_numpy(), min_good_pixels=p.min_good_pixels,
-                          sigma_calibrated=calibration.apply(prediction, sigma) if calibration else None,
+                          calibration=calibration,
                           domain_distance=distance,
                           domain_threshold=predictor.domain.threshold if predictor.domain else np.inf,
                           max_sigma=p.max_sigma)

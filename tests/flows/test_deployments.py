@@ -150,8 +150,8 @@ def test_predict_writes_table4_catalog_and_products(trained, tmp_path):
     predictor = Predictor.load(model)
     assert set(predictor.calibrations) == {"monte_carlo", "delta"} and predictor.domain is not None
     values = catalog[["TEFF", "LOGG", "FE_H"]].to_numpy()
-    expected = predictor.calibrations["monte_carlo"].apply(values, catalog[["TEFF_ERR_MC", "LOGG_ERR_MC",
-                                                                             "FE_H_ERR_MC"]].to_numpy())
+    expected = predictor.calibrations["monte_carlo"].apply(
+        values, catalog[["TEFF_ERR_MC", "LOGG_ERR_MC", "FE_H_ERR_MC"]].to_numpy(), catalog["DATA_TYPE"].to_numpy())
     np.testing.assert_allclose(catalog[["TEFF_ERR", "LOGG_ERR", "FE_H_ERR"]].to_numpy(), expected, rtol=1e-12)
     assert np.isfinite(catalog["DOMAIN_DIST"]).all()
     assert ((catalog["FLAGS"] & 16) > 0).tolist() == (catalog["DOMAIN_DIST"] > predictor.domain.threshold).tolist()

@@ -10,6 +10,7 @@ from astropy.table import Table
 from factories import TABLE1
 from tolerances import output_atol, sigma_atol
 
+from apogeenet.calibration import PARAMETERS, SigmaCalibration
 from apogeenet.catalog import age_bins, build_catalog, in_yso_polygon, write_catalog
 from apogeenet.model import ApogeeNet, flux_divisor, prepare_flux, scale_flux
 from apogeenet.serving import Predictor
@@ -177,7 +178,9 @@ def catalog_rows():
     frame = build_catalog(index, prediction, sigma, labels, hot_teff=6700,
                           bounds={"teff": (2000, 12000), "logg": (-1, 6), "fe_h": (-3, 1.5)},
                           n_good_pixels=np.array([7700, 7700, 7700, 7700, 0, 7700, 7700, 7700]), min_good_pixels=5000,
-                          sigma_calibrated=2 * sigma, domain_distance=np.array([10.0, 20, 30, 10, 10, 10, 80, 10]),
+                          calibration=SigmaCalibration("monte_carlo", "truth", {  # 2σ; 3σ for the YSO by its source
+                              "all": dict.fromkeys(PARAMETERS, [2.0, 0.0, 8.0]),
+                              "YSO": dict.fromkeys(PARAMETERS, [3.0, 0.0, 1.0])}), domain_distance=np.array([10.0, 20, 30, 10, 10, 10, 80, 10]),
                           domain_threshold=50.0, max_sigma={"teff": 500.0, "logg": 0.5, "fe_h": 0.25})
     return frame, sigma
 
@@ -195,7 +198,7 @@ def test_catalog_flags_units_and_round_trips(catalog_rows, tmp_path):
     fits, parquet, csv = write_catalog({"catalog": frame}, tmp_path, {"model": "models:/apogeenet@champion"})
     table = Table.read(fits)
     assert str(table["TEFF"].unit) == "K" and str(table["RA"].unit) == "deg" and table.meta["MODEL"].startswith("models:/")
-    np.testing.assert_allclose(table["TEFF_ERR"], 2 * sigma[:, 0])
+    np.testing.assert_allclose(table["TEFF_ERR"], np.where(frame["DATA_TYPE"] == "YSO", 3, 2) * sigma[:, 0])
     np.testing.assert_allclose(table["TEFF_ERR_MC"], sigma[:, 0])
     back = pd.read_parquet(parquet)
     pd.testing.assert_frame_equal(back, frame, check_dtype=False)

@@ -80,6 +80,37 @@ def test_fit_per_region_applies_round_trips_through_model_pt_and_meets_the_bar(t
     assert not calibration_bar(calibration_report(frame, truth)).any()
 
 
+def test_label_sources_get_their_own_fit_and_unlabelled_stars_their_regions():
+    """MSTAR and YSO stars predicted in one region but erring differently (a YSO on the main
+    sequence is not an M dwarf of the §2.3 box): each source is fitted apart; a star without a
+    source takes its prediction region's fit, a source with too few dev stars too."""
+    rng = np.random.default_rng(6)
+    n = 1200
+    prediction = np.tile([[3300.0, 4.9, 0.0]], (n, 1))  # all in cool_dwarf
+    sources = np.where(np.arange(n) % 3 == 0, "YSO", "MSTAR")
+    sigma = rng.uniform(0.5, 2.0, (n, 3)) * np.array([30.0, 0.04, 0.02])
+    floor = np.where(sources[:, None] == "YSO", [[150.0, 0.15, 0.06]], [[30.0, 0.03, 0.06]])
+    reference = prediction - rng.standard_normal((n, 3)) * np.sqrt(sigma ** 2 + floor ** 2)
+    calibration = fit_calibration(prediction, sigma, reference, method="monte_carlo", reference_name="truth",
+                                  sources=sources)
+    assert set(calibration.terms) == {"all", "cool_dwarf", "MSTAR", "YSO"}  # PAYNE: no dev star
+    assert calibration.terms["YSO"]["TEFF"][1] == pytest.approx(150.0, rel=0.15)
+    assert calibration.terms["MSTAR"]["TEFF"][1] == pytest.approx(30.0, rel=0.25)
+    one = np.array([[30.0, 0.04, 0.02]])
+    star = prediction[:1]
+    yso, mstar, unlabelled, payne = (calibration.apply(star, one, [s])[0] for s in ("YSO", "MSTAR", "none", "PAYNE"))
+    assert yso[0] > 3 * mstar[0]
+    a, b, _ = calibration.terms["cool_dwarf"]["TEFF"]
+    assert unlabelled[0] == payne[0] == pytest.approx(np.hypot(a * 30, b))
+    np.testing.assert_array_equal(calibration.apply(star, one), unlabelled[None])
+    # z over each source meets the bar with its own fit; one fit for the region's mixture does not
+    alone = fit_calibration(prediction, sigma, reference, method="monte_carlo", reference_name="truth")
+    test_reference = prediction - rng.standard_normal((n, 3)) * np.sqrt(sigma ** 2 + floor ** 2)
+    for fitted, passes in ((calibration, True), (alone, False)):
+        z = (prediction - test_reference) / fitted.apply(prediction, sigma, sources)
+        assert all(meets_bar(z[sources == s, 0]) for s in ("YSO", "MSTAR")) == passes
+
+
 def test_a_bias_no_sigma_can_absorb_is_told_apart_from_a_wrong_sigma():
     rng = np.random.default_rng(5)
     z = rng.standard_normal(4000)
