@@ -30,13 +30,11 @@ from benchio import emit
 
 from apogeenet.calibration import PARAMETERS, fit_calibration
 from apogeenet.io.tables import read_truth
+from apogeenet.labels.catalog import SOURCES
 from apogeenet.reliability import (calibrate_predictor, exact_sigma_pass_rate, meets_bar, split_uncertainties,
                                   write_calibration)
 from apogeenet.serving import Predictor
 from apogeenet.stages import train_stage
-
-GROUPS = ("PAYNE", "MSTAR", "YSO")
-
 
 def resplit_cells(frame, truth, resplits: int, seed: int = 0) -> np.ndarray:
     """(resplits, 9) whether each group × parameter cell meets the bar when the calibration is fitted
@@ -47,16 +45,16 @@ def resplit_cells(frame, truth, resplits: int, seed: int = 0) -> np.ndarray:
     reference = truth.reindex(frame["APOGEE_ID"])[list(PARAMETERS)].to_numpy(float)
     groups, test = frame["DATA_TYPE"].to_numpy(), (frame["DATA_SET"] == "test").to_numpy()
     rng = np.random.default_rng(seed)
-    met = np.zeros((resplits, len(GROUPS) * len(PARAMETERS)), bool)
+    met = np.zeros((resplits, len(SOURCES) * len(PARAMETERS)), bool)
     for trial in range(resplits):
         judged = np.zeros(len(frame), bool)
-        for group in GROUPS:
+        for group in SOURCES:
             rows = np.flatnonzero(groups == group)
             judged[rng.choice(rows, int(test[rows].sum()), replace=False)] = True
         fitted = fit_calibration(prediction[~judged], sigma[~judged], reference[~judged], method="resplit",
                                  reference_name="truth", sources=groups[~judged])
         z = (prediction - reference) / fitted.apply(prediction, sigma, groups)
-        met[trial] = [meets_bar(z[judged & (groups == group), k]) for group in GROUPS for k in range(len(PARAMETERS))]
+        met[trial] = [meets_bar(z[judged & (groups == group), k]) for group in SOURCES for k in range(len(PARAMETERS))]
     return met
 
 
@@ -84,15 +82,16 @@ def main() -> None:
     metrics, markdown = write_calibration(frames["test"], truth, args.work)
     (args.work / "calibration.md").write_text(markdown)
     sizes = frames["test"].groupby("DATA_TYPE").size()
-    cells = [f"{g}/{p}" for g in GROUPS for p in PARAMETERS]
+    cells = [f"{g}/{p}" for g in SOURCES for p in PARAMETERS]
     met = resplit_cells(pd.concat(frames.values(), ignore_index=True), truth, args.resplits)
-    exact = [exact_sigma_pass_rate(int(sizes[g])) for g in GROUPS for _ in PARAMETERS]
+    exact = [exact_sigma_pass_rate(int(sizes[g])) for g in SOURCES for _ in PARAMETERS]
     emit({"n_stars": args.n_stars, "profile": cfg.train.profile, "fit_seconds": round(fit_seconds, 1),
-          "test_group_sizes": {g: int(sizes[g]) for g in GROUPS},
+          "test_group_sizes": {g: int(sizes[g]) for g in SOURCES},
           "bar_cells_met": metrics["calibration_truth/bar_cells_met"],
           "bar_cells_expected_of_exact_sigma": metrics.get("calibration_truth/bar_cells_expected_of_exact_sigma"),
-          "test_cells": {c: {k: metrics[f"calibration_truth/{c.split('/')[0]}/{c.split('/')[1].lower()}_{k}"]
-                             for k in ("z_robust_sigma", "frac_within_1sigma", "z_median")} for c in cells},
+          "test_cells": {f"{g}/{p}": {k: metrics[f"calibration_truth/{g}/{p.lower()}_{k}"]
+                                      for k in ("z_robust_sigma", "frac_within_1sigma", "z_median")}
+                         for g in SOURCES for p in PARAMETERS},
           "resplits": args.resplits, "resplit_cells_met_mean": float(met.sum(axis=1).mean()),
           "resplit_all_met_fraction": float(met.all(axis=1).mean()),
           "resplit_cell_pass_rate": dict(zip(cells, met.mean(axis=0).round(3).tolist())),
