@@ -40,8 +40,8 @@ from scipy.stats import norm
 from apogeenet.kiel import in_yso_polygon
 from apogeenet.labels.catalog import SOURCES
 
-__all__ = ["PARAMETERS", "REGIONS", "SigmaCalibration", "TooFewStars", "calibration_regions", "fit_calibration",
-           "fit_missing_error", "prediction_regions"]
+__all__ = ["PARAMETERS", "REGIONS", "SigmaCalibration", "TooFewStars", "fit_calibration", "fit_missing_error",
+           "prediction_regions"]
 
 PARAMETERS = ("TEFF", "LOGG", "FE_H")
 REGIONS = ("payne", "young", "cool_dwarf")
@@ -60,14 +60,10 @@ def prediction_regions(prediction: np.ndarray) -> np.ndarray:
     return np.where(payne, "payne", np.where(young, "young", "cool_dwarf"))
 
 
-def calibration_regions(prediction: np.ndarray, sources=None) -> np.ndarray:
-    """Each star's label source where it has one (``sources``: PAYNE, MSTAR, YSO, anything else
-    for none; None: no star has one), else the region of its prediction."""
-    regions = prediction_regions(prediction).astype(object)
-    if sources is not None:
-        labelled = np.isin(np.asarray(sources, object), SOURCES)
-        regions[labelled] = np.asarray(sources, object)[labelled]
-    return regions
+def _label_sources(sources, n: int) -> np.ndarray:
+    """Each star's label source (PAYNE, MSTAR, YSO), "" where it has none (``sources`` None: no star)."""
+    given = np.asarray(sources if sources is not None else [""] * n, object)
+    return np.where(np.isin(given, SOURCES), given, "")
 
 
 def fit_missing_error(residual: np.ndarray, sigma: np.ndarray, *, clip: float = 2.5,
@@ -106,11 +102,12 @@ class SigmaCalibration:
 
     def apply(self, prediction: np.ndarray, sigma: np.ndarray, sources=None) -> np.ndarray:
         """Calibrated σ (n, 3) for predictions and method σ (each (n, 3)) of stars with label
-        ``sources`` (see :func:`calibration_regions`); NaN σ stays NaN. A source or region without
-        its own fit takes the prediction region's, then the fit of all dev stars."""
-        regions, fallback = calibration_regions(prediction, sources), prediction_regions(prediction)
-        fitted = np.where(np.isin(regions, list(self.terms)), regions,
-                          np.where(np.isin(fallback, list(self.terms)), fallback, ALL))
+        ``sources`` (PAYNE, MSTAR, YSO; anything else or None: none); NaN σ stays NaN. A star
+        without a source, or whose source has no fit of its own, takes its prediction region's
+        fit, then the fit of all dev stars."""
+        by_source, by_prediction = _label_sources(sources, len(prediction)), prediction_regions(prediction)
+        fitted = np.where(np.isin(by_source, list(self.terms)), by_source,
+                          np.where(np.isin(by_prediction, list(self.terms)), by_prediction, ALL))
         out = np.full(sigma.shape, np.nan)
         for region in np.unique(fitted):
             rows = fitted == region
@@ -134,7 +131,7 @@ def fit_calibration(prediction: np.ndarray, sigma: np.ndarray, reference: np.nda
     """The missing-error model from dev-split predictions, their σ and reference values (each
     (n, 3)) and the stars' label ``sources``: one fit per source and per prediction region with at
     least ``min_stars`` usable stars, and one of all (``all``)."""
-    by_source = np.asarray(sources if sources is not None else [""] * len(prediction), object)
+    by_source = _label_sources(sources, len(prediction))
     by_prediction = prediction_regions(prediction)
     calibration = SigmaCalibration(method, reference_name)
     for region, rows in [(ALL, np.ones(len(prediction), bool))] + [(r, by_prediction == r) for r in REGIONS] + [

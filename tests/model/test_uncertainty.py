@@ -175,12 +175,13 @@ def catalog_rows():
                       [25, 0.04, 0.01], [30, 0.05, 0.02], [400, 0.2, 0.1]])
     labels = pd.DataFrame({"APOGEE_ID": ["2MA", "2MD"], "TEFF": [4750.0, 3350.0], "LOGG": [2.4, 3.8],
                            "FE_H": [-0.25, 0.01], "SOURCE": ["PAYNE", "YSO"], "SPLIT": ["test", "train"]})
+    calibration = SigmaCalibration("monte_carlo", "truth", {"all": dict.fromkeys(PARAMETERS, [2.0, 0.0, 8.0]),
+                                                           "YSO": dict.fromkeys(PARAMETERS, [3.0, 0.0, 1.0])})
+    # 2σ; 3σ for the YSO by its source
     frame = build_catalog(index, prediction, sigma, labels, hot_teff=6700,
                           bounds={"teff": (2000, 12000), "logg": (-1, 6), "fe_h": (-3, 1.5)},
                           n_good_pixels=np.array([7700, 7700, 7700, 7700, 0, 7700, 7700, 7700]), min_good_pixels=5000,
-                          calibration=SigmaCalibration("monte_carlo", "truth", {  # 2σ; 3σ for the YSO by its source
-                              "all": dict.fromkeys(PARAMETERS, [2.0, 0.0, 8.0]),
-                              "YSO": dict.fromkeys(PARAMETERS, [3.0, 0.0, 1.0])}), domain_distance=np.array([10.0, 20, 30, 10, 10, 10, 80, 10]),
+                          calibration=calibration, domain_distance=np.array([10.0, 20, 30, 10, 10, 10, 80, 10]),
                           domain_threshold=50.0, max_sigma={"teff": 500.0, "logg": 0.5, "fe_h": 0.25})
     return frame, sigma
 
