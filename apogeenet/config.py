@@ -181,7 +181,11 @@ class YSOParams(_Section):
 
 class ValidateParams(_Section):
     split_tolerance: float = Field(0.02, gt=0, lt=1)
-    """Largest allowed difference between a source's split fraction and its target (§3)."""
+    """Largest allowed difference between a source's split fraction and its target (§3), beyond
+    the binomial noise of splits drawn star by star (``split_sigmas``)."""
+    split_sigmas: float = Field(4.0, ge=0, le=10)
+    """How many binomial σ = √(p(1 − p)/n) of a source's n stars a split fraction may differ from
+    its target before the tolerance applies (a hash split of 50 stars is rarely within 2 %)."""
     min_finite_fraction: float = Field(0.8, gt=0, le=1)
     """Smallest fraction of pixels with data in a spectrum."""
     allow_duplicate_stars: bool = False

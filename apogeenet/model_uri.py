@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from apogeenet.serving import ModelFileError, Predictor
+from apogeenet.serving import Predictor
+from apogeenet.weights import ModelFileError
 
 __all__ = ["open_model"]
 

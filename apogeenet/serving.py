@@ -7,7 +7,6 @@ pyfunc wrapper in :mod:`apogeenet.registry` takes flux arrays and returns Teff, 
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,51 +14,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from apogeenet.atomic import atomic_path
 from apogeenet.calibration import SigmaCalibration
 from apogeenet.domain import DomainReference
-from apogeenet.errors import UserFacingError
 from apogeenet.labels.catalog import LABEL_COLUMNS, Normalisation
 from apogeenet.model import ApogeeNet, scale_flux
+from apogeenet.weights import ModelFileError, load_weights, save_weights
 
-__all__ = ["ModelFileError", "Predictor", "load_weights", "save_weights"]
-
-
-class ModelFileError(UserFacingError):
-    """A file that is not an apogeenet model (or checkpoint) of plain weights."""
-
-
-def save_weights(obj: dict, path: str | Path) -> Path:
-    """``torch.save`` atomically (a kill leaves the previous file) and byte-reproducibly: saved
-    through a file object, so the archive's inner name is torch's fixed one, not the temporary
-    file's (which holds a process id)."""
-    path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-    return path
-
-
-def load_weights(path: str | Path, device: str | torch.device = "cpu") -> dict:
-    """Load a ``.pt`` file that holds only tensors and plain Python values.
-
-    ``torch.load(weights_only=True)`` unpickles no code: a crafted file that carries a payload
-    (or any object other than tensors, numbers, strings, lists and dicts) is refused with
-    :class:`ModelFileError`, never executed.
-    """
-    path = Path(path)
-    try:
-        with warnings.catch_warnings():  # torch comments on foreign pickle protocols: we refuse anyway
-            warnings.simplefilter("ignore")
-            saved = torch.load(path, map_location=device, weights_only=True)
-    except OSError as exc:
-        raise ModelFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    except Exception as exc:  # UnpicklingError, RuntimeError (not a zip archive), ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelFileError(f"{path}: not a file of plain weights, refused without running it "
-                             f"({first[:160]})") from None
-    if not isinstance(saved, dict):
-        raise ModelFileError(f"{path}: not an apogeenet model or checkpoint (a {type(saved).__name__})")
-    return saved
+__all__ = ["Predictor"]
 
 
 @dataclass

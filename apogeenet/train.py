@@ -32,7 +32,8 @@ from apogeenet.config import Augment, Optimizer, Schedule, TrainProfile
 from apogeenet.errors import UserFacingError
 from apogeenet.labels.catalog import LABEL_COLUMNS, Normalisation
 from apogeenet.model import ApogeeNet, prepare_flux, scale_flux
-from apogeenet.serving import ModelFileError, Predictor, load_weights, save_weights
+from apogeenet.serving import Predictor
+from apogeenet.weights import ModelFileError, load_weights, save_weights
 from apogeenet.store import SpectraStore, primary_rows
 from apogeenet.uncertainty import perturbation_sigma
 

@@ -27,13 +27,17 @@ def _mdwarf_frame(allstar: pd.DataFrame, mstar: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def _split_frame(catalog: pd.DataFrame) -> pd.DataFrame:
+def _split_frame(catalog: pd.DataFrame, split_sigmas: float) -> pd.DataFrame:
+    """Per source and split: the fraction, its target and how far it lies beyond the binomial
+    noise of a hash split (``split_sigmas`` × √(p(1 − p)/n)), which the suite holds to the tolerance."""
     rows = []
     for source, group in catalog.groupby("SOURCE"):
         for split, target in zip(SPLITS, DEFAULT_FRACTIONS[source]):
             fraction = float((group["SPLIT"] == split).mean())
+            noise = split_sigmas * float(np.sqrt(target * (1 - target) / len(group)))
             rows.append({"SOURCE": source, "SPLIT": split, "N": len(group), "FRACTION": fraction,
-                         "TARGET": target, "FRACTION_MINUS_TARGET": fraction - target})
+                         "TARGET": target, "FRACTION_MINUS_TARGET": fraction - target,
+                         "BINOMIAL_ALLOWANCE": noise, "BEYOND_NOISE": max(0.0, abs(fraction - target) - noise)})
     return pd.DataFrame(rows)
 
 
@@ -46,7 +50,7 @@ def _store_frame(store: SpectraStore, batch: int = 512) -> pd.DataFrame:
 
 
 def build_frames(catalog: pd.DataFrame, mstar: pd.DataFrame, allstar: pd.DataFrame,
-                 store: SpectraStore) -> dict[str, pd.DataFrame]:
+                 store: SpectraStore, split_sigmas: float = 4.0) -> dict[str, pd.DataFrame]:
     """suite name -> DataFrame, for :func:`expectations.suites.build_suites`."""
     frames = {"mdwarf_cuts": _mdwarf_frame(allstar, mstar)}
     for source in ("PAYNE", "MSTAR", "YSO"):
@@ -55,6 +59,6 @@ def build_frames(catalog: pd.DataFrame, mstar: pd.DataFrame, allstar: pd.DataFra
             part["PASSES_PAYNE_CUT"] = (part["TEFF"] > PAYNE_TEFF_MIN) | (part["LOGG"] < PAYNE_LOGG_MAX)
         frames[f"labels_{source.lower()}"] = part
     frames["catalog_integrity"] = catalog
-    frames["split_fractions"] = _split_frame(catalog)
+    frames["split_fractions"] = _split_frame(catalog, split_sigmas)
     frames["spectra_store"] = _store_frame(store)
     return frames

@@ -96,7 +96,8 @@ def validate_project(labels_file: Path, mstar_file: Path, allstar_file: Path, st
     from expectations.frames import build_frames
     from expectations.suites import build_suites
 
-    frames = build_frames(read_table(labels_file), read_table(mstar_file), read_table(allstar_file), store)
+    frames = build_frames(read_table(labels_file), read_table(mstar_file), read_table(allstar_file), store,
+                          split_sigmas=cfg.split_sigmas)
     suites = build_suites(young_fields=list(young_fields), store_ids=store.index["apogee_id"].tolist(),
                           split_tolerance=cfg.split_tolerance, min_finite_fraction=cfg.min_finite_fraction,
                           allow_duplicate_stars=cfg.allow_duplicate_stars)

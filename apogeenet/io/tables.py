@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 from astropy.table import Table
 
+from apogeenet.atomic import atomic_path
 from apogeenet.errors import UserFacingError
 
 __all__ = ["TableError", "read_table", "read_truth", "table_format", "write_table"]
@@ -66,7 +67,7 @@ def _text(value):
 
 def write_table(frame: pd.DataFrame, path: str | os.PathLike, *, units: dict[str, str] | None = None,
                 overwrite: bool = False) -> Path:
-    """Write a DataFrame as FITS, CSV or Parquet (by suffix), through a temporary file.
+    """Write a DataFrame as FITS, CSV or Parquet (by suffix), atomically (:mod:`apogeenet.atomic`).
 
     ``units`` (column -> unit string) go into the FITS column units and the Parquet schema
     metadata; CSV has nowhere to keep them.
@@ -76,25 +77,23 @@ def write_table(frame: pd.DataFrame, path: str | os.PathLike, *, units: dict[str
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists (use --overwrite to replace it)")
     units = units or {}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    if kind == "fits":
-        table = Table.from_pandas(frame)
-        for name, unit in units.items():
-            if name in table.colnames:
-                table[name].unit = unit
-        table.write(tmp, format="fits", overwrite=True)
-    elif kind == "parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    with atomic_path(path) as tmp:
+        if kind == "fits":
+            table = Table.from_pandas(frame)
+            for name, unit in units.items():
+                if name in table.colnames:
+                    table[name].unit = unit
+            table.write(tmp, format="fits", overwrite=True)
+        elif kind == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
 
-        arrow = pa.Table.from_pandas(frame, preserve_index=False)
-        meta = {**(arrow.schema.metadata or {}),
-                **{f"unit:{k}".encode(): v.encode() for k, v in units.items()}}
-        pq.write_table(arrow.replace_schema_metadata(meta), tmp)
-    else:
-        frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+            arrow = pa.Table.from_pandas(frame, preserve_index=False)
+            meta = {**(arrow.schema.metadata or {}),
+                    **{f"unit:{k}".encode(): v.encode() for k, v in units.items()}}
+            pq.write_table(arrow.replace_schema_metadata(meta), tmp)
+        else:
+            frame.to_csv(tmp, index=False)
     return path
 
 

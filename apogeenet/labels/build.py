@@ -23,6 +23,7 @@ from apogeenet.labels.mdwarfs import find_columns, mdwarf_labels, select_mdwarfs
 from apogeenet.labels.payne import payne_labels
 from apogeenet.labels.yso import (PhotometricNoise, YSOModel, features_from_catalog, synthetic_photometry,
                                   train_yso_net)
+from apogeenet.portable import TABLE_BITS, exact_sum, quantise_frame
 
 __all__ = ["LabelSet", "member_distances", "mstar_labels", "train_yso", "yso_labels",
            "yso_noise", "build_labels"]
@@ -47,7 +48,8 @@ def mstar_labels(allstar: pd.DataFrame, *, recipe: Recipe, young_fields: set[str
                                allstar[cols["field"]], excluded_fields=young_fields)
     labels = mdwarf_labels(*(allstar[cols[b]] for b in ("g", "r", "J", "H", "K")),
                            m_k=selection["M_K"], recipe=recipe)
-    return pd.concat([allstar[["APOGEE_ID"]].reset_index(drop=True), selection, labels], axis=1)
+    table = pd.concat([allstar[["APOGEE_ID"]].reset_index(drop=True), selection, labels], axis=1)
+    return quantise_frame(table, TABLE_BITS)
 
 
 def yso_noise(cfg: YSOParams, allstar: pd.DataFrame) -> PhotometricNoise | None:
@@ -66,8 +68,10 @@ def train_yso(isochrones: Isochrones, cfg: YSOParams, noise: PhotometricNoise | 
                                    learning_rate=cfg.learning_rate, seed=cfg.seed, on_epoch=on_epoch)
     x_test, y_test = synthetic_photometry(isochrones, cfg.n_test, cfg.seed + 1, noise)
     pred = model.predict(x_test)
-    precision = {f"{name}_rms": float(np.sqrt(np.mean((pred[name] - y_test[name]) ** 2)))
-                 for name in ("log_age", "log_mass", "av", "log_teff", "logg")}
+    precision = {}
+    for name in ("log_age", "log_mass", "av", "log_teff", "logg"):
+        diff = pred[name].to_numpy() - y_test[name].to_numpy()
+        precision[f"{name}_rms"] = float(np.sqrt(exact_sum(diff * diff) / diff.size))
     return model, precision, history
 
 
@@ -107,7 +111,7 @@ def yso_labels(members: pd.DataFrame, allstar: pd.DataFrame, model: YSOModel,
     young = isochrones.table[isochrones.table["age"] <= 100]
     out["IN_GRID"] = (out["TEFF"].between(young["Teff"].min(), young["Teff"].max())
                       & out["LOGG"].between(young["logg"].min(), young["logg"].max()))
-    return out[has_g].reset_index(drop=True)
+    return quantise_frame(out[has_g].reset_index(drop=True), TABLE_BITS)
 
 
 def build_labels(allstar: pd.DataFrame, payne: pd.DataFrame, members: pd.DataFrame,
@@ -141,24 +145,26 @@ def label_metrics(label_set: LabelSet) -> dict:
 
 def save_label_set(label_set: LabelSet, out_dir) -> dict:
     """Write the catalog (Parquet and FITS with units), Table 1, the YSO network, the M-dwarf
-    selection, the YSO predictions and ``metrics.json``; returns the metrics."""
+    selection, the YSO predictions and ``metrics.json``, each atomically (a kill leaves each file
+    old or new, never torn); returns the metrics."""
     import json
     from pathlib import Path
 
-    import torch
-
+    from apogeenet.atomic import atomic_path
     from apogeenet.io.tables import write_table
+    from apogeenet.weights import save_weights
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     units = {"TEFF": "K"}
-    write_table(label_set.catalog, out_dir / LABELS_FILE, units=units, overwrite=True)
-    write_table(label_set.catalog, out_dir / LABELS_FITS_FILE, units=units, overwrite=True)
-    write_table(label_set.mstar, out_dir / MSTAR_FILE, units={"TEFF": "K", "M_K": "mag"}, overwrite=True)
-    write_table(label_set.yso, out_dir / YSO_FILE, units={"TEFF": "K", "DISTANCE": "pc", "AGE": "Myr",
-                                                          "MASS": "solMass", "AV": "mag"}, overwrite=True)
-    (out_dir / TABLE1_FILE).write_text(json.dumps(label_set.table1.to_dict(), indent=2) + "\n")
-    torch.save(label_set.yso_model.state(), out_dir / YSO_NET_FILE)
+    tables = ((label_set.catalog, LABELS_FILE, units), (label_set.catalog, LABELS_FITS_FILE, units),
+              (label_set.mstar, MSTAR_FILE, {"TEFF": "K", "M_K": "mag"}),
+              (label_set.yso, YSO_FILE, {"TEFF": "K", "DISTANCE": "pc", "AGE": "Myr", "MASS": "solMass", "AV": "mag"}))
+    for frame, name, table_units in tables:
+        write_table(frame, out_dir / name, units=table_units, overwrite=True)
     metrics = label_metrics(label_set)
-    (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    save_weights(label_set.yso_model.state(), out_dir / YSO_NET_FILE)
+    for name, content in ((TABLE1_FILE, label_set.table1.to_dict()), (METRICS_FILE, metrics)):
+        with atomic_path(out_dir / name) as tmp:
+            tmp.write_text(json.dumps(content, indent=2) + "\n")
     return metrics

@@ -2,9 +2,11 @@
 
 Sources are PAYNE (§2.2), MSTAR (§2.3) and YSO (§2.4); a star that qualifies twice keeps the
 label of the more specific procedure, YSO over MSTAR over PAYNE. Splits are 80/10/10 % for PAYNE
-and 60/20/20 % for MSTAR and YSO (§3), assigned in the order of a SHA-256 of the APOGEE ID and
-kept from any earlier catalog, so adding stars never moves the ones already there. Table 1 is the mean and σ of each label over the training
-split of all sources (eq. 4 standardises with them).
+and 60/20/20 % for MSTAR and YSO (§3): each star's from a SHA-256 of its own APOGEE ID within its
+source, and kept from any earlier catalog, so neither adding stars nor another star's change of
+source moves a star. Table 1 is the mean and σ of each label over the training split of all
+sources (eq. 4 standardises with them), from correctly rounded sums; label values are quantised
+(:mod:`apogeenet.portable`), so the catalog is the same bytes on every CPU.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
+
+from apogeenet.portable import TABLE_BITS, exact_mean_std, quantise
 
 __all__ = ["LABEL_COLUMNS", "SOURCES", "SPLITS", "Normalisation", "assign_splits", "combine_labels",
            "normalisation", "stable_unit"]
@@ -36,30 +40,20 @@ def assign_splits(apogee_ids, sources, fractions: dict[str, tuple[float, float, 
     """'train', 'dev' or 'test' per star.
 
     A star in ``previous`` (APOGEE_ID -> split of an earlier catalog) keeps its split, so adding
-    stars never moves existing ones. New stars of each source are taken in the order of
-    :func:`stable_unit` and each goes to the split furthest below its target count, so every
-    source's fractions stay within one star of the target instead of drifting with binomial noise.
+    stars never moves existing ones. Any other star's split depends on its own ID and source
+    alone: :func:`stable_unit` of its ID against its source's cumulative fractions. No star's
+    split depends on which other stars are labelled; each source's fractions carry binomial noise
+    (σ = √(p(1 − p)/n), which the validation gate allows for).
     """
     fractions = fractions or DEFAULT_FRACTIONS
     previous = previous or {}
-    ids = [str(i) for i in apogee_ids]
-    sources = list(sources)
-    out = np.empty(len(ids), dtype=object)
-    for source in sorted(set(sources)):
-        target = np.asarray(fractions[source], float)
-        rows = [i for i, s in enumerate(sources) if s == source]
-        counts = np.zeros(3)
-        new = []
-        for i in rows:
-            if ids[i] in previous:
-                out[i] = previous[ids[i]]
-                counts[SPLITS.index(out[i])] += 1
-            else:
-                new.append(i)
-        for i in sorted(new, key=lambda i: (stable_unit(ids[i]), ids[i])):
-            k = int(np.argmax(target * (counts.sum() + 1) - counts))
-            out[i] = SPLITS[k]
-            counts[k] += 1
+    out = np.empty(len(sources), dtype=object)
+    for i, (apogee_id, source) in enumerate(zip(map(str, apogee_ids), sources)):
+        if apogee_id in previous:
+            out[i] = previous[apogee_id]
+            continue
+        edges = np.cumsum(fractions[source])
+        out[i] = SPLITS[min(int(np.searchsorted(edges, stable_unit(apogee_id), side="right")), len(SPLITS) - 1)]
     return out
 
 
@@ -84,6 +78,8 @@ def combine_labels(parts: dict[str, pd.DataFrame],
     catalog = (catalog.assign(_rank=catalog["SOURCE"].map(_PRIORITY))
                .sort_values(["_rank", "APOGEE_ID"]).drop_duplicates("APOGEE_ID")
                .drop(columns="_rank").sort_values("APOGEE_ID").reset_index(drop=True))
+    for column in LABEL_COLUMNS:
+        catalog[column] = quantise(catalog[column].to_numpy(np.float64), TABLE_BITS)
     catalog["SPLIT"] = assign_splits(catalog["APOGEE_ID"], catalog["SOURCE"], fractions, previous)
     return catalog[["APOGEE_ID", *LABEL_COLUMNS, "SOURCE", "LABEL_FLAGS", "SPLIT"]]
 
@@ -112,13 +108,13 @@ class Normalisation:
 
 
 def normalisation(catalog: pd.DataFrame) -> Normalisation:
-    """Table 1 from the training split of a label catalog."""
+    """Table 1 from the training split of a label catalog (correctly rounded sums: the same
+    values on every CPU)."""
     train = catalog[catalog["SPLIT"] == "train"]
     if train.empty:
         raise ValueError("the label catalog has no training stars")
+    mean, std = exact_mean_std(train[list(LABEL_COLUMNS)].to_numpy(np.float64))
     values = {}
-    for column in LABEL_COLUMNS:
-        key = column.lower()
-        values[f"{key}_mean"] = float(train[column].mean())
-        values[f"{key}_std"] = float(train[column].std(ddof=0))
+    for k, column in enumerate(LABEL_COLUMNS):
+        values[f"{column.lower()}_mean"], values[f"{column.lower()}_std"] = float(mean[k]), float(std[k])
     return Normalisation(**values)

@@ -8,7 +8,8 @@ W3 13.5; G is required); the stellar radius and log L only where Gaia DR2 report
 (R > 0.5 R☉, log L > −1.54, M_G < 10), else their limits 0.5 and −1.54; and the distance.
 Outputs (5): log age, log mass, A_V, log Teff and log g. The network has three convolutional
 layers with max pooling and two fully connected layers; inputs and outputs are standardised
-with the training set's mean and σ, which travel with the weights.
+with the training set's mean and σ, which travel with the weights. The network and its training
+are in :mod:`apogeenet.labels.yso_net`: the same weights on every CPU.
 
 Photometric noise (:class:`PhotometricNoise`). The paper applied no scatter to the synthetic
 training photometry. A network trained on exact photometry leans on colour differences of a few
@@ -26,12 +27,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from apogeenet.isochrones import Isochrones
+from apogeenet.labels.yso_net import YSONet, train_network
 from apogeenet.photometry import extinction
+from apogeenet.portable import FEATURE_BITS, TABLE_BITS, exact_mean_std, quantise, quantise_frame
 
-__all__ = ["CATALOG_COLUMNS", "FEATURES", "LIMITS", "TARGETS", "PhotometricNoise", "YSOPhotometryNet", "YSOModel",
+__all__ = ["CATALOG_COLUMNS", "FEATURES", "LIMITS", "TARGETS", "PhotometricNoise", "YSOModel",
            "features_from_catalog", "synthetic_photometry", "train_yso_net"]
 
 LIMITS = {"G": 19.0, "BP": 20.5, "RP": 17.5, "J": 17.0, "H": 16.0, "K": 16.0, "W1": 16.0,
@@ -39,6 +41,7 @@ LIMITS = {"G": 19.0, "BP": 20.5, "RP": 17.5, "J": 17.0, "H": 16.0, "K": 16.0, "W
 RADIUS_LIMIT, LOGL_LIMIT, MG_LIMIT = 0.5, -1.54, 10.0
 FEATURES = (*LIMITS, "radius", "logL", "distance")
 TARGETS = ("log_age", "log_mass", "av", "log_teff", "logg")
+ARITHMETIC = "float64, fixed-point products"  # how a saved network was trained (yso_net.py)
 #: allStar-like column of each band.
 CATALOG_COLUMNS = {"G": "GAIA_G", "BP": "GAIA_BP", "RP": "GAIA_RP", "J": "J", "H": "H", "K": "K",
                    "W1": "W1", "W2": "W2", "W3": "W3"}
@@ -160,28 +163,13 @@ def features_from_catalog(catalog: pd.DataFrame, distance_pc: np.ndarray) -> np.
     return _features(mags, frame["GAIA_RADIUS"].to_numpy(float), log_l, distance_pc)
 
 
-class YSOPhotometryNet(nn.Module):
-    """Three Conv1d layers with max pooling over the 12 inputs, then two fully connected layers."""
-
-    def __init__(self, n_outputs: int = len(TARGETS)) -> None:
-        super().__init__()  # 12 inputs -> pooled to 6, 3, 1 positions of 128 channels
-        self.conv = nn.Sequential(
-            nn.Conv1d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool1d(2),
-            nn.Conv1d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool1d(2),
-            nn.Conv1d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool1d(3),
-        )
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(128, 256), nn.ReLU(),
-                                  nn.Linear(256, n_outputs))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.conv(x.unsqueeze(1)))
-
-
 @dataclass
 class YSOModel:
-    """The network with the standardisation it was trained with; predictions in physical units."""
+    """The network with the standardisation it was trained with; predictions in physical units.
+    Inputs are quantised to :data:`~apogeenet.portable.FEATURE_BITS` and predictions to
+    :data:`~apogeenet.portable.TABLE_BITS`, so the labels are the same bytes on every CPU."""
 
-    net: YSOPhotometryNet
+    net: YSONet
     x_mean: np.ndarray
     x_std: np.ndarray
     y_mean: np.ndarray
@@ -189,71 +177,49 @@ class YSOModel:
 
     def predict(self, x: np.ndarray) -> pd.DataFrame:
         """Age [Myr], mass [M☉], A_V, Teff [K], log g and the log targets, one row per star."""
-        self.net.eval()
-        with torch.no_grad():
-            z = torch.as_tensor((x - self.x_mean) / self.x_std, dtype=torch.float32)
-            y = self.net(z).numpy() * self.y_std + self.y_mean
+        z = (quantise(x, FEATURE_BITS) - self.x_mean) / self.x_std
+        y = self.net.forward(z)[0] * self.y_std + self.y_mean
         out = pd.DataFrame(y, columns=list(TARGETS))
         out["age"], out["mass"], out["teff"] = 10 ** out["log_age"], 10 ** out["log_mass"], 10 ** out["log_teff"]
-        return out
+        return quantise_frame(out, TABLE_BITS)
 
     def state(self) -> dict:
-        return {"weights": self.net.state_dict(), "x_mean": self.x_mean, "x_std": self.x_std,
-                "y_mean": self.y_mean, "y_std": self.y_std, "features": FEATURES, "targets": TARGETS}
+        """Plain tensors and names (loads with ``torch.load(weights_only=True)``)."""
+        return {"weights": {k: torch.from_numpy(v) for k, v in self.net.params.items()},
+                **{k: torch.from_numpy(getattr(self, k)) for k in ("x_mean", "x_std", "y_mean", "y_std")},
+                "features": list(FEATURES), "targets": list(TARGETS), "arithmetic": ARITHMETIC}
 
     @classmethod
     def from_state(cls, state: dict) -> YSOModel:
+        if state.get("arithmetic") != ARITHMETIC:
+            raise ValueError("saved YSO network was trained by an earlier version (float32 torch): run "
+                             "`apogeenet label` again")
         if tuple(state["features"]) != FEATURES or tuple(state["targets"]) != TARGETS:
             raise ValueError("saved YSO network has different inputs or outputs than this version")
-        net = YSOPhotometryNet()
-        net.load_state_dict(state["weights"])
-        return cls(net, *(np.asarray(state[k]) for k in ("x_mean", "x_std", "y_mean", "y_std")))
+        net = YSONet({k: np.asarray(v, np.float64) for k, v in state["weights"].items()})
+        return cls(net, *(np.asarray(state[k], np.float64) for k in ("x_mean", "x_std", "y_mean", "y_std")))
 
 
 def train_yso_net(x: np.ndarray, y: pd.DataFrame, *, epochs: int, batch_size: int,
                   learning_rate: float, seed: int, dev_fraction: float = 0.1,
                   on_epoch=None) -> tuple[YSOModel, list[dict]]:
     """Adam with a one-cycle learning-rate schedule (peak ``learning_rate``) on the MSE of
-    standardised targets; keeps the weights of the best dev epoch.
+    standardised targets; keeps the weights of the best dev epoch. Inputs and targets are
+    quantised first and the arithmetic is CPU-independent (:mod:`apogeenet.labels.yso_net`), so
+    the same inputs and seed give the same weights on every machine.
 
     ``on_epoch(epoch, train_loss, dev_loss)`` is called after every epoch (for logging).
     Returns the model and the per-epoch history.
     """
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    x = quantise(x, FEATURE_BITS)
+    y_arr = quantise(y[list(TARGETS)].to_numpy(float), FEATURE_BITS)
     n_dev = int(len(x) * dev_fraction)
-    order = torch.randperm(len(x), generator=generator).numpy()
+    order = rng.permutation(len(x))
     dev, train = order[:n_dev], order[n_dev:]
-    x_mean, x_std = x[train].mean(0), x[train].std(0) + 1e-9
-    y_arr = y[list(TARGETS)].to_numpy(float)
-    y_mean, y_std = y_arr[train].mean(0), y_arr[train].std(0) + 1e-9
-    xs = torch.as_tensor((x - x_mean) / x_std, dtype=torch.float32)
-    ys = torch.as_tensor((y_arr - y_mean) / y_std, dtype=torch.float32)
-    net = YSOPhotometryNet()
-    optimiser = torch.optim.Adam(net.parameters(), lr=learning_rate)
-    steps = epochs * -(-len(train) // batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=learning_rate, total_steps=steps)
-    loss_fn = nn.MSELoss()
-    best, best_state, history = np.inf, None, []
-    for epoch in range(epochs):
-        net.train()
-        perm = torch.as_tensor(train)[torch.randperm(len(train), generator=generator)]
-        total = 0.0
-        for start in range(0, len(perm), batch_size):
-            idx = perm[start:start + batch_size]
-            optimiser.zero_grad()
-            loss = loss_fn(net(xs[idx]), ys[idx])
-            loss.backward()
-            optimiser.step()
-            scheduler.step()
-            total += float(loss.detach()) * len(idx)
-        net.eval()
-        with torch.no_grad():
-            dev_loss = float(loss_fn(net(xs[dev]), ys[dev]))
-        history.append({"epoch": epoch, "train_loss": total / len(train), "dev_loss": dev_loss})
-        if on_epoch:
-            on_epoch(epoch, total / len(train), dev_loss)
-        if dev_loss < best:
-            best, best_state = dev_loss, {k: v.clone() for k, v in net.state_dict().items()}
-    net.load_state_dict(best_state)
+    x_mean, x_std = exact_mean_std(x[train])
+    y_mean, y_std = exact_mean_std(y_arr[train])
+    x_std, y_std = x_std + 1e-9, y_std + 1e-9
+    net, history = train_network((x - x_mean) / x_std, (y_arr - y_mean) / y_std, train, dev, epochs=epochs,
+                                 batch_size=batch_size, learning_rate=learning_rate, rng=rng, on_epoch=on_epoch)
     return YSOModel(net, x_mean, x_std, y_mean, y_std), history

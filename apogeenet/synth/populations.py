@@ -28,7 +28,7 @@ from astropy.coordinates import SkyCoord
 from apogeenet.io.apstar import twomass_id
 from apogeenet.isochrones import shipped_parsec
 from apogeenet.photometry import BANDS, absolute_from_labels, extinction
-from apogeenet.synth.portable import quantise_frame
+from apogeenet.portable import quantise_frame
 
 __all__ = ["POPULATIONS", "REGIONS", "Region", "draw_population", "draw_survey", "observe"]
 
@@ -282,7 +282,7 @@ def observe(rng: np.random.Generator, stars: pd.DataFrame) -> pd.DataFrame:
 def draw_survey(seed: int, n_stars: int, fractions: dict[str, float]) -> pd.DataFrame:
     """All stars of a survey: truth, positions, photometry; one row per star, unique APOGEE IDs.
 
-    Float columns are quantised (:mod:`apogeenet.synth.portable`) so that the files made from
+    Float columns are quantised (:mod:`apogeenet.portable`) so that the files made from
     them are the same on every CPU."""
     rng = np.random.default_rng(seed)
     counts = {p: int(np.floor(fractions.get(p, 0.0) * n_stars)) for p in POPULATIONS}

@@ -38,7 +38,7 @@ from apogeenet.progress import progress_bar
 from apogeenet.synth.emulator import EMULATOR_LABELS, PayneEmulator
 from apogeenet.synth.files import SurveyFiles
 from apogeenet.synth.populations import draw_survey
-from apogeenet.synth.portable import SPECTRUM_BITS, quantise
+from apogeenet.portable import SPECTRUM_BITS, quantise
 
 __all__ = ["SurveyReport", "SpectrumSynthesizer", "make_survey", "spectrum_path"]
 
@@ -68,7 +68,7 @@ class SpectrumSynthesizer:
 
     def noiseless(self, stars: pd.DataFrame) -> np.ndarray:
         """Observed flux without noise on the emulator's pixels, (n, 7214), 1e-17 erg/s/cm²/Å,
-        quantised to :data:`~apogeenet.synth.portable.SPECTRUM_BITS` so that the noisy files
+        quantised to :data:`~apogeenet.portable.SPECTRUM_BITS` so that the noisy files
         made from it (exact IEEE operations from here on) are the same on every CPU."""
         labels = stars[list(EMULATOR_LABELS)].to_numpy(dtype=np.float64)
         surface = self.emulator.surface_flux(labels)

@@ -53,3 +53,37 @@ def test_survey_bytes_do_not_depend_on_cpu_features_blas_or_threads(tmp_path):
     for name, digest in digests.items():
         assert digest["arrays"] == reference["arrays"], f"model spectra and star table differ under {name}"
         assert digest["files"] == reference["files"], f"survey files differ under {name}"
+
+
+LABEL_VARIANTS = {
+    **VARIANTS,
+    "SSE4.1 oneDNN, generic ATen kernels, 1 thread": {"ONEDNN_MAX_CPU_ISA": "SSE41", "ATEN_CPU_CAPABILITY": "default",
+                                                    "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+}
+
+
+@pytest.mark.slow
+def test_label_stage_bytes_do_not_depend_on_cpu_features_blas_or_threads(project, tmp_path):
+    """The derived data DVC versions (the label catalog, Table 1, the YSO network and its labels,
+    the M-dwarf selection) are the same bytes under other numpy SIMD kernels, BLAS kernels,
+    oneDNN ISAs, ATen kernels and thread counts: the YSO network trains in CPU-independent
+    arithmetic (apogeenet/labels/yso_net.py) and every stored value is quantised."""
+    from commands import EXE
+
+    survey = project / "data" / "synth"
+    digests = {}
+    for name, extra in LABEL_VARIANTS.items():
+        out = tmp_path / name.split(",")[0].replace(" ", "_")
+        env = {k: v for k, v in os.environ.items() if k not in ("NPY_DISABLE_CPU_FEATURES", "OPENBLAS_CORETYPE")}
+        result = subprocess.run([EXE, "label", "--no-track", "--params", str(project / "params.yaml"),
+                                 "--allstar", str(survey / "allStar-synth.fits"), "--payne", str(survey / "payne-synth.fits"),
+                                 "--members", str(survey / "members-kounkel2019-synth.fits"), "--out", str(out)],
+                                env={**env, **extra}, capture_output=True, text=True)
+        assert result.returncode == 0, f"{name}: {result.stderr[-2000:]}"
+        digests[name] = {path.name: path.read_bytes() for path in sorted(out.iterdir()) if path.is_file()}
+    reference = digests["default"]
+    assert {"labels.parquet", "labels.fits", "table1.json", "yso_net.pt", "metrics.json"} <= set(reference)
+    for name, files in digests.items():
+        assert set(files) == set(reference)
+        differ = [file for file in files if files[file] != reference[file]]
+        assert not differ, f"label outputs differ under {name}: {differ}"

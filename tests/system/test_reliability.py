@@ -16,7 +16,8 @@ from factories import TABLE1
 from commands import run
 
 from apogeenet.model import ApogeeNet
-from apogeenet.serving import ModelFileError, Predictor
+from apogeenet.serving import Predictor
+from apogeenet.weights import ModelFileError
 from apogeenet.train import load_checkpoint
 
 
@@ -317,7 +318,7 @@ def test_training_killed_while_saving_resumes_to_the_uninterrupted_result(labell
     _killed_at("torch:save", nth, f"from training_worker import train\n"
                                   f"train({str(store)!r}, {str(catalog)!r}, {str(tmp_path / 'killed')!r})",
                half_write=True)
-    from apogeenet.serving import load_weights
+    from apogeenet.weights import load_weights
 
     for checkpoint in (tmp_path / "killed").glob("[!.]*.pt"):  # none is torn: old or new, never half
         load_weights(checkpoint)

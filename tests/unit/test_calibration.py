@@ -169,7 +169,7 @@ def test_domain_distance_flags_the_quantile_and_what_lies_outside(tmp_path):
 
 
 def test_a_model_file_without_calibration_still_loads(tmp_path):
-    from apogeenet.serving import save_weights
+    from apogeenet.weights import save_weights
 
     plain = Predictor(ApogeeNet(3), TABLE1, None)
     saved = {"model": plain.model.state_dict(), "table1": TABLE1.to_dict(), "flux_scale": None}
