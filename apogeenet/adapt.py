@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from apogeenet.config import AdaptParams, StopOn
+from apogeenet.errors import InputError
 from apogeenet.model import ApogeeNet
 from apogeenet.train import LabelledSpectra, predict_standardised, standardised_mse, train_model
 
@@ -65,7 +66,7 @@ def adapt_model(data: LabelledSpectra, init_state: dict, cfg: AdaptParams, check
     focus_dev = data.select(split="dev", sources=FOCUS_SOURCES)
     payne_dev = data.select(split="dev", sources=("PAYNE",))
     if len(focus_train) == 0 or len(focus_dev) == 0:
-        raise ValueError("adaptation needs MSTAR or YSO stars in the train and dev splits")
+        raise InputError("adaptation needs MSTAR or YSO stars in the train and dev splits")
     model = ApogeeNet(3, dropout=cfg.training.dropout)
     model.load_state_dict(init_state)
     criterion = _stopping_criterion(model, data, cfg, focus_dev, payne_dev)

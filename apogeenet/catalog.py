@@ -33,19 +33,20 @@ from astropy import units as u
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
 
-from apogeenet.atomic import atomic_paths
+from apogeenet.atomic import atomic_path, atomic_paths
 from apogeenet.calibration import SigmaCalibration
 from apogeenet.kiel import YSO_POLYGON, in_yso_polygon
 from apogeenet.plotting import pyplot, save
 from apogeenet.store import primary_rows
 
 __all__ = ["AGE_BINS", "FLAG_BITS", "YSO_POLYGON", "age_bins", "build_catalog", "catalog_summary", "catalog_table",
-           "in_yso_polygon", "kiel_by_type_plot", "sigma_snr_plot", "write_catalog", "write_products",
+           "in_yso_polygon", "kiel_by_type_plot", "product_paths", "sigma_snr_plot", "write_catalog", "write_products",
            "yso_selection_plot"]
 
 AGE_BINS = ((-np.inf, 3.6, "<~1 Myr"), (3.6, 3.8, "1-2 Myr"), (3.8, 4.0, "2-3 Myr"),
             (4.0, 4.2, "3-5 Myr"), (4.2, np.inf, ">~5 Myr"))
-FLAG_BITS = {"HOT": 1, "UNPHYSICAL": 2, "FEW_PIXELS": 4, "DUPLICATE": 8, "OUT_OF_DOMAIN": 16, "LARGE_SIGMA": 32}
+FLAG_BITS = {"HOT": 1, "UNPHYSICAL": 2, "FEW_PIXELS": 4, "DUPLICATE": 8, "OUT_OF_DOMAIN": 16, "LARGE_SIGMA": 32,
+             "ZERO_SIGMA": 64}
 _UNITS = {"RA": u.deg, "DEC": u.deg, "TEFF": u.K, "TEFF_LABEL": u.K, "TEFF_ERR": u.K, "TEFF_ERR_MC": u.K,
           "LOGG": u.dex, "LOGG_LABEL": u.dex, "LOGG_ERR": u.dex, "LOGG_ERR_MC": u.dex,
           "FE_H": u.dex, "FE_H_LABEL": u.dex, "FE_H_ERR": u.dex, "FE_H_ERR_MC": u.dex}
@@ -57,7 +58,8 @@ _DESCRIPTIONS = {
     "DATA_SET": "train/dev/test/none", "DATA_TYPE": "PAYNE/MSTAR/YSO/none",
     "FLAGS": "bit 0 HOT (Teff > 6700 K), bit 1 UNPHYSICAL (outside predict.bounds), bit 2 FEW_PIXELS, "
              "bit 3 DUPLICATE (a higher-SNR file of the same star exists), bit 4 OUT_OF_DOMAIN (DOMAIN_DIST "
-             "above the model's threshold), bit 5 LARGE_SIGMA (calibrated sigma above predict.max_sigma)",
+             "above the model's threshold), bit 5 LARGE_SIGMA (calibrated sigma above predict.max_sigma), "
+             "bit 6 ZERO_SIGMA (the method's sigma is 0: pixel errors too small to move the prediction)",
     "DOMAIN_DIST": "Mahalanobis distance of the network's penultimate activations from the training set's",
     "N_GOOD_PIXELS": "pixels with data (finite flux, 0 < error < 1e10)",
     "YSO_CANDIDATE": "inside the Sect. 4.1 (Teff, log g) triangle", "AGE_BIN": "from log g (Sect. 4.1)",
@@ -119,6 +121,8 @@ def build_catalog(index: pd.DataFrame, prediction: np.ndarray, sigma: np.ndarray
     for name, bound in (max_sigma or {}).items():
         large |= frame[f"{name.upper()}_ERR"].to_numpy(float) > bound
     flags |= np.where(large, FLAG_BITS["LARGE_SIGMA"], 0)
+    zero = (frame[[f"{name}_ERR_MC" for name in ("TEFF", "LOGG", "FE_H")]].to_numpy(float) <= 0).any(axis=1)
+    flags |= np.where(zero, FLAG_BITS["ZERO_SIGMA"], 0)
     frame["FLAGS"] = flags.astype(np.int16)
     frame["YSO_CANDIDATE"] = in_yso_polygon(frame["TEFF"], frame["LOGG"]) & (frame["FLAGS"] == 0)
     frame["AGE_BIN"] = np.where(frame["YSO_CANDIDATE"], age_bins(frame["LOGG"]), "")
@@ -150,12 +154,21 @@ def _write_missing_units(path: Path, table: Table) -> None:
                 header.insert(f"TFORM{number}", (f"TUNIT{number}", column.unit.to_string()), after=True)
 
 
+CATALOG_KINDS = ("fits", "parquet", "csv")
+
+
+def product_paths(out_dir: Path, name: str = "catalog") -> list[Path]:
+    """The catalog files of a run named ``name``: all rows and the clean view, each as FITS,
+    Parquet and CSV."""
+    return [Path(out_dir) / f"{stem}.{kind}" for stem in (name, f"{name}_clean") for kind in CATALOG_KINDS]
+
+
 def write_catalog(frames: dict[str, pd.DataFrame], out_dir: Path, meta: dict | None = None) -> list[Path]:
     """Each frame (by file stem) as FITS, Parquet and CSV (units in the FITS/Parquet metadata and
     the CSV header names). All files are written under temporary names first and then moved into
     place together (:func:`apogeenet.atomic.atomic_paths`): a kill leaves the previous catalog
     whole, never files of two runs or half a file."""
-    paths = [out_dir / f"{stem}.{kind}" for stem in frames for kind in ("fits", "parquet", "csv")]
+    paths = [out_dir / f"{stem}.{kind}" for stem in frames for kind in CATALOG_KINDS]
     with atomic_paths(paths) as temps:
         for (stem, frame), (fits_tmp, parquet_tmp, csv_tmp) in zip(frames.items(), zip(*[iter(temps)] * 3)):
             table = catalog_table(frame, meta)
@@ -204,8 +217,9 @@ def write_products(frame: pd.DataFrame, out_dir: Path, meta: dict, *, truth: pd.
     sigma_snr_plot(clean, out_dir / "sigma_vs_snr.png")
     yso_selection_plot(frame, out_dir / "yso_selection.png")
     metrics, summary = catalog_summary(frame, truth, source, str(meta.get("model", "")), out_dir)
-    (out_dir / "summary.md").write_text(summary)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    for file, text in (("summary.md", summary), ("metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")):
+        with atomic_path(out_dir / file) as tmp:
+            tmp.write_text(text)
     return metrics, summary
 
 

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from apogeenet.config import load_params
-from apogeenet.errors import UserFacingError
+from apogeenet.errors import InputError, UserFacingError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="APOGEE Net (Olney et al. 2020): stellar parameters from APOGEE spectra.")
@@ -30,12 +30,27 @@ class UserError(UserFacingError):
 
 
 def main() -> None:
-    """Console-script entry: user mistakes become one line on stderr and exit code 2."""
+    """Console-script entry. Exit codes: 0 done; 1 a check failed (a gate, ``--strict``, files that
+    could not be read or downloaded) or a bug (with its traceback); 2 a mistake in the input
+    (a bad option, file or setting: one line on stderr); 130 interrupted."""
+    import click
+
     try:
-        app()
-    except (UserFacingError, FileExistsError, FileNotFoundError) as exc:
+        code = app(standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        err.print(exc.ctx.get_help() if exc.ctx else str(exc), highlight=False, markup=False)
+        sys.exit(2)
+    except click.UsageError as exc:  # an unknown option, a value of the wrong type
+        command = f"{exc.ctx.command_path}: " if exc.ctx else ""
+        err.print(f"[red]error:[/red] {command}{exc.format_message()}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except click.Abort:
+        err.print("interrupted", highlight=False)
+        sys.exit(130)
+    except UserFacingError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    sys.exit(code or 0)
 
 
 @app.command()
@@ -89,7 +104,7 @@ def download(
     try:
         jobs = apstar_jobs(read_table(catalog), release, out_dir,
                            base_url=base_url or str(cfg.base_url))
-    except ValueError as exc:
+    except InputError as exc:
         raise UserError(f"{catalog}: {exc}") from None
     results = download_files(jobs, workers=workers or cfg.workers, retries=cfg.retries,
                              backoff_s=cfg.backoff_s, timeout_s=cfg.timeout_s,
@@ -111,10 +126,7 @@ def download_catalog(
     from apogeenet.io.sas import DownloadJob, allstar_url, download_files
 
     cfg = load_params(params).download
-    try:
-        url = allstar_url(release or cfg.release, base_url=base_url or str(cfg.base_url))
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    url = allstar_url(release or cfg.release, base_url=base_url or str(cfg.base_url))
 
     def validate(path: Path) -> None:
         with fits.open(path) as hdul:
@@ -153,12 +165,14 @@ def ingest(
     cfg = load_params(params)
     if not dask:
         report = run_ingest(src_dir, store, workers=workers or cfg.ingest.workers,
-                            segment_rows=cfg.ingest.segment_rows, progress=True)
+                            segment_rows=cfg.ingest.segment_rows, progress=True,
+                            max_bytes=int(cfg.ingest.max_file_mb * 2**20))
     else:
         from apogeenet.cluster import dask_client
 
         with dask_client(cfg.dask) as client:
             report = run_ingest(src_dir, store, segment_rows=cfg.ingest.segment_rows, progress=True,
+                                max_bytes=int(cfg.ingest.max_file_mb * 2**20),
                                 submit=lambda function, *args: client.submit(function, *args, pure=False))
     _print_ingest(report, store)
 
@@ -217,13 +231,14 @@ def label_mdwarfs(
     needed = ("g", "r", "J", "H", "K") + (("parallax", "parallax_error", "field") if select else ())
     try:
         cols = find_columns(table, needed)
-    except ValueError as exc:
+    except InputError as exc:
         raise UserError(f"{input_table}: {exc}") from None
     try:
         plx = find_columns(table, ("parallax",))["parallax"]
-        m_k = absolute_k(table[cols["K"]], table[plx])
-    except ValueError:
+    except InputError:
         m_k = None
+    else:
+        m_k = absolute_k(table[cols["K"]], table[plx])
     labels = mdwarf_labels(*(table[cols[b]] for b in ("g", "r", "J", "H", "K")), m_k=m_k, recipe=recipe)
     result = table.drop(columns=[c for c in labels.columns if c in table.columns]).join(labels)
     if select:
@@ -408,18 +423,18 @@ def predict(
     from apogeenet.shards import ShardPlan
     from apogeenet.stages import predict_plan, predict_stage
 
-    if error_reference not in (None, "mean", "median"):
-        raise UserError(f"--error-reference must be 'mean' or 'median', not {error_reference!r}")
     cfg = _with_paths(load_params(params), store=store, labels=labels, truth=truth,
                       catalog=None if files else out_dir)
-    if uncertainty is not None:
-        cfg = cfg.with_overrides({"predict.uncertainty": uncertainty})
+    options = {"predict.uncertainty": uncertainty, "predict.draws": draws, "predict.error_reference": error_reference}
+    cfg = cfg.with_overrides({k: v for k, v in options.items() if v is not None})
     if files:
-        _predict_files(cfg, files, model=model, destination=out_dir, draws=draws,
-                       error_reference=error_reference, workers=workers, track=track)
+        _predict_files(cfg, files, model=model, destination=out_dir, workers=workers, track=track)
         return
     if plan_only:
-        plan = ShardPlan.read(predict_plan(cfg, model=model, draws=draws, error_reference=error_reference)[1])
+        from apogeenet.locks import one_writer
+
+        with one_writer(cfg.paths.catalog, "predict"):
+            plan = ShardPlan.read(predict_plan(cfg, model=model)[1])
         missing = plan.missing()
         out.print(f"{plan.file}: {plan.n_rows} spectra in {plan.n_shards} shards of {plan.shard_rows}, "
                   f"{len(missing)} without a part.\nRun each shard K (0 to {plan.n_shards - 1}) as "
@@ -427,8 +442,7 @@ def predict(
                   "predict-shards.sbatch` (README, \"Survey scale\"), then `apogeenet predict` again "
                   "with the same options to merge.", soft_wrap=True, highlight=False)
         return
-    result = predict_stage(cfg, model=model, draws=draws, error_reference=error_reference, track=track,
-                           progress=True)
+    result = predict_stage(cfg, model=model, track=track, progress=True)
     out.print(result.report, soft_wrap=True, highlight=False)
 
 
@@ -447,11 +461,12 @@ def _listed(files: list[Path]) -> list[Path]:
     return paths
 
 
-def _predict_files(cfg, files: list[Path], *, model, destination, draws, error_reference, workers, track) -> None:
+def _predict_files(cfg, files: list[Path], *, model, destination, workers, track) -> None:
     """`apogeenet predict FILE...`: the files read into a temporary store, one line for each that
-    cannot be read, the rest predicted like any store."""
+    cannot be read, the rest predicted like any store. No output may be one of the inputs."""
     import tempfile
 
+    from apogeenet.catalog import product_paths
     from apogeenet.stages import predict_stage
     from apogeenet.store import ingest_files
 
@@ -459,14 +474,20 @@ def _predict_files(cfg, files: list[Path], *, model, destination, draws, error_r
     destination = Path(destination) if destination else Path("apogeenet-catalog")
     out_dir, name = ((destination.parent, destination.stem) if destination.suffix == ".fits"
                      else (destination, "catalog"))
+    inputs = {p.resolve() for p in paths if p.exists()}
+    clash = sorted(str(p) for p in product_paths(out_dir, name) if p.resolve() in inputs)
+    if destination.resolve() in inputs or clash:
+        raise UserError(f"--out {destination} would overwrite the input file {clash[0] if clash else destination}; "
+                        "give another name or a directory")
     with tempfile.TemporaryDirectory(prefix="apogeenet-files-") as tmp:
-        store, problems = ingest_files(paths, Path(tmp), workers=workers or cfg.ingest.workers, progress=True)
+        store, problems = ingest_files(paths, Path(tmp), workers=workers or cfg.ingest.workers, progress=True,
+                                       max_bytes=int(cfg.ingest.max_file_mb * 2**20))
         for given, reason in problems:
             err.print(f"[yellow]unreadable:[/yellow] {given}: {reason}", highlight=False, soft_wrap=True)
         if store is None:
             raise UserError(f"none of the {len(paths)} files could be read")
-        result = predict_stage(cfg, model=model, store=store.path, out_dir=out_dir, draws=draws,
-                               error_reference=error_reference, track=track, progress=True, catalog_name=name)
+        result = predict_stage(cfg, model=model, store=store.path, out_dir=out_dir, track=track, progress=True,
+                               catalog_name=name)
     out.print(result.report, soft_wrap=True, highlight=False)
     out.print(f"{result.metrics['n_spectra']} of {len(paths)} files predicted"
               + (f"; {len(problems)} unreadable (listed above)" if problems else ""), highlight=False)

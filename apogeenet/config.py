@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator, model_validator
@@ -27,7 +27,16 @@ class ConfigError(UserFacingError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
+"""A random seed: numpy and torch take any integer in [0, 2³²)."""
+MAX_PARAMS_BYTES = 1 << 20
+"""A params.yaml is a few kB; a larger file is refused before it is parsed."""
+MAX_PATH_CHARS = 4096
+"""PATH_MAX on Linux: a longer path cannot be opened anyway."""
+DASK_SCHEMES = ("tcp", "tls", "ucx", "ws", "wss", "inproc")
 
 
 class Optimizer(StrEnum):
@@ -115,13 +124,20 @@ class PathsParams(_Section):
     catalog: Path = Path("derived/catalog")
     """The Table 4 catalog (FITS, Parquet, CSV), §4 products and plots (``apogeenet predict``)."""
 
+    @field_validator("*")
+    @classmethod
+    def _length(cls, value: Path | None) -> Path | None:
+        if value is not None and (len(str(value)) > MAX_PATH_CHARS or "\0" in str(value)):
+            raise ValueError(f"not a usable path (longer than {MAX_PATH_CHARS} characters or with a NUL byte)")
+        return value
+
 
 POPULATIONS = ("giant", "dwarf", "mdwarf", "yso", "field")
 
 
 class SynthParams(_Section):
     n_stars: int = Field(2000, ge=1, le=1_000_000)
-    seed: int = 42
+    seed: Seed = 42
     chunk: int = Field(256, ge=1)
     """Stars whose spectra are computed together (bounds memory)."""
     fractions: dict[str, float] = {"giant": 0.35, "dwarf": 0.25, "mdwarf": 0.2, "yso": 0.15,
@@ -140,6 +156,9 @@ class SynthParams(_Section):
 
 class IngestParams(_Section):
     workers: int = Field(2, ge=1)
+    max_file_mb: float = Field(256.0, gt=0, le=65536)
+    """Largest apStar file read (ingest, inspect, predict FILE): a larger one is a reject row,
+    never read into memory (apStar files are a few MB; a star with hundreds of visits tens)."""
     segment_rows: int = Field(256, ge=1)
     """Files per ingest shard: read by one worker, their spectra written as one contiguous segment."""
 
@@ -172,7 +191,7 @@ class YSOParams(_Section):
     epochs: int = Field(60, ge=1)
     batch_size: int = Field(512, ge=1)
     learning_rate: float = Field(3e-3, gt=0)
-    seed: int = 7
+    seed: Seed = 7
     noise: YSONoise = YSONoise.CATALOG
     """Errors on the training photometry: the allStar's own per band ("catalog") or none (the paper)."""
     noise_radius_lum: float = Field(0.05, ge=0, le=1)
@@ -210,7 +229,7 @@ class TrainProfile(_Section):
     """Raw flux over one constant (the training median), or each spectrum over its own median
     (a model that starts from another keeps that model's unit)."""
     dropout: float = Field(0.1, ge=0, lt=1)
-    seed: int = 0
+    seed: Seed = 0
     amp: bool = False
     """bfloat16 autocast on CUDA."""
     augment: Augment = Augment.NONE
@@ -248,7 +267,7 @@ class AdaptParams(_Section):
     patience_rounds: int = Field(2, ge=1)
     """Stop after this many rounds without a better MSTAR + YSO dev loss."""
     max_rounds: int = Field(6, ge=1)
-    seed: int = 1
+    seed: Seed = 1
     training: TrainProfile = TrainProfile(learning_rate=2e-5, batch_size=32, max_epochs=20, patience=5,
                                           grad_clip=1.0, flux_unit=FluxUnit.PER_SPECTRUM)
     """How each round trains (its ``patience`` is the early stopping inside a round); the flux unit
@@ -302,11 +321,14 @@ class PredictParams(_Section):
     passes at the spectrum, four inference passes per draw), or none (the single pass: a quick
     look, σ NaN)."""
     draws: int = Field(100, ge=2)
-    """Monte-Carlo draws per spectrum."""
+    """Monte-Carlo draws per spectrum (at most ``max_draws``)."""
+    max_draws: int = Field(10000, ge=2, le=1_000_000)
+    """The most draws a run may ask for (``--draws`` too): each draw is a network input of
+    8 575 floats, so this bounds the memory a mistyped number can ask for."""
     delta_points: int = Field(2, ge=1)
     """The delta method's points: 1, the spectrum's gradient squared (textbook); n > 1, its cross
     product with the mean gradient at n − 1 Monte-Carlo draws (:func:`apogeenet.uncertainty.delta_predict`)."""
-    seed: int = 0
+    seed: Seed = 0
     error_cap: float = Field(5.0, gt=0)
     """Each pixel's σ is capped at this many times the spectrum's mean good-pixel error."""
     error_reference: ErrorReference = ErrorReference.MEAN
@@ -337,6 +359,28 @@ class PredictParams(_Section):
         if set(value) != {"teff", "logg", "fe_h"}:
             raise ValueError("needs exactly teff, logg and fe_h")
         return value
+
+    @field_validator("bounds")
+    @classmethod
+    def _ordered(cls, value: dict) -> dict:
+        reversed_ = [k for k, (lo, hi) in value.items() if not lo < hi]
+        if reversed_:
+            raise ValueError(f"each range must be [low, high] with low < high ({', '.join(reversed_)})")
+        return value
+
+    @field_validator("max_sigma")
+    @classmethod
+    def _positive(cls, value: dict) -> dict:
+        if any(not v > 0 for v in value.values()):
+            raise ValueError("each largest σ must be > 0")
+        return value
+
+    @model_validator(mode="after")
+    def _draws_bounded(self) -> PredictParams:
+        if self.draws > self.max_draws:
+            raise ValueError(f"draws {self.draws} is above max_draws {self.max_draws} (raise predict.max_draws "
+                             "in params.yaml if you mean it)")
+        return self
 
 
 class CalibrationReference(StrEnum):
@@ -391,6 +435,15 @@ class DaskParams(_Section):
     cluster: str = "local"
     """``local`` (a LocalCluster of processes on this machine), ``slurm`` (dask-jobqueue), or the
     address of a running scheduler (``tcp://host:8786``)."""
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster(cls, value: str) -> str:
+        scheme, sep, rest = value.partition("://")
+        if value in ("local", "slurm") or (sep and scheme in DASK_SCHEMES and rest and len(value) < 1024):
+            return value
+        raise ValueError(f"{value[:80]!r} is not local, slurm or a scheduler address "
+                         f"({'|'.join(DASK_SCHEMES)}://host:port)")
     workers: int = Field(2, ge=1)
     """Worker processes (local) or Slurm jobs (the most the cluster scales to)."""
     torch_threads: int | None = Field(None, ge=1)
@@ -438,6 +491,26 @@ def _validated(raw: dict, source: object) -> Params:
         raise ConfigError(f"{source}: {problems}") from None
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML without aliases (a few hundred bytes of nested aliases expand to gigabytes) and
+    without duplicate keys (the last one would silently win)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.events.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in params.yaml", mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_params(path: str | os.PathLike | None = None) -> Params:
     """Read and validate ``params.yaml``; without a file the defaults above apply.
 
@@ -453,7 +526,9 @@ def load_params(path: str | os.PathLike | None = None) -> Params:
     if not path.is_file():
         raise ConfigError(f"{path}: not a file (give a params.yaml)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        if path.stat().st_size > MAX_PARAMS_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_PARAMS_BYTES // 1024} kB; not a params.yaml")
+        raw = yaml.load(path.read_text(), Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     except OSError as exc:

@@ -16,6 +16,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from apogeenet.calibration import PARAMETERS, TooFewStars, fit_calibration
+from apogeenet.errors import InputError
 from apogeenet.evaluate import robust_sigma
 from apogeenet.uncertainty import predict_store
 
@@ -37,7 +38,7 @@ def calibrate_predictor(predictor, data, predict, params, truth: pd.DataFrame | 
     use_truth = params.reference == CalibrationReference.TRUTH or (
         params.reference == CalibrationReference.AUTO and truth is not None)
     if use_truth and truth is None:
-        raise ValueError("calibration.reference is 'truth' but the survey has no truth table (paths.truth)")
+        raise InputError("calibration.reference is 'truth' but the survey has no truth table (paths.truth)")
     known = truth.reindex(ids) if use_truth else data.catalog.iloc[dev].set_index("APOGEE_ID")
     reference = known[list(PARAMETERS)].to_numpy(float)
     sources = data.catalog["SOURCE"].to_numpy()[dev]

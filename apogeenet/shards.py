@@ -3,9 +3,15 @@
 A run is planned once: its store rows cut into shards (consecutive rows, a whole number of
 ``predict.spectra_per_block`` each, so every spectrum meets the same blocks and chunks in any
 shard layout), the model's weights copied beside the parts (every shard reads the same weights
-even if the registry alias moves mid-run) and ``plan.json`` written. All of it lives in
-``<out>/.parts/<key>/``, ``key`` a digest of the weights, the store's index and the predict
-settings: another model, store or setting is another run, an interrupted run the same one.
+even if the registry alias moves mid-run), the store's index copied and its SHA-256 kept (rows
+are numbers in that index), and ``plan.json`` written. All of it lives in
+``<out>/.parts/<key>/``, ``key`` a digest of the weights, the store's location and index and the
+predict settings: another model, store or setting is another run, an interrupted run the same one.
+A shard reads the store only while its index is the plan's (checked before and after reading):
+an ingest in between makes the shard refuse (:class:`~apogeenet.store.StoreChanged`), never
+attach a spectrum to another star; each part also names its rows' stars, and the merge checks them.
+Shards hold the plan directory shared (:mod:`apogeenet.locks`); a new plan in the same output
+removes the parts of other plans only when no shard holds them.
 
 A shard (:func:`predict_shard`) needs only the plan file and its number — the unit of work for a
 Dask worker, a Slurm array task or a loop in one process. It loads the model once per process,
@@ -21,7 +27,6 @@ import functools
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +36,10 @@ import torch
 
 from apogeenet.atomic import atomic_path
 from apogeenet.config import PredictParams
-from apogeenet.errors import UserFacingError
+from apogeenet.errors import InputError, UserFacingError
+from apogeenet.locks import remove_unless_used, shared
 from apogeenet.serving import Predictor
-from apogeenet.store import INDEX_FILE, SpectraStore
+from apogeenet.store import SpectraStore
 from apogeenet.uncertainty import predict_store
 
 __all__ = ["PARTS_DIR", "PLAN_FILE", "ShardPlan", "ShardsMissing", "merge_parts", "plan_predict", "predict_shard"]
@@ -41,7 +47,9 @@ __all__ = ["PARTS_DIR", "PLAN_FILE", "ShardPlan", "ShardsMissing", "merge_parts"
 PARTS_DIR = ".parts"
 PLAN_FILE = "plan.json"
 MODEL_FILE = "model.pt"
+INDEX_COPY = "index.parquet"
 _COLUMNS = ["row", "TEFF", "LOGG", "FE_H", "TEFF_ERR", "LOGG_ERR", "FE_H_ERR", "DOMAIN_DIST"]
+_FIELDS = ("store", "index_sha256", "n_rows", "shard_rows", "draws", "predict")
 
 
 class ShardsMissing(UserFacingError):
@@ -54,6 +62,7 @@ class ShardPlan:
 
     directory: Path
     store: str
+    index_sha256: str
     n_rows: int
     shard_rows: int
     draws: int
@@ -71,9 +80,13 @@ class ShardPlan:
     def file(self) -> Path:
         return self.directory / PLAN_FILE
 
+    def index(self) -> pd.DataFrame:
+        """The store's index as it was when the plan was made (the rows the parts predict)."""
+        return pd.read_parquet(self.directory / INDEX_COPY)
+
     def rows(self, number: int) -> np.ndarray:
         if not 0 <= number < self.n_shards:
-            raise ValueError(f"shard {number} is not in this plan (0 to {self.n_shards - 1})")
+            raise InputError(f"shard {number} is not in this plan (0 to {self.n_shards - 1})")
         return np.arange(number * self.shard_rows, min((number + 1) * self.shard_rows, self.n_rows))
 
     def part(self, number: int) -> Path:
@@ -91,6 +104,8 @@ class ShardPlan:
             fields = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise UserFacingError(f"{path}: not a predict plan ({exc})") from None
+        if not isinstance(fields, dict) or set(fields) != set(_FIELDS):
+            raise UserFacingError(f"{path}: not a predict plan of this version; run `apogeenet predict` again")
         return cls(directory=path.parent, **fields)
 
 
@@ -106,25 +121,27 @@ def _weights_digest(predictor: Predictor) -> str:
 
 
 def plan_predict(predictor: Predictor, store_dir: Path, out_dir: Path, cfg: PredictParams, draws: int) -> ShardPlan:
-    """The plan of a run (made, or found from an interrupted run with the same key)."""
-    index_bytes = (Path(store_dir) / INDEX_FILE).read_bytes()
-    n_rows = len(SpectraStore(store_dir))
+    """The plan of a run (made, or found from an interrupted run with the same key); the parts
+    of other plans in ``out_dir`` are removed unless a shard is working on them."""
+    store = SpectraStore(store_dir)
+    location = str(Path(store_dir).resolve())
     per_block = cfg.spectra_per_block
     shard_rows = max(per_block, -(-cfg.shard_size // per_block) * per_block)
     settings = cfg.model_dump(mode="json", exclude={"model"})
-    key = hashlib.sha256(json.dumps([_weights_digest(predictor), hashlib.sha256(index_bytes).hexdigest(),
+    key = hashlib.sha256(json.dumps([_weights_digest(predictor), location, store.index_sha256,
                                      settings, draws, shard_rows], sort_keys=True).encode()).hexdigest()[:16]
     root = Path(out_dir) / PARTS_DIR
-    plan = ShardPlan(root / key, str(Path(store_dir).resolve()), n_rows, shard_rows, draws, settings)
+    plan = ShardPlan(root / key, location, store.index_sha256, len(store), shard_rows, draws, settings)
     if not plan.file.exists():
         plan.directory.mkdir(parents=True, exist_ok=True)
         predictor.save(plan.model)
+        with atomic_path(plan.directory / INDEX_COPY) as tmp:
+            store.index.to_parquet(tmp, index=False)
         with atomic_path(plan.file) as tmp:
-            tmp.write_text(json.dumps({"store": plan.store, "n_rows": n_rows, "shard_rows": shard_rows,
-                                       "draws": draws, "predict": settings}, indent=1))
+            tmp.write_text(json.dumps({name: getattr(plan, name) for name in _FIELDS}, indent=1))
     for other in root.iterdir():  # parts of runs with other settings, models or stores
         if other.is_dir() and other.name != key:
-            shutil.rmtree(other, ignore_errors=True)
+            remove_unless_used(other)
     return plan
 
 
@@ -149,15 +166,19 @@ def predict_shard(plan_file: str | os.PathLike, number: int, *, torch_threads: i
         return part
     if torch_threads:
         torch.set_num_threads(torch_threads)
-    predictor = _predictor(str(plan.model), str(best_device()))
-    cfg = PredictParams(**plan.predict)
-    result = predict_store(predictor, SpectraStore(plan.store), cfg, n_draws=plan.draws, rows=rows)
-    distance = (predictor.domain.distance(result.hidden) if predictor.domain is not None
-                else np.full(len(rows), np.nan))
-    frame = pd.DataFrame(np.column_stack([result.prediction, result.sigma, distance]), columns=_COLUMNS[1:])
-    frame.insert(0, "row", rows)
-    with atomic_path(part) as tmp:
-        frame.to_parquet(tmp, index=False)
+    with shared(plan.directory):
+        predictor = _predictor(str(plan.model), str(best_device()))
+        cfg = PredictParams(**plan.predict)
+        store = SpectraStore(plan.store, index_sha256=plan.index_sha256)
+        result = predict_store(predictor, store, cfg, n_draws=plan.draws, rows=rows)
+        store.check_unchanged()  # an ingest while reading may have replaced segments
+        distance = (predictor.domain.distance(result.hidden) if predictor.domain is not None
+                    else np.full(len(rows), np.nan))
+        frame = pd.DataFrame(np.column_stack([result.prediction, result.sigma, distance]), columns=_COLUMNS[1:])
+        frame.insert(0, "row", rows)
+        frame.insert(1, "apogee_id", store.index["apogee_id"].to_numpy()[rows])
+        with atomic_path(part) as tmp:
+            frame.to_parquet(tmp, index=False)
     return part
 
 
@@ -172,5 +193,8 @@ def merge_parts(plan: ShardPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     frame = pd.concat([pd.read_parquet(plan.part(k)) for k in range(plan.n_shards)], ignore_index=True)
     if not np.array_equal(frame["row"].to_numpy(), np.arange(plan.n_rows)):
         raise ShardsMissing(f"{plan.directory}: the parts do not cover rows 0 to {plan.n_rows - 1} once each; "
+                            "remove the directory and predict again")
+    if not np.array_equal(frame["apogee_id"].to_numpy(), plan.index()["apogee_id"].to_numpy()):
+        raise ShardsMissing(f"{plan.directory}: the parts name other stars than the plan's index; "
                             "remove the directory and predict again")
     return frame[_COLUMNS[1:4]].to_numpy(float), frame[_COLUMNS[4:7]].to_numpy(float), frame[_COLUMNS[7]].to_numpy(float)

@@ -8,7 +8,7 @@ import dataclasses
 from pathlib import Path
 
 from apogeenet.config import FluxUnit, Params
-from apogeenet.errors import UserFacingError
+from apogeenet.errors import InputError, UserFacingError
 from apogeenet.labels.files import LABELS_FILE, MSTAR_FILE, TABLE1_FILE
 from apogeenet.io.tables import read_truth
 from apogeenet.tracking import StageResult, data_version, flat_params, stage_run
@@ -39,14 +39,11 @@ def label_stage(cfg: Params, *, track: bool = True) -> StageResult:
     splits = (dict(zip(*read_table(previous)[["APOGEE_ID", "SPLIT"]].to_numpy().T))
               if previous.exists() else None)
     with stage_run(track, "labels", "label") as run:
-        try:
-            label_set = build_labels(tables["allstar"], tables["payne"], tables["members"], shipped_parsec(),
-                                     recipe=cfg.labels.recipe, young_fields=set(cfg.labels.young_fields),
-                                     yso=cfg.yso, previous_splits=splits,
-                                     on_epoch=lambda epoch, train, dev: run.log_step(
-                                         {"yso_train_loss": train, "yso_dev_loss": dev}, epoch))
-        except ValueError as exc:
-            raise StageError(str(exc)) from None
+        label_set = build_labels(tables["allstar"], tables["payne"], tables["members"], shipped_parsec(),
+                                 recipe=cfg.labels.recipe, young_fields=set(cfg.labels.young_fields),
+                                 yso=cfg.yso, previous_splits=splits,
+                                 on_epoch=lambda epoch, train, dev: run.log_step(
+                                     {"yso_train_loss": train, "yso_dev_loss": dev}, epoch))
         metrics = save_label_set(label_set, out_dir)
         counts = {k: v for k, v in metrics.items()
                   if k.split("_")[0] in ("payne", "mstar", "yso") and k.split("_")[-1] in ("train", "dev", "test")}
@@ -108,7 +105,7 @@ def _finish_model(cfg: Params, data, predictor, out_dir: Path, run, *, stage: st
     try:
         summary = {**summary, **calibrate_predictor(predictor, data, cfg.predict, cfg.calibration,
                                                      read_truth(cfg.paths.truth))}
-    except ValueError as exc:
+    except InputError as exc:
         raise StageError(f"cannot calibrate the uncertainties: {exc}") from None
     predictor.save(out_dir / "model.pt")
     table_metrics, tables = write_evaluation(predictions_frame(data, predictor), data.table1, out_dir,
@@ -300,7 +297,6 @@ def predict_finish(cfg: Params, plan_file: Path, *, out_dir: Path | None = None,
     from apogeenet.io.tables import read_table
     from apogeenet.serving import Predictor
     from apogeenet.shards import ShardPlan, merge_parts
-    from apogeenet.store import SpectraStore
 
     p, spec = cfg.predict, cfg.predict.model
     plan = ShardPlan.read(plan_file)
@@ -308,7 +304,7 @@ def predict_finish(cfg: Params, plan_file: Path, *, out_dir: Path | None = None,
     predictor = Predictor.load(plan.model)
     calibration = predictor.calibrations.get(str(p.uncertainty))
     labels_file = cfg.paths.labels / LABELS_FILE
-    index = SpectraStore(plan.store).index.reset_index(drop=True)
+    index = plan.index()
     frame = build_catalog(index, prediction, sigma, read_table(labels_file) if labels_file.exists() else None,
                           hot_teff=p.hot_teff, bounds={k: tuple(v) for k, v in p.bounds.items()},
                           n_good_pixels=index["n_good_pixels"].to_numpy(), min_good_pixels=p.min_good_pixels,
@@ -340,16 +336,25 @@ def predict_stage(cfg: Params, *, model: str | None = None, store: Path | None =
     """Batch inference (§3.5-3.6, §4) over a spectra store in this process: the plan, each shard
     that has no part yet (a rerun after a kill computes only those), the catalog
     (:func:`predict_finish`). The Prefect flow ``predict`` runs the same shards on Dask."""
+    from apogeenet.locks import one_writer
     from apogeenet.progress import progress_bar
     from apogeenet.shards import ShardPlan, predict_shard
+    from apogeenet.store import StoreChanged
 
-    cfg, plan_file = predict_plan(cfg, model=model, store=store, out_dir=out_dir, draws=draws,
-                                  error_reference=error_reference)
-    plan = ShardPlan.read(plan_file)
-    missing = plan.missing()
-    with progress_bar(sum(len(plan.rows(k)) for k in missing), f"predict ({plan.n_shards} shards, "
-                      f"{cfg.predict.uncertainty})", enabled=progress) as bar:
-        for number in missing:
-            predict_shard(plan.file, number)
-            bar.advance(len(plan.rows(number)))
-    return predict_finish(cfg, plan_file, out_dir=out_dir, track=track, catalog_name=catalog_name)
+    with one_writer(out_dir or cfg.paths.catalog, "predict"):
+        for attempt in range(3):  # an ingest while predicting: plan again on the new store
+            planned, plan_file = predict_plan(cfg, model=model, store=store, out_dir=out_dir, draws=draws,
+                                              error_reference=error_reference)
+            plan = ShardPlan.read(plan_file)
+            missing = plan.missing()
+            try:
+                with progress_bar(sum(len(plan.rows(k)) for k in missing), f"predict ({plan.n_shards} shards, "
+                                  f"{planned.predict.uncertainty})", enabled=progress) as bar:
+                    for number in missing:
+                        predict_shard(plan.file, number)
+                        bar.advance(len(plan.rows(number)))
+            except StoreChanged:
+                if attempt == 2:
+                    raise
+                continue
+            return predict_finish(planned, plan_file, out_dir=out_dir, track=track, catalog_name=catalog_name)

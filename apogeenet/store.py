@@ -30,6 +30,8 @@ directories, dangling links, link loops and names that are not UTF-8 included.
 from __future__ import annotations
 
 import errno
+import hashlib
+import io
 import multiprocessing
 import os
 import time
@@ -46,11 +48,11 @@ import pandas as pd
 
 from apogeenet.atomic import atomic_path
 from apogeenet.errors import UserFacingError
-from apogeenet.io.apstar import (APSTAR_CDELT1, APSTAR_CRVAL1, APSTAR_NPIX, ApStarError,
-                                 content_hash, read_apstar_bytes, wavelength_grid)
+from apogeenet.io.apstar import (APSTAR_CDELT1, APSTAR_CRVAL1, APSTAR_NPIX, DEFAULT_MAX_BYTES, ApStarError,
+                                 content_hash, read_apstar_bytes, read_bounded, wavelength_grid)
 from apogeenet.progress import progress_bar
 
-__all__ = ["INDEX_COLUMNS", "IngestReport", "SpectraBatch", "SpectraStore", "StoreError", "ingest", "primary_rows",
+__all__ = ["INDEX_COLUMNS", "IngestReport", "SpectraBatch", "SpectraStore", "StoreChanged", "StoreError", "ingest", "primary_rows",
            "ingest_files", "ingest_shard", "scan_tree", "write_segment"]
 
 SEGMENTS_DIR = "segments"
@@ -74,6 +76,25 @@ Prefect future)."""
 
 class StoreError(UserFacingError):
     """A store directory that is missing, inconsistent or busy."""
+
+
+class StoreChanged(StoreError):
+    """The store's index is not the one a plan was made on (an ingest ran in between)."""
+
+
+def _read_index(index_file: Path) -> tuple[pd.DataFrame, str]:
+    """The index table and the SHA-256 of the bytes it was parsed from (one read)."""
+    raw = index_file.read_bytes()
+    try:
+        index = pd.read_parquet(io.BytesIO(raw))
+    except Exception as exc:  # pyarrow raises its own errors for a garbage file
+        raise StoreError(f"{index_file}: unreadable store index ({type(exc).__name__}); run "
+                         f"`apogeenet ingest SRC_DIR {index_file.parent}` again") from None
+    missing = [c for c in INDEX_COLUMNS if c not in index.columns]
+    if missing:
+        raise StoreError(f"{index_file}: not a store index (no column {', '.join(missing)}); run "
+                         f"`apogeenet ingest SRC_DIR {index_file.parent}` again")
+    return index, hashlib.sha256(raw).hexdigest()
 
 
 class SpectraBatch(NamedTuple):
@@ -112,10 +133,12 @@ class SpectraStore:
     """Read access to a store; rows are numbered as in :attr:`index` (0 … len − 1).
 
     Memory maps are opened lazily in each process, so a store object may be shared with
-    DataLoader workers.
+    DataLoader workers. ``index_sha256`` pins the index: a store whose index has other bytes
+    raises :class:`StoreChanged` (rows are numbered by the index, so a plan made on another index
+    would attach spectra to the wrong stars); :meth:`check_unchanged` asks again after reading.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, *, index_sha256: str | None = None) -> None:
         self.path = Path(path)
         index_file = self.path / INDEX_FILE
         if not index_file.exists():
@@ -124,7 +147,9 @@ class SpectraStore:
         if (self.path / LEGACY_SPECTRA_FILE).exists():
             raise StoreError(f"{self.path}: a store in the old single-file layout; run `apogeenet ingest "
                              f"SRC_DIR {self.path}` once to convert it")
-        self.index = pd.read_parquet(index_file)
+        self.index, self.index_sha256 = _read_index(index_file)
+        if index_sha256 is not None and index_sha256 != self.index_sha256:
+            raise self._changed()
         self._segments = self.index["segment"].to_numpy(np.int64)
         self._offsets = self.index["offset"].to_numpy(np.int64)
         self._maps: dict[int, dict[str, np.memmap]] = {}
@@ -132,6 +157,19 @@ class SpectraStore:
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def _changed(self) -> StoreChanged:
+        return StoreChanged(f"{self.path}: the store changed since this work was planned (an ingest ran); "
+                            "run the command again to plan on the new store")
+
+    def check_unchanged(self) -> None:
+        """Raise :class:`StoreChanged` unless the index on disk is still the one read."""
+        try:
+            current = hashlib.sha256((self.path / INDEX_FILE).read_bytes()).hexdigest()
+        except OSError:
+            current = None
+        if current != self.index_sha256:
+            raise self._changed()
 
     @property
     def wavelength(self) -> np.ndarray:
@@ -271,14 +309,13 @@ class _Loaded(NamedTuple):
     same_content: bool = False
 
 
-def _load(job: tuple[Path, str, str | None]) -> _Loaded:
-    """Read, hash and parse one file (runs in a worker process)."""
-    path, rel, known_hash = job
+def _load(job: tuple[Path, str, str | None, int]) -> _Loaded:
+    """Read (a regular file within the size cap), hash and parse one file (runs in a worker process)."""
+    path, rel, known_hash, max_bytes = job
     try:
-        stat = path.stat()
-        raw = path.read_bytes()
-    except OSError as exc:
-        return _Loaded(rel, "", 0, 0, reason=f"cannot read: {exc.strerror or exc}")
+        raw, stat = read_bounded(path, max_bytes)
+    except ApStarError as exc:
+        return _Loaded(rel, "", 0, 0, reason=exc.reason)
     sha = content_hash(raw)
     if sha == known_hash:
         return _Loaded(rel, sha, stat.st_size, stat.st_mtime_ns, same_content=True)
@@ -293,7 +330,8 @@ def _load(job: tuple[Path, str, str | None]) -> _Loaded:
     return _Loaded(rel, sha, stat.st_size, stat.st_mtime_ns, facts=facts, arrays=arrays)
 
 
-def ingest_shard(store_dir: str | os.PathLike, segment: int, jobs: Sequence[tuple[Path, str, str | None]]) -> list[_Loaded]:
+def ingest_shard(store_dir: str | os.PathLike, segment: int,
+                 jobs: Sequence[tuple[Path, str, str | None, int]]) -> list[_Loaded]:
     """Read a shard of files and write its accepted spectra, in order, as segment ``segment``
     (atomically; nothing when none is accepted); returns each file's table facts without arrays.
     Runs anywhere the store's directory is visible: a worker process, a Dask worker."""
@@ -350,7 +388,8 @@ def _open_state(store_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
 
 
 def ingest(src_dir: str | os.PathLike, store_dir: str | os.PathLike, *, workers: int = 2,
-           segment_rows: int = SHARD_FILES, progress: bool = False, submit: Submit | None = None) -> IngestReport:
+           segment_rows: int = SHARD_FILES, progress: bool = False, submit: Submit | None = None,
+           max_bytes: int = DEFAULT_MAX_BYTES) -> IngestReport:
     """Ingest every ``*.fits`` under ``src_dir`` into the store at ``store_dir``.
 
     The files to read are cut into shards of ``segment_rows`` consecutive files (in name order, so
@@ -377,13 +416,13 @@ def ingest(src_dir: str | os.PathLike, store_dir: str | os.PathLike, *, workers:
                          "(or remove the store if no ingest runs)") from None
     try:
         return _ingest_locked(src_dir, store_dir, workers=workers, segment_rows=segment_rows, progress=progress,
-                              submit=submit)
+                              submit=submit, max_bytes=max_bytes)
     finally:
         lock.release()
 
 
 def _ingest_locked(src_dir: Path, store_dir: Path, *, workers: int, segment_rows: int,
-                   progress: bool, submit: Submit | None) -> IngestReport:
+                   progress: bool, submit: Submit | None, max_bytes: int) -> IngestReport:
     started = time.perf_counter()
     index_file, rejects_file = store_dir / INDEX_FILE, store_dir / REJECTS_FILE
     stat_file = store_dir / STAT_CACHE_FILE
@@ -415,12 +454,17 @@ def _ingest_locked(src_dir: Path, store_dir: Path, *, workers: int, segment_rows
         reject_rows[name] = {"file": name, "reason": reason}
     jobs = []
     for path in files:
-        rel, stat = rel_of[path], path.stat()
+        rel = rel_of[path]
+        try:
+            stat = path.stat()
+        except OSError as exc:  # removed since the scan
+            reject_rows[rel] = {"file": rel, "reason": f"cannot read: {exc.strerror or exc}"}
+            continue
         if stats.get(rel) == (stat.st_size, stat.st_mtime_ns):
             report.unchanged += 1
             continue
         known = index.at[by_file[rel], "sha256"] if rel in by_file else None
-        jobs.append((path, rel, known))
+        jobs.append((path, rel, known, max_bytes))
 
     next_segment = max((int(s) + 1 for s in index["segment"]), default=0)  # _tidy left no other files
     shards = [jobs[i:i + segment_rows] for i in range(0, len(jobs), segment_rows)]
@@ -480,7 +524,7 @@ def _ingest_locked(src_dir: Path, store_dir: Path, *, workers: int, segment_rows
 
 
 def ingest_files(files: Sequence[str | os.PathLike], work_dir: Path, *, workers: int = 2,
-                 progress: bool = False) -> tuple[SpectraStore | None, list[tuple[str, str]]]:
+                 progress: bool = False, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[SpectraStore | None, list[tuple[str, str]]]:
     """A store (``work_dir/store``) of an explicit list of apStar files, each linked under
     ``work_dir/files`` by its position in the list; returns the store (None when no file could be
     read) and (file as given, reason) for each file that could not be read, missing ones included."""
@@ -489,13 +533,13 @@ def ingest_files(files: Sequence[str | os.PathLike], work_dir: Path, *, workers:
     given, problems = {}, []
     for k, name in enumerate(files):
         path = Path(name)
-        if not path.is_file():
+        if not path.exists():
             problems.append((str(name), "no such file"))
             continue
         link = links / f"{k:07d}-{path.stem}.fits"
         link.symlink_to(path.resolve())
         given[link.name] = str(name)
-    report = ingest(links, Path(work_dir) / "store", workers=workers, progress=progress)
+    report = ingest(links, Path(work_dir) / "store", workers=workers, progress=progress, max_bytes=max_bytes)
     problems += [(given.get(name, name), reason) for name, reason in report.rejects]
     return (SpectraStore(Path(work_dir) / "store") if report.ingested else None), problems
 

@@ -29,13 +29,13 @@ import torch
 from torch import nn
 
 from apogeenet.config import Augment, Optimizer, Schedule, TrainProfile
-from apogeenet.errors import UserFacingError
+from apogeenet.errors import InputError, UserFacingError
 from apogeenet.labels.catalog import LABEL_COLUMNS, Normalisation
 from apogeenet.model import ApogeeNet, prepare_flux, scale_flux
 from apogeenet.serving import Predictor
-from apogeenet.weights import ModelFileError, load_weights, save_weights
 from apogeenet.store import SpectraStore, primary_rows
 from apogeenet.uncertainty import perturbation_sigma
+from apogeenet.weights import ModelFileError, load_weights, save_weights
 
 __all__ = ["LabelledSpectra", "TrainResult", "TrainingDiverged", "best_device", "load_checkpoint",
            "predict_standardised", "standardised_mse", "train_model"]
@@ -82,7 +82,7 @@ class LabelledSpectra:
 
         for needed in (labels_file, table1_file):
             if not Path(needed).exists():
-                raise FileNotFoundError(f"{needed} is missing: run `apogeenet label` first")
+                raise InputError(f"{needed} is missing: run `apogeenet label` first")
         table1 = Normalisation(**json.loads(Path(table1_file).read_text()))
         return cls(SpectraStore(store_dir), read_table(labels_file), table1)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+from apogeenet.config import IngestParams
 from apogeenet.errors import UserFacingError
 
 __all__ = [
@@ -153,21 +155,45 @@ def good_pixels(flux: np.ndarray, error: np.ndarray) -> np.ndarray:
             & (error > 0) & (error < BAD_PIXEL_ERROR))
 
 
-def read_apstar(path: str | os.PathLike) -> ApStar:
-    """Read an apStar file.
+DEFAULT_MAX_BYTES = int(IngestParams().max_file_mb * 2**20)
+
+
+def read_bounded(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[bytes, os.stat_result]:
+    """The bytes of a regular file (links followed) of at most ``max_bytes``, and its stat. A FIFO,
+    a device (a link to /dev/zero), a directory or a larger file raises :class:`ApStarError`
+    before anything is read, so nothing waits forever or fills the memory."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens without waiting for a writer
+    except OSError as exc:
+        raise ApStarError(path, f"cannot read: {exc.strerror or exc}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ApStarError(path, "not a regular file (a FIFO, device, socket or directory)")
+    with os.fdopen(fd, "rb") as fh:
+        if info.st_size > max_bytes:
+            raise ApStarError(path, f"{info.st_size / 2**20:.0f} MB, larger than the {max_bytes / 2**20:.0f} MB "
+                                    "an apStar file may have (ingest.max_file_mb)")
+        try:
+            raw = fh.read(max_bytes + 1)
+        except OSError as exc:
+            raise ApStarError(path, f"cannot read: {exc.strerror or exc}") from None
+    if len(raw) > max_bytes:
+        raise ApStarError(path, f"grew past {max_bytes / 2**20:.0f} MB while being read")
+    return raw, info
+
+
+def read_apstar(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES) -> ApStar:
+    """Read an apStar file (a regular file of at most ``max_bytes``: :func:`read_bounded`).
 
     Raises
     ------
     ApStarError
-        Not FITS or truncated, a missing HDU, the wrong pixel count or grid, all flux zero or
-        non-finite, or no positive error anywhere.
+        Not a regular file or too large, not FITS or truncated, a missing HDU, the wrong pixel
+        count or grid, all flux zero or non-finite, or no positive error anywhere.
     """
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ApStarError(path, f"cannot read: {exc.strerror or exc}") from None
-    return read_apstar_bytes(raw, path)
+    return read_apstar_bytes(read_bounded(path, max_bytes)[0], path)
 
 
 def content_hash(raw: bytes) -> str:
@@ -204,10 +230,8 @@ def _parse(hdul: fits.HDUList, path: str | os.PathLike) -> ApStar:
     cdelt1 = float(hdr.get("CDELT1", np.nan))
     if nwave != APSTAR_NPIX:
         raise ApStarError(path, f"wrong pixel count: NWAVE = {nwave}, expected {APSTAR_NPIX}")
-    if not (np.isclose(crval1, APSTAR_CRVAL1, rtol=0, atol=1e-9)
-            and np.isclose(cdelt1, APSTAR_CDELT1, rtol=1e-6, atol=0)):
-        raise ApStarError(path, f"wrong wavelength grid: CRVAL1 = {crval1}, CDELT1 = {cdelt1}, "
-                                f"expected {APSTAR_CRVAL1} and {APSTAR_CDELT1}")
+    for ext in range(4):  # the data HDUs' own grid cards, where present, must say the same
+        _check_grid(hdul[ext].header, path, ext, primary=ext == 0)
     nvisits = int(hdr.get("NVISITS", 1))
     shape = (nwave,) if nvisits == 1 else (nvisits + 2, nwave)
     arrays = []
@@ -244,6 +268,28 @@ def _parse(hdul: fits.HDUList, path: str | os.PathLike) -> ApStar:
         header=hdr.copy(),
         path=str(path),
     )
+
+
+def _check_grid(header: fits.Header, path: str | os.PathLike, ext: int, *, primary: bool) -> None:
+    """The apStar grid: log-linear from pixel 1 at CRVAL1 = 4.179 in steps CDELT1 = 6e-6 (in
+    HDU0 required; in HDU1-3 checked where given)."""
+    crval1, cdelt1 = header.get("CRVAL1"), header.get("CDELT1")
+    if primary or crval1 is not None or cdelt1 is not None:
+        try:
+            crval1, cdelt1 = float(crval1 if crval1 is not None else np.nan), float(cdelt1 if cdelt1 is not None else np.nan)
+        except (TypeError, ValueError):
+            crval1 = cdelt1 = np.nan
+        if not (np.isclose(crval1, APSTAR_CRVAL1, rtol=0, atol=1e-9)
+                and np.isclose(cdelt1, APSTAR_CDELT1, rtol=1e-6, atol=0)):
+            raise ApStarError(path, f"wrong wavelength grid in HDU{ext}: CRVAL1 = {crval1}, CDELT1 = {cdelt1}, "
+                                    f"expected {APSTAR_CRVAL1} and {APSTAR_CDELT1}")
+    crpix1, ctype1, dc_flag = header.get("CRPIX1"), header.get("CTYPE1"), header.get("DC-FLAG")
+    if crpix1 is not None and crpix1 != 1:
+        raise ApStarError(path, f"wrong wavelength grid in HDU{ext}: CRPIX1 = {crpix1}, expected 1")
+    if ctype1 is not None and str(ctype1).strip().upper() != "LOG-LINEAR":
+        raise ApStarError(path, f"wrong wavelength grid in HDU{ext}: CTYPE1 = {ctype1!r}, expected 'LOG-LINEAR'")
+    if dc_flag is not None and dc_flag != 1:
+        raise ApStarError(path, f"wrong wavelength grid in HDU{ext}: DC-FLAG = {dc_flag}, expected 1 (log-linear)")
 
 
 def write_apstar(star: ApStar, path: str | os.PathLike, *, overwrite: bool = False) -> Path:

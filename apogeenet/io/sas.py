@@ -35,6 +35,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from apogeenet.errors import InputError
 from apogeenet.io.apstar import ApStarError, read_apstar
 from apogeenet.progress import progress_bar
 
@@ -59,7 +60,7 @@ _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9+._-]{0,127}")
 def _plain(value: str, what: str) -> str:
     """``value`` if it is a plain file-name component (no separators, no ``..``), else ValueError."""
     if not _PLAIN_NAME.fullmatch(value) or ".." in value:
-        raise ValueError(f"unsafe {what} {value!r}: not a plain name, refused (it would place files "
+        raise InputError(f"unsafe {what} {value!r}: not a plain name, refused (it would place files "
                          "outside the output directory)")
     return value
 
@@ -88,7 +89,7 @@ def _release(release: str) -> Release:
     try:
         return RELEASES[release.lower()]
     except KeyError:
-        raise ValueError(f"unknown release {release!r}; choose one of {', '.join(RELEASES)}") from None
+        raise InputError(f"unknown release {release!r}; choose one of {', '.join(RELEASES)}") from None
 
 
 def apstar_path(release: str, telescope: str, field: str, apogee_id: str,
@@ -97,17 +98,17 @@ def apstar_path(release: str, telescope: str, field: str, apogee_id: str,
     rel = _release(release)
     telescope, field, apogee_id = telescope.strip(), str(field).strip(), apogee_id.strip()
     if not telescope or not apogee_id:
-        raise ValueError("telescope and APOGEE ID are required")
+        raise InputError("telescope and APOGEE ID are required")
     _plain(telescope, "TELESCOPE")
     _plain(apogee_id, "APOGEE_ID")
     if rel.directory_key == "location_id":
         if not location_id:
-            raise ValueError(f"{rel.name} apStar directories are LOCATION_IDs: give location_id "
+            raise InputError(f"{rel.name} apStar directories are LOCATION_IDs: give location_id "
                              f"for {apogee_id}")
         directory = str(int(location_id))
     else:
         if not field:
-            raise ValueError(f"{rel.name} apStar directories are FIELDs: give field for {apogee_id}")
+            raise InputError(f"{rel.name} apStar directories are FIELDs: give field for {apogee_id}")
         directory = _plain(field, "FIELD")
     prefix = "asStar" if telescope.startswith("lco") else "apStar"
     return f"{rel.stars_dir}/{telescope}/{directory}/{prefix}-{rel.apstar_tag}-{apogee_id}.fits"
@@ -155,14 +156,14 @@ def apstar_jobs(catalog, release: str, out_dir: str | os.PathLike, *,
     key = "LOCATION_ID" if _release(release).directory_key == "location_id" else "FIELD"
     missing = [c for c in ("APOGEE_ID", "TELESCOPE", key) if c not in table.columns]
     if missing:
-        raise ValueError(f"catalog lacks column(s) {', '.join(missing)} needed for {release}")
+        raise InputError(f"catalog lacks column(s) {', '.join(missing)} needed for {release}")
     out_dir = Path(out_dir)
     jobs, seen = [], set()
     for number, row in enumerate(table.to_dict("records")):
         try:
             sas = apstar_path(release, str(row["TELESCOPE"]), str(row.get("FIELD", "")),
                               str(row["APOGEE_ID"]), int(row.get("LOCATION_ID") or 0) or None)
-        except ValueError as exc:
+        except InputError as exc:
             if "unsafe" not in str(exc):
                 raise
             jobs.append(DownloadJob(f"catalog row {number} ({row['APOGEE_ID']!r})", out_dir, out_dir, str(exc)))

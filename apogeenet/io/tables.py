@@ -75,7 +75,7 @@ def write_table(frame: pd.DataFrame, path: str | os.PathLike, *, units: dict[str
     path = Path(path)
     kind = table_format(path)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists (use --overwrite to replace it)")
+        raise TableError(f"{path} already exists (use --overwrite to replace it)")
     units = units or {}
     with atomic_path(path) as tmp:
         if kind == "fits":

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from apogeenet.errors import InputError
 from apogeenet.portable import TABLE_BITS, exact_mean_std, quantise
 
 __all__ = ["LABEL_COLUMNS", "SOURCES", "SPLITS", "Normalisation", "assign_splits", "combine_labels",
@@ -68,7 +69,7 @@ def combine_labels(parts: dict[str, pd.DataFrame],
     frames = []
     for source, part in parts.items():
         if source not in SOURCES:
-            raise ValueError(f"unknown source {source!r}; use {SOURCES}")
+            raise InputError(f"unknown source {source!r}; use {SOURCES}")
         frame = part[["APOGEE_ID", *LABEL_COLUMNS]].copy()
         frame["LABEL_FLAGS"] = part["LABEL_FLAGS"].to_numpy(np.int32) if "LABEL_FLAGS" in part else 0
         frame["SOURCE"] = source
@@ -112,7 +113,7 @@ def normalisation(catalog: pd.DataFrame) -> Normalisation:
     values on every CPU)."""
     train = catalog[catalog["SPLIT"] == "train"]
     if train.empty:
-        raise ValueError("the label catalog has no training stars")
+        raise InputError("the label catalog has no training stars")
     mean, std = exact_mean_std(train[list(LABEL_COLUMNS)].to_numpy(np.float64))
     values = {}
     for k, column in enumerate(LABEL_COLUMNS):

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from apogeenet.config import Recipe
+from apogeenet.errors import InputError
 
 __all__ = ["LabelFlag", "SELECTION_BOX", "absolute_k", "find_columns", "hejazi_feh",
            "mann_teff_feh", "mann_teff_printed", "mdwarf_labels", "select_mdwarfs", "veyette_logg"]
@@ -78,7 +79,7 @@ def find_columns(frame: pd.DataFrame, names: tuple[str, ...]) -> dict[str, str]:
         else:
             found[name] = hit
     if missing:
-        raise ValueError("missing column(s): " + "; ".join(missing))
+        raise InputError("missing column(s): " + "; ".join(missing))
     return found
 
 

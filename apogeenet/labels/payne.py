@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from apogeenet.errors import InputError
+
 __all__ = ["PAYNE_LOGG_MAX", "PAYNE_TEFF_MIN", "payne_labels"]
 
 PAYNE_TEFF_MIN = 4000.0
@@ -21,7 +23,7 @@ def payne_labels(table: pd.DataFrame) -> pd.DataFrame:
     frame = table.rename(columns=str.upper)
     missing = [c for c in ("APOGEE_ID", "TEFF", "LOGG", "FE_H") if c not in frame.columns]
     if missing:
-        raise ValueError(f"Payne table lacks column(s) {', '.join(missing)}")
+        raise InputError(f"Payne table lacks column(s) {', '.join(missing)}")
     teff, logg, fe_h = (frame[c].to_numpy(float) for c in ("TEFF", "LOGG", "FE_H"))
     keep = ((teff > PAYNE_TEFF_MIN) | (logg < PAYNE_LOGG_MAX)) & np.isfinite(teff + logg + fe_h)
     return frame.loc[keep, ["APOGEE_ID", "TEFF", "LOGG", "FE_H"]].reset_index(drop=True)

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from apogeenet.errors import InputError
 from apogeenet.isochrones import Isochrones
 from apogeenet.labels.yso_net import YSONet, train_network
 from apogeenet.photometry import extinction
@@ -78,7 +79,7 @@ class PhotometricNoise:
             per_bin = pd.DataFrame({"bin": bins, "mag": mag[ok], "err": err[ok]}).groupby("bin").median()
             curves[band] = (per_bin["mag"].to_numpy(), per_bin["err"].to_numpy())
         if missing:
-            raise ValueError(f"catalog lacks photometric errors for the YSO network's noise: {', '.join(missing)} "
+            raise InputError(f"catalog lacks photometric errors for the YSO network's noise: {', '.join(missing)} "
                              "(set yso.noise: none to train without noise, as the paper did)")
         return cls(curves, radius_lum, distance)
 
@@ -156,7 +157,7 @@ def features_from_catalog(catalog: pd.DataFrame, distance_pc: np.ndarray) -> np.
     frame = catalog.rename(columns=str.upper)
     missing = [c for c in [*CATALOG_COLUMNS.values(), "GAIA_RADIUS", "GAIA_LUM"] if c not in frame.columns]
     if missing:
-        raise ValueError(f"catalog lacks column(s) {', '.join(missing)} for the YSO network")
+        raise InputError(f"catalog lacks column(s) {', '.join(missing)} for the YSO network")
     mags = {band: frame[col].to_numpy(float) for band, col in CATALOG_COLUMNS.items()}
     with np.errstate(divide="ignore", invalid="ignore"):
         log_l = np.log10(frame["GAIA_LUM"].to_numpy(float))
@@ -192,10 +193,10 @@ class YSOModel:
     @classmethod
     def from_state(cls, state: dict) -> YSOModel:
         if state.get("arithmetic") != ARITHMETIC:
-            raise ValueError("saved YSO network was trained by an earlier version (float32 torch): run "
+            raise InputError("saved YSO network was trained by an earlier version (float32 torch): run "
                              "`apogeenet label` again")
         if tuple(state["features"]) != FEATURES or tuple(state["targets"]) != TARGETS:
-            raise ValueError("saved YSO network has different inputs or outputs than this version")
+            raise InputError("saved YSO network has different inputs or outputs than this version")
         net = YSONet({k: np.asarray(v, np.float64) for k, v in state["weights"].items()})
         return cls(net, *(np.asarray(state[k], np.float64) for k in ("x_mean", "x_std", "y_mean", "y_std")))
 

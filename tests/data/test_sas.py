@@ -7,6 +7,7 @@ import pytest
 from sas_server import Faults
 from typer.testing import CliRunner
 
+from apogeenet.errors import InputError
 from apogeenet.cli import app
 from apogeenet.io import read_apstar
 from apogeenet.io.sas import DownloadJob, allstar_url, apstar_jobs, apstar_url, download_files
@@ -29,7 +30,7 @@ def test_lco_files_are_asstar():
 def test_dr14_directories_are_location_ids():
     assert apstar_url("dr14", "apo25m", "120-45", "2M00452143+1634446", location_id=4476) == \
         f"{BASE}/dr14/apogee/spectro/redux/r8/stars/apo25m/4476/apStar-r8-2M00452143+1634446.fits"
-    with pytest.raises(ValueError, match="LOCATION_ID"):
+    with pytest.raises(InputError, match="LOCATION_ID"):
         apstar_url("dr14", "apo25m", "120-45", "2M00452143+1634446")
 
 
@@ -37,7 +38,7 @@ def test_allstar_urls_and_unknown_release():
     assert allstar_url("dr17") == \
         f"{BASE}/dr17/apogee/spectro/aspcap/dr17/synspec_rev1/allStar-dr17-synspec_rev1.fits"
     assert allstar_url("DR14", base_url="http://x/") == "http://x/dr14/apogee/spectro/redux/r8/allStar-l31c.2.fits"
-    with pytest.raises(ValueError, match="unknown release 'dr99'"):
+    with pytest.raises(InputError, match="unknown release 'dr99'"):
         allstar_url("dr99")
 
 
@@ -47,7 +48,7 @@ def test_jobs_from_a_catalog_deduplicate_and_mirror_the_layout(tmp_path):
     jobs = apstar_jobs(catalog, "dr17", tmp_path, base_url="http://h/sas")
     assert [j.dest.relative_to(tmp_path).as_posix() for j in jobs] == \
         ["apo25m/F1/apStar-dr17-2MA.fits", "apo25m/F2/apStar-dr17-2MB.fits"]
-    with pytest.raises(ValueError, match="LOCATION_ID"):
+    with pytest.raises(InputError, match="LOCATION_ID"):
         apstar_jobs(catalog, "dr14", tmp_path)
 
 

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from apogeenet.errors import InputError
 from apogeenet.isochrones import shipped_parsec
 from apogeenet.labels.build import member_distances
 from apogeenet.labels.yso import (CATALOG_COLUMNS, FEATURES, LIMITS, PhotometricNoise, YSOModel, _features,
@@ -79,7 +80,7 @@ def test_network_learns_and_round_trips_as_plain_tensors(tmp_path):
     pred = model.predict(x[:500])
     assert np.sqrt(np.mean((pred["log_teff"] - y["log_teff"][:500]) ** 2)) < 0.5 * y["log_teff"].std()
     old = {**model.state(), "arithmetic": None}  # a network saved by the float32 torch version
-    with pytest.raises(ValueError, match="label` again"):
+    with pytest.raises(InputError, match="label` again"):
         YSOModel.from_state(old)
 
 
@@ -112,7 +113,7 @@ def test_noise_curves_come_from_the_catalogs_own_errors():
     assert np.std(np.log(radius)) == pytest.approx(0.05, rel=0.05)
     assert np.std(log_l * np.log(10)) == pytest.approx(0.05, rel=0.05)
     assert np.std(np.log(distance)) == pytest.approx(0.05, rel=0.05)
-    with pytest.raises(ValueError, match="W3_ERR"):
+    with pytest.raises(InputError, match="W3_ERR"):
         PhotometricNoise.from_catalog(catalog.drop(columns="W3_ERR"))
 
 

@@ -16,7 +16,9 @@ import pandas as pd
 import pytest
 import requests
 from astropy.table import Table
+
 from apogeenet.config import load_params
+from apogeenet.errors import InputError
 from apogeenet.serving import Predictor
 from apogeenet.stages import evaluate_stage, predict_stage
 from apogeenet.store import SpectraStore
@@ -207,5 +209,5 @@ def test_calibration_against_the_labels_where_a_survey_has_no_truth(trained):
     assert fitted.reference == "labels" and metrics["sigma_calibration/monte_carlo/fitted"] == 1
     assert fitted.terms["all"] != Predictor.load(cfg.paths.model / "model.pt").calibrations["monte_carlo"].terms["all"]
     truth = cfg.calibration.model_copy(update={"reference": "truth"})
-    with pytest.raises(ValueError, match="no truth table"):
+    with pytest.raises(InputError, match="no truth table"):
         calibrate_predictor(predictor, data, cfg.predict, truth, None)

@@ -188,9 +188,9 @@ def catalog_rows():
 
 def test_catalog_flags_units_and_round_trips(catalog_rows, tmp_path):
     frame, sigma = catalog_rows
-    # HOT, UNPHYSICAL (and its σ), FEW_PIXELS (no usable pixel), DUPLICATE (the lower-SNR file of 2MA),
-    # OUT_OF_DOMAIN (distance 80 > 50), LARGE_SIGMA (calibrated σ 800 K > 500 K)
-    assert frame["FLAGS"].tolist() == [0, 1, 2 | 32, 0, 4, 8, 16, 32]
+    # HOT, UNPHYSICAL (and its σ), FEW_PIXELS (no usable pixel, so σ 0: ZERO_SIGMA), DUPLICATE (the
+    # lower-SNR file of 2MA), OUT_OF_DOMAIN (distance 80 > 50), LARGE_SIGMA (calibrated σ 800 K > 500 K)
+    assert frame["FLAGS"].tolist() == [0, 1, 2 | 32, 0, 4 | 64, 8, 16, 32]
     assert frame["DATA_SET"].tolist() == ["test", "none", "none", "train", "none", "test", "none", "none"]
     assert frame["DATA_TYPE"].tolist() == ["PAYNE", "none", "none", "YSO", "none", "PAYNE", "none", "none"]
     assert frame["YSO_CANDIDATE"].tolist() == [False, False, False, True, False, False, False, False]

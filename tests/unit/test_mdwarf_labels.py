@@ -8,6 +8,7 @@ import pytest
 
 from astropy.table import Table
 
+from apogeenet.errors import InputError, UserFacingError
 from apogeenet.io.tables import read_table
 from apogeenet.labels.mdwarfs import (LabelFlag, absolute_k, find_columns, mdwarf_labels,
                                       select_mdwarfs)
@@ -96,7 +97,7 @@ def test_young_fields_are_excluded_and_columns_are_found():
     sel = select_mdwarfs(table[cols["J"]], table[cols["K"]], table[cols["g"]], table[cols["parallax"]],
                          table[cols["parallax_error"]], table[cols["field"]], excluded_fields=YOUNG)
     assert sel["IN_BOX"][0] and sel["PARALLAX_OK"][0] and sel["YOUNG_FIELD"][0] and not sel["SELECTED"][0]
-    with pytest.raises(ValueError, match="missing column.*r \\(any of"):
+    with pytest.raises(InputError, match="missing column.*r \\(any of"):
         find_columns(table.drop(columns=["PS1_R"]), ("g", "r"))
 
 
@@ -117,4 +118,4 @@ def test_cli_writes_labels_and_selection_with_units(tmp_path):
     expected = mdwarf_labels(table["g"], table["r"], table["J"], table["H"], table["K"], recipe="paper")
     np.testing.assert_allclose(out["TEFF"], expected["TEFF"])
     again = CliRunner().invoke(app, ["label-mdwarfs", str(tmp_path / "in.csv"), str(tmp_path / "out.fits")])
-    assert isinstance(again.exception, FileExistsError)
+    assert isinstance(again.exception, UserFacingError) and "already exists" in str(again.exception)
