@@ -9,6 +9,7 @@ from pathlib import Path
 
 from apogeenet.config import FluxUnit, Params
 from apogeenet.errors import InputError, UserFacingError
+from apogeenet.locks import one_writer
 from apogeenet.labels.files import LABELS_FILE, MSTAR_FILE, TABLE1_FILE
 from apogeenet.io.tables import read_truth
 from apogeenet.tracking import StageResult, data_version, flat_params, stage_run
@@ -38,7 +39,7 @@ def label_stage(cfg: Params, *, track: bool = True) -> StageResult:
     out_dir, previous = cfg.paths.labels, cfg.paths.labels / LABELS_FILE
     splits = (dict(zip(*read_table(previous)[["APOGEE_ID", "SPLIT"]].to_numpy().T))
               if previous.exists() else None)
-    with stage_run(track, "labels", "label") as run:
+    with one_writer(out_dir, "label"), stage_run(track, "labels", "label") as run:
         label_set = build_labels(tables["allstar"], tables["payne"], tables["members"], shipped_parsec(),
                                  recipe=cfg.labels.recipe, young_fields=set(cfg.labels.young_fields),
                                  yso=cfg.yso, previous_splits=splits,
@@ -67,7 +68,7 @@ def validate_stage(cfg: Params, *, track: bool = False) -> StageResult:
     for needed in (cfg.paths.labels / LABELS_FILE, cfg.paths.labels / MSTAR_FILE):
         if not needed.exists():
             raise StageError(f"{needed} is missing: run `apogeenet label` first")
-    with stage_run(track, "validate", "validate") as run:
+    with one_writer(cfg.paths.validation, "validate"), stage_run(track, "validate", "validate") as run:
         report = validate_project(cfg.paths.labels / LABELS_FILE, cfg.paths.labels / MSTAR_FILE, cfg.paths.allstar,
                                   SpectraStore(cfg.paths.store), cfg.validation, cfg.labels.young_fields,
                                   cfg.paths.validation,
@@ -150,7 +151,7 @@ def train_stage(cfg: Params, *, init_model: str | None = None, out_dir: Path | N
     params = {**_params(cfg, "train", "calibration"), "flux_scale": data.flux_scale, "n_train": len(train_pos),
               "n_dev": len(dev_pos), "init_model": init_model or ""}
     tags = {"data_version": data_version(cfg.paths.labels / LABELS_FILE)}
-    with stage_run(track, "train", run_name, tags=tags) as run:
+    with one_writer(out_dir, "train"), stage_run(track, "train", run_name, tags=tags) as run:
         result = train_model(data, train_pos, dev_pos, profile, out_dir / "checkpoints", init_state=init_state,
                              progress=progress, on_epoch=lambda r: run.log_step(
                                  {k: r[k] for k in ("train_loss", "dev_loss", "samples_per_s")}, r["epoch"]))
@@ -179,7 +180,7 @@ def adapt_stage(cfg: Params, *, init_model: str | None = None, out_dir: Path | N
     params = {**_params(cfg, "adapt", "calibration"), "flux_scale": data.flux_scale, "init_model": init_model}
     tags = {"data_version": data_version(cfg.paths.labels / LABELS_FILE), "init_model": init_model}
 
-    with stage_run(track, "train", "adapt", tags=tags) as run:
+    with one_writer(out_dir, "adapt"), stage_run(track, "train", "adapt", tags=tags) as run:
         def on_round(record, history):
             with run.nested(f"round {record['round']}") as child:
                 child.log(StageResult("adapt round", {"focus_dev_loss": record["focus_dev_loss"],
@@ -210,16 +211,17 @@ def baselines_stage(cfg: Params, *, track: bool = True, progress: bool = False) 
     data, truth = training_data(cfg), read_truth(cfg.paths.truth)
     tags = {"data_version": data_version(cfg.paths.labels / LABELS_FILE)}
     reports, metrics = [], {}
-    for name, (frame, fit) in baseline_frames(data, cfg.baselines, progress).items():
-        out_dir = cfg.paths.baselines / name
-        found, tables = write_evaluation(frame, data.table1, out_dir,
-                                         extra_metrics=truth_metrics(frame, truth) if truth is not None else None)
-        result = StageResult(name, found, {**_params(cfg, "baselines"), **{f"fit.{k}": v for k, v in fit.items()}},
-                             f"== {name}\n{tables}", {out_dir: "evaluation"}, {**tags, "model": name})
-        with stage_run(track, "evaluate", name, tags=result.tags) as run:
-            run.log(result)
-        reports.append(result.report)
-        metrics |= {f"{name}/{k}": v for k, v in found.items()}
+    with one_writer(cfg.paths.baselines, "baselines"):
+        for name, (frame, fit) in baseline_frames(data, cfg.baselines, progress).items():
+            out_dir = cfg.paths.baselines / name
+            found, tables = write_evaluation(frame, data.table1, out_dir,
+                                             extra_metrics=truth_metrics(frame, truth) if truth is not None else None)
+            result = StageResult(name, found, {**_params(cfg, "baselines"), **{f"fit.{k}": v for k, v in fit.items()}},
+                                 f"== {name}\n{tables}", {out_dir: "evaluation"}, {**tags, "model": name})
+            with stage_run(track, "evaluate", name, tags=result.tags) as run:
+                run.log(result)
+            reports.append(result.report)
+            metrics |= {f"{name}/{k}": v for k, v in found.items()}
     return StageResult("baselines", metrics, _params(cfg, "baselines"), "\n".join(reports))
 
 
@@ -230,6 +232,12 @@ def evaluate_stage(cfg: Params, *, model: str | None = None, baseline: str | Non
     (default: the trained ``model.pt`` when it exists), the §3.4 adaptation check, the calibration
     of its σ on the test split (before and after; z histograms); ``passed`` when every check
     passes (MLflow experiment ``evaluate``)."""
+    out_dir = Path(out_dir or cfg.paths.evaluation)
+    with one_writer(out_dir, "evaluate"):
+        return _evaluate(cfg, model=model, baseline=baseline, out_dir=out_dir, track=track)
+
+
+def _evaluate(cfg: Params, *, model: str | None, baseline: str | None, out_dir: Path, track: bool) -> StageResult:
     import pandas as pd
 
     from apogeenet.config import Uncertainty
@@ -244,8 +252,6 @@ def evaluate_stage(cfg: Params, *, model: str | None = None, baseline: str | Non
     before = (baseline, predictions_frame(data, open_model(baseline))) if baseline not in (None, model) else None
     others = {str(name): pd.read_parquet(path) for name in cfg.baselines.models
               if (path := cfg.paths.baselines / name / "predictions.parquet").exists()}
-    out_dir = Path(out_dir or cfg.paths.evaluation)
-    out_dir.mkdir(parents=True, exist_ok=True)
     predictor, truth = open_model(model), read_truth(cfg.paths.truth)
     found, calibration = {}, ""
     if cfg.predict.uncertainty is not Uncertainty.NONE:  # σ of the test split, before and after calibration
