@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from apogeenet.io.apstar import good_pixels
-from apogeenet.labels.catalog import DEFAULT_FRACTIONS, SPLITS
+from apogeenet.errors import UserFacingError
+from apogeenet.labels.catalog import DEFAULT_FRACTIONS, SPLITS, normalisation
 from apogeenet.labels.mdwarfs import find_columns
 from apogeenet.labels.payne import PAYNE_LOGG_MAX, PAYNE_TEFF_MIN
 from apogeenet.store import SpectraStore
@@ -27,11 +31,50 @@ def _mdwarf_frame(allstar: pd.DataFrame, mstar: pd.DataFrame) -> pd.DataFrame:
     })
 
 
+REQUIRED = {"APOGEE_ID": False, "TEFF": True, "LOGG": True, "FE_H": True, "SOURCE": False, "SPLIT": False}
+"""The label catalog's columns: name -> numeric."""
+
+
+def _schema_frame(catalog: pd.DataFrame) -> pd.DataFrame:
+    """One row per required column: present, and numeric where it must be."""
+    return pd.DataFrame([{"COLUMN": name, "PRESENT": name in catalog.columns,
+                          "NUMERIC": (not numeric) or (name in catalog.columns
+                                                       and pd.api.types.is_numeric_dtype(catalog[name]))}
+                         for name, numeric in REQUIRED.items()])
+
+
+def _conformed(catalog: pd.DataFrame) -> pd.DataFrame:
+    """The catalog with every required column present (missing: empty) and labels numeric (text:
+    empty), so that the other suites count what is wrong instead of failing to run."""
+    out = catalog.copy()
+    for name, numeric in REQUIRED.items():
+        if name not in out.columns:
+            out[name] = pd.Series(np.nan, index=out.index, dtype=float if numeric else object)
+        elif numeric:
+            out[name] = pd.to_numeric(out[name], errors="coerce")
+    return out
+
+
+def _table1_frame(catalog: pd.DataFrame, table1_file: Path) -> pd.DataFrame:
+    """Each Table 1 value as stored in ``table1.json`` and as the catalog's training split gives it."""
+    try:
+        stored = json.loads(table1_file.read_text())
+        expected = normalisation(catalog).to_dict()
+    except (OSError, ValueError, UserFacingError) as exc:
+        return pd.DataFrame([{"NAME": table1_file.name, "STORED": np.nan, "FROM_LABELS": np.nan, "AGREES": False,
+                              "PROBLEM": f"{type(exc).__name__}: {str(exc)[:120]}"}])
+    if not isinstance(stored, dict):
+        stored = {}
+    return pd.DataFrame([{"NAME": key, "STORED": stored.get(key, np.nan), "FROM_LABELS": value,
+                          "AGREES": isinstance(stored.get(key), (int, float)) and float(stored[key]) == value,
+                          "PROBLEM": ""} for key, value in expected.items()])
+
+
 def _split_frame(catalog: pd.DataFrame, split_sigmas: float) -> pd.DataFrame:
     """Per source and split: the fraction, its target and how far it lies beyond the binomial
     noise of a hash split (``split_sigmas`` × √(p(1 − p)/n)), which the suite holds to the tolerance."""
     rows = []
-    for source, group in catalog.groupby("SOURCE"):
+    for source, group in catalog[catalog["SOURCE"].isin(list(DEFAULT_FRACTIONS))].groupby("SOURCE"):
         for split, target in zip(SPLITS, DEFAULT_FRACTIONS[source]):
             fraction = float((group["SPLIT"] == split).mean())
             noise = split_sigmas * float(np.sqrt(target * (1 - target) / len(group)))
@@ -50,9 +93,10 @@ def _store_frame(store: SpectraStore, batch: int = 512) -> pd.DataFrame:
 
 
 def build_frames(catalog: pd.DataFrame, mstar: pd.DataFrame, allstar: pd.DataFrame,
-                 store: SpectraStore, split_sigmas: float = 4.0) -> dict[str, pd.DataFrame]:
+                 store: SpectraStore, split_sigmas: float = 4.0, table1_file: Path | None = None) -> dict[str, pd.DataFrame]:
     """suite name -> DataFrame, for :func:`expectations.suites.build_suites`."""
-    frames = {"mdwarf_cuts": _mdwarf_frame(allstar, mstar)}
+    frames = {"catalog_schema": _schema_frame(catalog), "mdwarf_cuts": _mdwarf_frame(allstar, mstar)}
+    catalog = _conformed(catalog)
     for source in ("PAYNE", "MSTAR", "YSO"):
         part = catalog[catalog["SOURCE"] == source].copy()
         if source == "PAYNE":
@@ -60,5 +104,7 @@ def build_frames(catalog: pd.DataFrame, mstar: pd.DataFrame, allstar: pd.DataFra
         frames[f"labels_{source.lower()}"] = part
     frames["catalog_integrity"] = catalog
     frames["split_fractions"] = _split_frame(catalog, split_sigmas)
+    if table1_file is not None:
+        frames["table1"] = _table1_frame(catalog, table1_file)
     frames["spectra_store"] = _store_frame(store)
     return frames

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from apogeenet.atomic import atomic_path
+
 __all__ = ["ValidationReport", "run_suites", "validate_project"]
 
 
@@ -82,9 +84,9 @@ def run_suites(frames: dict[str, pd.DataFrame], suites: dict, out_dir: str | os.
                 })
     context.build_data_docs()
     report.docs = str(out_dir / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html")
-    (out_dir / "summary.json").write_text(json.dumps(
-        {"success": report.success, "inputs": inputs or {}, "suites": report.suites,
-         "failures": report.failures, "data_docs": report.docs}, indent=2) + "\n")
+    with atomic_path(out_dir / "summary.json") as tmp:
+        tmp.write_text(json.dumps({"success": report.success, "inputs": inputs or {}, "suites": report.suites,
+                                   "failures": report.failures, "data_docs": report.docs}, indent=2) + "\n")
     return report
 
 
@@ -93,11 +95,12 @@ def validate_project(labels_file: Path, mstar_file: Path, allstar_file: Path, st
     """Build the frames (:mod:`expectations.frames`) and the suites (:mod:`expectations.suites`,
     from the ``validation`` section ``cfg``) of a project's files and run them."""
     from apogeenet.io.tables import read_table
+    from apogeenet.labels.files import TABLE1_FILE
     from expectations.frames import build_frames
     from expectations.suites import build_suites
 
     frames = build_frames(read_table(labels_file), read_table(mstar_file), read_table(allstar_file), store,
-                          split_sigmas=cfg.split_sigmas)
+                          split_sigmas=cfg.split_sigmas, table1_file=Path(labels_file).parent / TABLE1_FILE)
     suites = build_suites(young_fields=list(young_fields), store_ids=store.index["apogee_id"].tolist(),
                           split_tolerance=cfg.split_tolerance, min_finite_fraction=cfg.min_finite_fraction,
                           allow_duplicate_stars=cfg.allow_duplicate_stars)

@@ -5,6 +5,9 @@
 * ``labels_payne``, ``labels_mstar``, ``labels_yso``: label ranges per source (and the §2.2 cut);
 * ``catalog_integrity``: unique IDs, no missing values, known sources and splits, every star with
   a spectrum, split fractions within the tolerance of 80/10/10 and 60/20/20 beyond binomial noise;
+* ``catalog_schema``: the label catalog has APOGEE_ID, TEFF, LOGG, FE_H, SOURCE and SPLIT, the
+  labels numeric (a missing or text column is a failing expectation, not a crash);
+* ``table1``: ``table1.json`` parses and equals Table 1 of the catalog's training split;
 * ``spectra_store``: 8575 pixels, enough pixels with data, S/N > 0, one file per star (unless
   ``validation.allow_duplicate_stars``: real releases hold some stars from two fields or
   telescopes; training and the clean catalog then take each star's highest-S/N file).
@@ -39,7 +42,9 @@ def build_suites(*, young_fields: list[str], store_ids: list[str], split_toleran
     cuts += [gxe.ExpectColumnValuesToBeBetween(column="PARALLAX_OVER_ERROR",
                                                min_value=MIN_PARALLAX_OVER_ERROR, strict_min=True),
              gxe.ExpectColumnValuesToNotBeInSet(column="FIELD", value_set=list(young_fields))]
-    expectations = {"mdwarf_cuts": cuts}
+    expectations = {"catalog_schema": [gxe.ExpectColumnValuesToBeInSet(column="PRESENT", value_set=[True]),
+                                       gxe.ExpectColumnValuesToBeInSet(column="NUMERIC", value_set=[True])],
+                    "mdwarf_cuts": cuts}
     for source, (teff, logg, fe_h) in LABEL_RANGES.items():
         ranges = [_between(column, lo, hi) for column, (lo, hi) in
                   (("TEFF", teff), ("LOGG", logg), ("FE_H", fe_h))]
@@ -54,6 +59,7 @@ def build_suites(*, young_fields: list[str], store_ids: list[str], split_toleran
         gxe.ExpectColumnValuesToBeInSet(column="APOGEE_ID", value_set=list(store_ids)),
     ]
     expectations["split_fractions"] = [_between("BEYOND_NOISE", 0.0, split_tolerance)]
+    expectations["table1"] = [gxe.ExpectColumnValuesToBeInSet(column="AGREES", value_set=[True])]
     expectations["spectra_store"] = [
         _between("N_PIXELS", 8575, 8575),
         _between("FINITE_FRACTION", min_finite_fraction, 1.0),
