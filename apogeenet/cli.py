@@ -33,18 +33,18 @@ def main() -> None:
     """Console-script entry. Exit codes: 0 done; 1 a check failed (a gate, ``--strict``, files that
     could not be read or downloaded) or a bug (with its traceback); 2 a mistake in the input
     (a bad option, file or setting: one line on stderr); 130 interrupted."""
-    import click
+    from typer._click import exceptions as click_errors  # typer's own copy of click
 
     try:
         code = app(standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as exc:
+    except click_errors.NoArgsIsHelpError as exc:
         err.print(exc.ctx.get_help() if exc.ctx else str(exc), highlight=False, markup=False)
         sys.exit(2)
-    except click.UsageError as exc:  # an unknown option, a value of the wrong type
+    except click_errors.UsageError as exc:  # an unknown option, a value of the wrong type
         command = f"{exc.ctx.command_path}: " if exc.ctx else ""
-        err.print(f"[red]error:[/red] {command}{exc.format_message()}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {command}{exc.format_message()}", highlight=False, soft_wrap=True, markup=True)
         sys.exit(2)
-    except click.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         err.print("interrupted", highlight=False)
         sys.exit(130)
     except UserFacingError as exc:

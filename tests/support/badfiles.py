@@ -13,6 +13,10 @@ BAD_KINDS = {
     "missing_hdu": "missing HDU",
     "wrong_pixels": "wrong pixel count",
     "wrong_grid": "wrong wavelength grid",
+    "crpix_shift": "CRPIX1 = 101",
+    "linear_grid": "CTYPE1 = 'LINEAR'",
+    "dc_flag": "DC-FLAG = 0",
+    "hdu1_grid": "wrong wavelength grid in HDU1",
     "zero_flux": "all zero or non-finite",
     "nan_flux": "all zero or non-finite",
     "no_error": "no positive error",
@@ -38,6 +42,14 @@ def make_bad(kind: str, good: Path, dest: Path) -> Path:
         hdus[0].header["NWAVE"] = 8000
     elif kind == "wrong_grid":
         hdus[0].header["CRVAL1"] = 4.2
+    elif kind == "crpix_shift":
+        hdus[0].header["CRPIX1"] = 101
+    elif kind == "linear_grid":
+        hdus[0].header["CTYPE1"] = "LINEAR"
+    elif kind == "dc_flag":
+        hdus[0].header["DC-FLAG"] = 0
+    elif kind == "hdu1_grid":
+        hdus[1].header["CRVAL1"] = 4.2
     elif kind == "zero_flux":
         hdus[1].data = np.zeros_like(hdus[1].data)
     elif kind == "nan_flux":

@@ -1,0 +1,153 @@
+"""Files a user receives are data: a FIFO, a device, a sparse giant, errors that cannot be true,
+an absurd option each get one line or a flag, never a hang, a traceback or a huge allocation;
+and a genuine bug is never disguised as one of those lines."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from commands import EXE, run
+from factories import TABLE1
+
+from apogeenet.model import ApogeeNet
+from apogeenet.serving import Predictor
+
+
+@pytest.fixture()
+def odd_files(multi_visit_file, tmp_path):
+    """A tree with one good apStar file, a FIFO, a link to /dev/zero and a sparse 6 GiB file, all
+    named *.fits."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "good.fits").write_bytes(multi_visit_file.read_bytes())
+    os.mkfifo(tree / "fifo.fits")
+    (tree / "zero.fits").symlink_to("/dev/zero")
+    with open(tree / "sparse.fits", "wb") as fh:
+        fh.truncate(6 * 2**30)
+    return tree
+
+
+def test_a_fifo_a_device_and_a_sparse_giant_are_reject_rows_not_a_hang(odd_files, tmp_path):
+    result = run("ingest", odd_files, tmp_path / "store", "--workers", 1, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "1 ingested" in result.stdout and "3 rejected" in result.stdout
+    rejects = pd.read_parquet(tmp_path / "store" / "rejects.parquet").set_index("file")["reason"]
+    assert "not a regular file" in rejects["fifo.fits"] and "not a regular file" in rejects["zero.fits"]
+    assert "larger than" in rejects["sparse.fits"]
+
+
+def test_inspect_and_predict_files_refuse_them_in_one_line_each(odd_files, tmp_path):
+    result = run("inspect", *(odd_files / n for n in ("fifo.fits", "zero.fits", "sparse.fits", "good.fits")),
+                 timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 3 and "2M00452143+1634446" in result.stdout
+    torch.manual_seed(0)
+    model = Predictor(ApogeeNet(3).eval(), TABLE1, None).save(tmp_path / "model.pt")
+    result = run("predict", odd_files / "fifo.fits", odd_files / "zero.fits", odd_files / "sparse.fits",
+                 "--model", model, "--no-track", "--out", tmp_path / "out", cwd=tmp_path, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert sum(line.startswith("unreadable:") for line in result.stderr.splitlines()) == 3
+
+
+@pytest.mark.parametrize("draws", ["1000000000", "1e9", "20000000"])
+def test_absurd_draws_are_one_line_before_any_work(draws, tmp_path):
+    result = run("predict", "--draws", draws, "--no-track", "--model", tmp_path / "none.pt", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "draws" in result.stderr
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_errors_that_cannot_be_true_never_reach_the_clean_view(multi_visit_file, tmp_path):
+    """Good-pixel errors of 1e-30 move no prediction: the method's σ is 0 and the row is flagged
+    ZERO_SIGMA, never a clean row with TEFF_ERR_MC = 0."""
+    from apogeenet.io.apstar import read_apstar, write_apstar
+
+    star = read_apstar(multi_visit_file)
+    error = star.error.copy()
+    good = (error[0] > 0) & (error[0] < 1e10)
+    error[0, good] = 1e-30
+    write_apstar(dataclasses.replace(star, error=error), tmp_path / "tiny.fits")
+    torch.manual_seed(0)
+    model = Predictor(ApogeeNet(3).eval(), TABLE1, None).save(tmp_path / "model.pt")
+    result = run("predict", tmp_path / "tiny.fits", multi_visit_file, "--model", model, "--draws", 4,
+                 "--no-track", "--out", tmp_path / "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    catalog = pd.read_parquet(tmp_path / "out" / "catalog.parquet")
+    assert (catalog["FLAGS"] & 64 > 0).tolist() == [True, False]  # only the file with impossible errors
+    clean = pd.read_parquet(tmp_path / "out" / "catalog_clean.parquet")
+    assert (clean[["TEFF_ERR_MC", "LOGG_ERR_MC", "FE_H_ERR_MC"]] > 0).all().all()
+
+
+_BUGGY = """
+import sys
+import numpy as np
+import apogeenet.labels.build as build
+def broken(*args, **kwargs):
+    return np.linalg.inv(np.zeros((2, 2)))  # a genuine bug deep in the code: LinAlgError, a ValueError
+build.build_labels = broken
+from apogeenet.cli import main
+sys.argv = ["apogeenet", "label", "--no-track", "--params", sys.argv[1], "--out", sys.argv[2]]
+main()
+"""
+
+
+def test_a_genuine_bug_keeps_its_traceback_and_exit_1(project, tmp_path):
+    result = subprocess.run([sys.executable, "-c", _BUGGY, str(project / "params.yaml"), str(tmp_path / "labels")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr[-1000:]
+    assert "Traceback" in result.stderr and "LinAlgError" in result.stderr
+
+
+def test_a_user_mistake_stays_one_line(tmp_path):
+    result = run("ingest", tmp_path / "missing", tmp_path / "store")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "no such directory" in result.stderr
+    result = run("validate", "--labels", tmp_path / "nothing", "--no-track")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "apogeenet label" in result.stderr
+
+
+def test_damaged_label_tables_are_named_failing_expectations(project, tmp_path):
+    """Labels with text in TEFF, without LOGG or SPLIT, or with an unknown SOURCE: each a named
+    failing expectation of `validate` (exit 1), never a traceback; training stays refused."""
+    import shutil
+
+    import yaml
+
+    labels = pd.read_parquet(project / "derived" / "labels" / "labels.parquet")
+    damaged = {"text_teff": labels.assign(TEFF=labels["TEFF"].astype(str)),
+               "no_logg": labels.drop(columns="LOGG"), "no_split": labels.drop(columns="SPLIT"),
+               "unknown_source": labels.assign(SOURCE=np.where(np.arange(len(labels)) == 0, "GAIA", labels["SOURCE"]))}
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    for name, frame in damaged.items():
+        directory = tmp_path / name
+        shutil.copytree(project / "derived" / "labels", directory)
+        frame.to_parquet(directory / "labels.parquet", index=False)
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({**params, "paths": {
+            **params["paths"], "labels": str(directory), "validation": str(tmp_path / f"{name}-validation")}}))
+        result = run("validate", "--no-track", "--params", tmp_path / f"{name}.yaml")
+        assert result.returncode == 1 and "Traceback" not in result.stderr, (name, result.stderr[-800:])
+        result = run("train", "--no-track", "--params", tmp_path / f"{name}.yaml", "--out", tmp_path / f"{name}-model")
+        assert result.returncode == 2 and "Traceback" not in result.stderr, (name, result.stderr[-800:])
+
+
+def test_a_torn_table1_fails_validation(project, tmp_path):
+    import shutil
+
+    import yaml
+
+    directory = tmp_path / "labels"
+    shutil.copytree(project / "derived" / "labels", directory)
+    text = (directory / "table1.json").read_text()
+    (directory / "table1.json").write_text(text[: len(text) // 2])
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**params, "paths": {
+        **params["paths"], "labels": str(directory), "validation": str(tmp_path / "validation")}}))
+    result = run("validate", "--no-track", "--params", tmp_path / "params.yaml")
+    assert result.returncode == 1 and "table1" in result.stderr + result.stdout
