@@ -24,6 +24,7 @@ from mlflow.types import ColSpec, Schema, TensorSpec
 
 from apogeenet.serving import Predictor
 from apogeenet.tracking import tracking_lock
+from apogeenet.weights import ModelFileError
 
 __all__ = ["MODEL_NAME", "ApogeeNetPyfunc", "load_predictor", "log_and_register", "registered_versions"]
 
@@ -61,7 +62,10 @@ def load_predictor(uri: str) -> Predictor:
         weights = local / "artifacts" / WEIGHTS_FILE
         if not weights.is_file():
             raise mlflow.exceptions.MlflowException(f"{uri} has no {WEIGHTS_FILE}: not an apogeenet model")
-        return Predictor.load(weights)
+        try:
+            return Predictor.load(weights)
+        except ModelFileError as exc:  # name the model the user knows, not a temporary download
+            raise ModelFileError(str(exc).replace(str(weights), uri)) from None
 
 
 def log_and_register(predictor: Predictor, example_flux: np.ndarray, *, dev_loss_of) -> dict:
@@ -83,17 +87,21 @@ def log_and_register(predictor: Predictor, example_flux: np.ndarray, *, dev_loss
     version = str(mlflow.register_model(info.model_uri, MODEL_NAME, tags={"dev_loss": f"{dev_loss:.6g}"}).version)
     with tracking_lock("registry"):  # compare and move the champion one process at a time
         client.set_registered_model_alias(MODEL_NAME, "candidate", version)
+        unusable = ""
         try:
             champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
             champion_loss = float(dev_loss_of(load_predictor(f"models:/{MODEL_NAME}@champion")))
         except mlflow.exceptions.MlflowException:
             champion, champion_loss = None, float("inf")
+        except ModelFileError as exc:  # a damaged or crafted champion must not wedge the registry
+            champion_loss, unusable = float("inf"), str(exc)
         promoted = dev_loss < champion_loss
         if promoted:
             client.set_registered_model_alias(MODEL_NAME, "champion", version)
     return {"version": version, "promoted": promoted, "dev_loss": dev_loss,
             "champion_version": version if promoted else str(champion.version),
-            "champion_dev_loss": dev_loss if promoted else champion_loss}
+            "champion_dev_loss": dev_loss if promoted else champion_loss,
+            **({"replaced_unusable_champion": f"version {champion.version}: {unusable}"} if unusable else {})}
 
 
 def registered_versions() -> list[dict]:

@@ -17,7 +17,7 @@ import torch
 from apogeenet.calibration import SigmaCalibration
 from apogeenet.domain import DomainReference
 from apogeenet.labels.catalog import LABEL_COLUMNS, Normalisation
-from apogeenet.model import ApogeeNet, scale_flux
+from apogeenet.model import HIDDEN_SIZE, ApogeeNet, scale_flux
 from apogeenet.weights import ModelFileError, load_weights, save_weights
 
 __all__ = ["Predictor"]
@@ -68,13 +68,40 @@ class Predictor:
         """A saved model; a file that is not one raises :class:`ModelFileError` (no code runs)."""
         saved = load_weights(path, device)
         try:
-            model = ApogeeNet(int(saved.get("n_outputs", 3)))
+            if saved.get("n_outputs", 3) != len(LABEL_COLUMNS):
+                raise ValueError(f"a network of {saved.get('n_outputs')!r} outputs, not Teff, log g and [Fe/H]")
+            model = ApogeeNet(len(LABEL_COLUMNS))
             model.load_state_dict(saved["model"])
             table1 = Normalisation(**saved["table1"])
             calibrations = {str(k): SigmaCalibration.from_dict(c) for k, c in saved.get("calibrations", {}).items()}
             domain = DomainReference.from_dict(saved["domain"]) if "domain" in saved else None
+            flux_scale = saved.get("flux_scale", 1.0)
+            _check_contents(table1, flux_scale, calibrations, domain)
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
             raise ModelFileError(f"{path}: not an apogeenet model.pt ({type(exc).__name__}: "
                                  f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
-        return cls(model.to(device).eval(), table1, saved.get("flux_scale", 1.0), calibrations, domain)
+        return cls(model.to(device).eval(), table1, flux_scale, calibrations, domain)
+
+
+def _check_contents(table1: Normalisation, flux_scale, calibrations: dict[str, SigmaCalibration],
+                    domain: DomainReference | None) -> None:
+    """What a model file carries besides its weights, checked when it is opened (ValueError):
+    Table 1 finite with σ > 0, the flux unit a positive number or None (each spectrum's median),
+    calibration terms finite and ≥ 0, a domain reference of the network's hidden width."""
+    if not (np.all(np.isfinite(table1.mean)) and np.all(np.isfinite(table1.std)) and np.all(table1.std > 0)):
+        raise ValueError(f"Table 1 must be finite with σ > 0 (σ = {table1.std.tolist()})")
+    if flux_scale is not None and not (isinstance(flux_scale, (int, float)) and np.isfinite(flux_scale)
+                                       and flux_scale > 0):
+        raise ValueError(f"flux_scale must be a positive number or None, not {flux_scale!r}")
+    for name, calibration in calibrations.items():
+        for terms in calibration.terms.values():
+            values = np.asarray(list(terms.values()), float)
+            if not (np.all(np.isfinite(values)) and np.all(values >= 0)):
+                raise ValueError(f"calibration {name!r} has terms that are not finite and >= 0")
+    if domain is not None:
+        width = HIDDEN_SIZE
+        if domain.mean.shape != (width,) or domain.whitening.shape != (width, width) \
+                or not np.all(np.isfinite(domain.whitening)) or not np.isfinite(domain.threshold) or domain.threshold <= 0:
+            raise ValueError(f"domain reference of shape {domain.mean.shape}/{domain.whitening.shape}, "
+                             f"threshold {domain.threshold}: needs ({width},)/({width}, {width}) and a positive threshold")
 

@@ -125,8 +125,10 @@ def _finish_model(cfg: Params, data, predictor, out_dir: Path, run, *, stage: st
     import mlflow
 
     mlflow.set_tags({"registered_version": registry["version"], "champion": str(registry["promoted"])})
+    replaced = registry.pop("replaced_unusable_champion", "")
+    warning = f"the champion could not be read and was replaced ({replaced})\n" if replaced else ""
     return dataclasses.replace(result, metrics={**metrics, **registry},
-                               report=f"registered apogeenet version {registry['version']} (candidate); champion "
+                               report=f"{warning}registered apogeenet version {registry['version']} (candidate); champion "
                                       f"is version {registry['champion_version']}\n{report}")
 
 

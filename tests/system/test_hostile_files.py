@@ -151,3 +151,55 @@ def test_a_torn_table1_fails_validation(project, tmp_path):
         **params["paths"], "labels": str(directory), "validation": str(tmp_path / "validation")}}))
     result = run("validate", "--no-track", "--params", tmp_path / "params.yaml")
     assert result.returncode == 1 and "table1" in result.stderr + result.stdout
+
+
+def _saved(tmp_path: Path, name: str, **changes) -> Path:
+    """A real model.pt with some of its contents replaced."""
+    from apogeenet.domain import DomainReference
+    from apogeenet.weights import load_weights, save_weights
+
+    torch.manual_seed(0)
+    predictor = Predictor(ApogeeNet(3).eval(), TABLE1, None)
+    predictor.domain = DomainReference(np.zeros(512), np.eye(512), 3.0, 0.99)
+    saved = load_weights(predictor.save(tmp_path / f"{name}.pt"))
+    return save_weights({**saved, **changes}, tmp_path / f"{name}.pt")
+
+
+@pytest.mark.parametrize("name, changes, reason", [
+    ("domain_shape", {"domain": {"mean": [0.0] * 7, "whitening": [[0.0] * 7] * 7, "threshold": 3.0, "quantile": 0.99}},
+     "domain reference"),
+    ("string_flux_scale", {"flux_scale": "1.0"}, "flux_scale"),
+    ("five_outputs", {"n_outputs": 5}, "5 outputs"),
+    ("flat_table1", {"table1": {**TABLE1.to_dict(), "teff_std": 0.0}}, "Table 1"),
+])
+def test_inconsistent_model_files_are_refused_when_opened(tmp_path, name, changes, reason):
+    from apogeenet.weights import ModelFileError
+
+    path = _saved(tmp_path, name, **changes)
+    with pytest.raises(ModelFileError, match=reason):
+        Predictor.load(path)
+    result = run("predict", "--no-track", "--model", path, "--out", tmp_path / "out", cwd=tmp_path)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and reason in result.stderr
+
+
+def test_a_damaged_champion_does_not_wedge_the_registry(tmp_path):
+    import mlflow
+    from factories import tracking_in
+
+    from apogeenet.registry import load_predictor, log_and_register
+    from apogeenet.weights import ModelFileError
+
+    example = np.ones((2, 8575), np.float32)
+    with tracking_in(tmp_path):
+        torch.manual_seed(0)
+        with mlflow.start_run():
+            first = log_and_register(Predictor(ApogeeNet(3).eval(), TABLE1, None), example, dev_loss_of=lambda p: 1.0)
+        for weights in (tmp_path / "mlruns").rglob("model.pt"):
+            weights.write_bytes(b"PK\x03\x04 not a model")  # the champion's weights damaged (or crafted)
+        with pytest.raises(ModelFileError, match="models:/apogeenet@champion") as caught:
+            load_predictor("models:/apogeenet@champion")
+        assert "/tmp" not in str(caught.value).split("models:/")[0]
+        with mlflow.start_run():  # a worse model still takes the place of an unreadable champion
+            second = log_and_register(Predictor(ApogeeNet(3).eval(), TABLE1, None), example, dev_loss_of=lambda p: 2.0)
+    assert first["promoted"] and second["promoted"] and second["champion_version"] == second["version"] == "2"
+    assert "version 1" in second["replaced_unusable_champion"]
