@@ -178,7 +178,8 @@ def ingest(
 
 
 def _print_ingest(report, store: Path) -> None:
-    out.print(f"{report.scanned} files: {report.ingested} ingested, {report.updated} updated, "
+    repaired = f" ({report.repaired} of them repaired: their segment was damaged)" if report.repaired else ""
+    out.print(f"{report.scanned} files: {report.ingested} ingested{repaired}, {report.updated} updated, "
               f"{report.unchanged} unchanged, {report.removed} removed, {report.rejected} rejected "
               f"in {report.seconds:.1f} s -> {store}", soft_wrap=True)
     for file, reason in report.rejects:

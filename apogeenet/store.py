@@ -114,6 +114,8 @@ class IngestReport:
     rejected: int = 0
     newly_rejected: int = 0
     removed: int = 0
+    repaired: int = 0
+    """Index rows whose segment was missing or damaged: their files were read and written again."""
     seconds: float = 0.0
     rejects: list[tuple[str, str]] = field(default_factory=list)
 
@@ -180,17 +182,10 @@ class SpectraStore:
         self._maps = {}
         for seg in np.unique(self._segments):
             path = segment_path(self.path, seg)
-            try:
-                with h5py.File(path, "r") as h5:
-                    maps = {}
-                    for name in _ARRAYS:
-                        ds = h5[name]
-                        offset = ds.id.get_offset()
-                        if offset is None or ds.chunks is not None or ds.compression is not None:
-                            raise StoreError(f"{path}: {name} is not contiguous")
-                        maps[name] = np.memmap(path, dtype=ds.dtype, mode="r", offset=offset, shape=ds.shape)
-            except (OSError, KeyError) as exc:
-                raise StoreError(f"{path}: unreadable segment ({exc}); run `apogeenet ingest` again") from None
+            needed = int(self._offsets[self._segments == seg].max()) + 1
+            maps, problem = _segment_maps(path, needed)
+            if problem:
+                raise StoreError(f"{path}: {problem}; run `apogeenet ingest` again to repair the store")
             self._maps[int(seg)] = maps
         self._pid = os.getpid()
 
@@ -221,6 +216,28 @@ class SpectraStore:
         for start in range(0, len(self), batch_size):
             rows = np.arange(start, min(start + batch_size, len(self)))
             yield rows, self.read(rows)
+
+
+def _segment_maps(path: Path, needed: int) -> tuple[dict[str, np.memmap], str]:
+    """Memory maps of a segment's arrays, or a reason it cannot serve ``needed`` rows (missing,
+    truncated, not HDF5, chunked or compressed, another shape or type)."""
+    maps = {}
+    try:
+        size = path.stat().st_size
+        with h5py.File(path, "r") as h5:
+            for name, dtype in _ARRAYS.items():
+                ds = h5[name]
+                offset = ds.id.get_offset()
+                if offset is None or ds.chunks is not None or ds.compression is not None:
+                    return {}, f"{name} is not contiguous"
+                if ds.dtype != dtype or ds.ndim != 2 or ds.shape[1] != APSTAR_NPIX or ds.shape[0] < needed:
+                    return {}, f"{name} has shape {ds.shape} and type {ds.dtype}, needs ({needed}+, {APSTAR_NPIX}) {np.dtype(dtype)}"
+                if offset + ds.dtype.itemsize * ds.shape[0] * ds.shape[1] > size:
+                    return {}, f"{name} runs past the end of the file (truncated)"
+                maps[name] = np.memmap(path, dtype=ds.dtype, mode="r", offset=offset, shape=ds.shape)
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        return {}, f"unreadable segment ({type(exc).__name__})"
+    return maps, ""
 
 
 def primary_rows(index: pd.DataFrame) -> np.ndarray:
@@ -372,19 +389,45 @@ def _tidy(store_dir: Path, index: pd.DataFrame) -> None:
             path.unlink(missing_ok=True)
 
 
-def _open_state(store_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Index, rejects and stat cache of a store (empty when new; an old single-file store is
-    started afresh: its files are ingested again)."""
+def _open_state(store_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
+    """Index (without rows whose segment is damaged), rejects and stat cache of a store (empty
+    when new or unreadable; an old single-file store is started afresh: its files are ingested
+    again), and how many rows were dropped as damaged."""
     index_file, rejects_file = store_dir / INDEX_FILE, store_dir / REJECTS_FILE
     stat_file = store_dir / STAT_CACHE_FILE
     legacy = store_dir / LEGACY_SPECTRA_FILE
     if legacy.exists():
         for path in (index_file, rejects_file, stat_file, legacy):
             path.unlink(missing_ok=True)
-    index = pd.read_parquet(index_file) if index_file.exists() else _empty(INDEX_COLUMNS)
-    rejects = pd.read_parquet(rejects_file) if rejects_file.exists() else _empty(REJECT_COLUMNS)
-    cached = pd.read_parquet(stat_file) if stat_file.exists() else _empty(STAT_COLUMNS)
-    return index, rejects, cached
+    index = _read_index(index_file)[0] if index_file.exists() else _empty(INDEX_COLUMNS)
+    try:
+        rejects = pd.read_parquet(rejects_file) if rejects_file.exists() else _empty(REJECT_COLUMNS)
+        if list(rejects.columns) != REJECT_COLUMNS:
+            raise ValueError("columns")
+    except Exception:  # a garbage rejects table: its files are simply read again
+        rejects = _empty(REJECT_COLUMNS)
+    try:
+        cached = pd.read_parquet(stat_file) if stat_file.exists() else _empty(STAT_COLUMNS)
+        if list(cached.columns) != STAT_COLUMNS:
+            raise ValueError("columns")
+    except Exception:  # only a cache: without it every file is hashed again
+        cached = _empty(STAT_COLUMNS)
+    verified = _without_damaged_rows(store_dir, index)
+    return verified, rejects, cached, len(index) - len(verified)
+
+
+def _without_damaged_rows(store_dir: Path, index: pd.DataFrame) -> pd.DataFrame:
+    """The index without rows whose segment is missing or damaged (their files are then read and
+    written again, like new files)."""
+    if index.empty:
+        return index
+    keep = np.ones(len(index), bool)
+    segments, offsets = index["segment"].to_numpy(np.int64), index["offset"].to_numpy(np.int64)
+    for seg in np.unique(segments):
+        rows = segments == seg
+        if (offsets[rows] < 0).any() or _segment_maps(segment_path(store_dir, seg), int(offsets[rows].max()) + 1)[1]:
+            keep &= ~rows
+    return index[keep].reset_index(drop=True)
 
 
 def ingest(src_dir: str | os.PathLike, store_dir: str | os.PathLike, *, workers: int = 2,
@@ -426,13 +469,13 @@ def _ingest_locked(src_dir: Path, store_dir: Path, *, workers: int, segment_rows
     started = time.perf_counter()
     index_file, rejects_file = store_dir / INDEX_FILE, store_dir / REJECTS_FILE
     stat_file = store_dir / STAT_CACHE_FILE
-    index, rejects, cached = _open_state(store_dir)
+    index, rejects, cached, repaired = _open_state(store_dir)
     _tidy(store_dir, index)
 
     files, problems = scan_tree(src_dir)
     rel_of = {p: p.relative_to(src_dir).as_posix() for p in files}
     present = set(rel_of.values()) | {name for name, _ in problems}
-    report = IngestReport(scanned=len(files) + len(problems))
+    report = IngestReport(scanned=len(files) + len(problems), repaired=repaired)
 
     removed = ~index["file"].isin(present)
     report.removed = int(removed.sum())

@@ -203,3 +203,82 @@ def test_a_damaged_champion_does_not_wedge_the_registry(tmp_path):
             second = log_and_register(Predictor(ApogeeNet(3).eval(), TABLE1, None), example, dev_loss_of=lambda p: 2.0)
     assert first["promoted"] and second["promoted"] and second["champion_version"] == second["version"] == "2"
     assert "version 1" in second["replaced_unusable_champion"]
+
+
+def _damage(store: Path, how: str) -> None:
+    import h5py
+
+    segment = sorted((store / "segments").glob("*.h5"))[0]
+    if how == "missing":
+        segment.unlink()
+    elif how == "truncated":
+        segment.write_bytes(segment.read_bytes()[: segment.stat().st_size // 2])
+    elif how == "garbage":
+        segment.write_bytes(os.urandom(segment.stat().st_size))
+    elif how in ("chunked", "wrong_shape"):
+        with h5py.File(segment, "r") as h5:
+            arrays = {name: h5[name][()] for name in ("flux", "error", "mask")}
+        segment.unlink()
+        with h5py.File(segment, "w") as h5:
+            for name, values in arrays.items():
+                if how == "chunked":
+                    h5.create_dataset(name, data=values, chunks=True)
+                else:
+                    h5.create_dataset(name, data=values[:, :100])
+    elif how == "offset":
+        index = pd.read_parquet(store / "index.parquet")
+        index.loc[0, "offset"] = 10_000
+        index.to_parquet(store / "index.parquet", index=False)
+    elif how == "stat_cache":
+        (store / ".stat-cache.parquet").write_bytes(b"garbage")
+
+
+@pytest.mark.parametrize("how", ["missing", "truncated", "garbage", "chunked", "wrong_shape", "offset", "stat_cache"])
+def test_a_damaged_store_is_one_line_to_read_and_repaired_by_the_next_ingest(tree_of_three, tmp_path, how):
+    from apogeenet.store import SpectraStore, ingest
+
+    store = tmp_path / "store"
+    ingest(tree_of_three, store, workers=1)
+    reference = SpectraStore(store).read(np.arange(3))
+    _damage(store, how)
+    if how != "stat_cache":
+        result = run("info", store)
+        shown = run("predict", "--store", store, "--no-track", "--model", tmp_path / "m.pt", cwd=tmp_path)
+        for outcome in (shown,):
+            assert outcome.returncode == 2 and "Traceback" not in outcome.stderr
+        with pytest.raises(Exception) as caught:
+            SpectraStore(store).read(np.arange(3))
+        assert "ingest" in str(caught.value)
+        assert result.returncode in (0, 2) and "Traceback" not in result.stderr
+    result = run("ingest", tree_of_three, store, "--workers", 1)
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    assert how in ("stat_cache",) or "repaired" in result.stdout
+    repaired = SpectraStore(store)
+    order = np.argsort(repaired.index["file"].to_numpy())
+    for got, expected in zip(repaired.read(order), reference):
+        np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("name", ["index.parquet", "rejects.parquet"])
+def test_a_garbage_index_or_rejects_table_is_one_line_or_rebuilt(tree_of_three, tmp_path, name):
+    from apogeenet.store import ingest
+
+    store = tmp_path / "store"
+    ingest(tree_of_three, store, workers=1)
+    (store / name).write_bytes(b"PAR1 garbage")
+    result = run("ingest", tree_of_three, store, "--workers", 1)
+    assert "Traceback" not in result.stderr
+    if name == "index.parquet":
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+        assert run("info", store).returncode == 2
+    else:
+        assert result.returncode == 0
+
+
+@pytest.fixture(scope="module")
+def tree_of_three(tmp_path_factory):
+    from apogeenet.synth.survey import make_survey
+
+    root = tmp_path_factory.mktemp("three")
+    make_survey(root, 3, seed=4, fractions={"giant": 1.0})
+    return root / "apStar"
