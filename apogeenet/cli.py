@@ -107,7 +107,7 @@ def download(
     except InputError as exc:
         raise UserError(f"{catalog}: {exc}") from None
     results = download_files(jobs, workers=workers or cfg.workers, retries=cfg.retries,
-                             backoff_s=cfg.backoff_s, timeout_s=cfg.timeout_s,
+                             backoff_s=cfg.backoff_s, timeout_s=cfg.timeout_s, deadline_s=cfg.deadline_s,
                              max_bytes=int(cfg.max_file_mb * 2**20),
                              allowed_hosts=(*cfg.allowed_hosts, *(allow_host or ())), progress=True)
     _report_downloads(results)
@@ -136,7 +136,8 @@ def download_catalog(
 
     job = DownloadJob(url, out_dir / url.rsplit("/", 1)[-1])
     _report_downloads(download_files([job], workers=1, retries=cfg.retries, backoff_s=cfg.backoff_s,
-                                     timeout_s=cfg.timeout_s, validate=validate, max_bytes=None,
+                                     timeout_s=cfg.timeout_s, deadline_s=cfg.deadline_s, validate=validate,
+                                     max_bytes=int(cfg.max_catalog_mb * 2**20),
                                      allowed_hosts=cfg.allowed_hosts, progress=True))
 
 

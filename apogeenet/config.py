@@ -170,8 +170,13 @@ class DownloadParams(_Section):
     retries: int = Field(5, ge=0)
     backoff_s: float = Field(1.0, ge=0)
     timeout_s: float = Field(60.0, gt=0)
+    deadline_s: float = Field(3600.0, gt=0)
+    """Longest time for one file, retries included (a server sending a byte now and then never
+    times out)."""
     max_file_mb: float = Field(256.0, gt=0)
     """Largest apStar file accepted; a larger body is discarded (apStar files are a few MB)."""
+    max_catalog_mb: float = Field(16384.0, gt=0)
+    """Largest allStar file accepted by ``download-catalog`` (DR17's is a few GB)."""
     allowed_hosts: tuple[str, ...] = ()
     """Hosts besides the SAS URL's own that redirects may lead to (a mirror)."""
 

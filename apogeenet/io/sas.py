@@ -34,6 +34,7 @@ from typing import Literal
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 
 from apogeenet.errors import InputError
 from apogeenet.io.apstar import ApStarError, read_apstar
@@ -192,7 +193,7 @@ def _validate_apstar(path: Path) -> None:
 
 
 def download_files(jobs: Sequence[DownloadJob], *, workers: int = 4, retries: int = 5,
-                   backoff_s: float = 1.0, timeout_s: float = 60.0,
+                   backoff_s: float = 1.0, timeout_s: float = 60.0, deadline_s: float = 3600.0,
                    validate: Callable[[Path], None] = _validate_apstar,
                    max_bytes: int | None = MAX_APSTAR_BYTES, allowed_hosts: Sequence[str] = (),
                    progress: bool = False) -> list[DownloadResult]:
@@ -207,7 +208,9 @@ def download_files(jobs: Sequence[DownloadJob], *, workers: int = 4, retries: in
 
     A job whose destination (or part file) resolves outside its ``root`` fails; a redirect to a
     host other than the URL's own fails unless that host is in ``allowed_hosts``; a body larger
-    than ``max_bytes`` (None: no cap) fails and its part file is deleted.
+    than ``max_bytes`` (None: no cap) fails and its part file is deleted. A file not complete
+    within ``deadline_s`` (a server trickling a byte at a time never times out) fails, its part
+    kept for a later resume; a full disk fails the row with its reason, never the whole run.
     """
     local = threading.local()
 
@@ -231,9 +234,10 @@ def download_files(jobs: Sequence[DownloadJob], *, workers: int = 4, retries: in
             except (ApStarError, OSError, ValueError):
                 pass  # a corrupt file under the final name: fetch it again
         error = ""
+        deadline = time.monotonic() + deadline_s
         for attempt in range(1, retries + 2):
             try:
-                _fetch(session(), job.url, part, timeout_s, max_bytes, allowed_hosts)
+                _fetch(session(), job.url, part, timeout_s, max_bytes, allowed_hosts, deadline)
                 try:
                     validate(part)
                 except (ApStarError, OSError, ValueError) as exc:
@@ -247,6 +251,10 @@ def download_files(jobs: Sequence[DownloadJob], *, workers: int = 4, retries: in
                     time.sleep(backoff_s * 2 ** (attempt - 1))
             except (requests.HTTPError, _Refused) as exc:
                 return DownloadResult(job, "failed", attempt, str(exc))
+            except OSError as exc:  # a full disk, a read-only directory: this row fails with its reason
+                return DownloadResult(job, "failed", attempt, f"cannot write {part}: {exc.strerror or exc}")
+            if time.monotonic() > deadline:
+                break
         return DownloadResult(job, "failed", retries + 1, error)
 
     results: dict[int, DownloadResult] = {}
@@ -280,7 +288,8 @@ def _get(session: requests.Session, url: str, headers: dict, timeout_s: float,
 
 
 def _fetch(session: requests.Session, url: str, part: Path, timeout_s: float,
-           max_bytes: int | None = MAX_APSTAR_BYTES, allowed_hosts: Sequence[str] = ()) -> None:
+           max_bytes: int | None = MAX_APSTAR_BYTES, allowed_hosts: Sequence[str] = (),
+           deadline: float = float("inf")) -> None:
     """Fetch ``url`` into ``part``, resuming from the bytes already there."""
     offset = part.stat().st_size if part.exists() else 0
     headers = {"Range": f"bytes={offset}-"} if offset else {}
@@ -300,7 +309,11 @@ def _fetch(session: requests.Session, url: str, part: Path, timeout_s: float,
                 raise _Refused(f"{start + int(expected)} bytes announced, over the {max_bytes}-byte cap")
             received = 0
             with open(part, "ab" if resumed else "wb") as fh:
-                for chunk in response.iter_content(chunk_size=1 << 16):
+                # read1: whatever has arrived (iter_content would wait for 64 KiB from a trickle)
+                for chunk in iter(lambda: response.raw.read1(1 << 16, decode_content=True), b""):
+                    if time.monotonic() > deadline:
+                        raise _Refused(f"not complete within the download deadline (download.deadline_s); "
+                                       f"{start + received} bytes kept in {part.name} for a later resume")
                     received += len(chunk)
                     if max_bytes is not None and start + received > max_bytes:
                         fh.close()
@@ -309,6 +322,6 @@ def _fetch(session: requests.Session, url: str, part: Path, timeout_s: float,
                     fh.write(chunk)
             if expected is not None and received < int(expected):
                 raise _Retryable(f"connection closed after {received} of {expected} bytes")
-    except (requests.ConnectionError, requests.Timeout,
-            requests.exceptions.ChunkedEncodingError) as exc:
+    except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+            urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError) as exc:
         raise _Retryable(f"{type(exc).__name__}: {exc}") from None

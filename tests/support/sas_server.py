@@ -18,6 +18,7 @@ class Faults:
     corrupt: bool = False      # serve garbage instead of the file (every time)
     redirect: str = ""         # answer 302 with this Location (every time)
     chunked: bool = False      # send the body chunked, without Content-Length
+    trickle_s: float = 0.0     # send the body one byte every trickle_s seconds (until the client leaves)
 
 
 @dataclass
@@ -78,6 +79,15 @@ def start(sas: FakeSAS) -> ThreadingHTTPServer:
             if fault.delay_s:
                 delay, fault.delay_s = fault.delay_s, 0.0
                 time.sleep(delay)
+            if fault.trickle_s:
+                try:
+                    for k in range(len(payload)):
+                        self.wfile.write(payload[k:k + 1])
+                        self.wfile.flush()
+                        time.sleep(fault.trickle_s)
+                except OSError:  # the client gave up
+                    self.close_connection = True
+                return
             if fault.cut_at is not None and not start:
                 cut, fault.cut_at = fault.cut_at, None
                 self.wfile.write(payload[:cut])

@@ -282,3 +282,32 @@ def tree_of_three(tmp_path_factory):
     root = tmp_path_factory.mktemp("three")
     make_survey(root, 3, seed=4, fractions={"giant": 1.0})
     return root / "apStar"
+
+
+def test_a_trickling_server_cannot_hold_a_download_forever(fake_sas, multi_visit_file, tmp_path):
+    import time as clock
+
+    from sas_server import Faults
+
+    from apogeenet.io.sas import DownloadJob, download_files
+
+    path = "sas/dr17/apogee/spectro/redux/dr17/stars/apo25m/120-45/apStar-dr17-2M00452143+1634446.fits"
+    fake_sas.files[path] = multi_visit_file.read_bytes()
+    fake_sas.faults[path] = Faults(trickle_s=0.05)  # 20 bytes/s: never a 60 s silence
+    started = clock.monotonic()
+    [result] = download_files([DownloadJob(f"{fake_sas.url}/{path[4:]}", tmp_path / "a.fits")], backoff_s=0.01,
+                              deadline_s=2.0)
+    assert clock.monotonic() - started < 15
+    assert result.status == "failed" and "deadline" in result.error and not (tmp_path / "a.fits").exists()
+
+
+def test_download_catalog_has_a_size_cap(fake_sas, tmp_path):
+    import yaml
+
+    path = "sas/dr17/apogee/spectro/aspcap/dr17/synspec_rev1/allStar-dr17-synspec_rev1.fits"
+    fake_sas.files[path] = b"SIMPLE  =" + b" " * (3 * 2**20)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"download": {"max_catalog_mb": 1, "retries": 0}}))
+    result = run("download-catalog", "--out", tmp_path / "out", "--base-url", fake_sas.url,
+                 "--params", tmp_path / "params.yaml")
+    assert result.returncode == 1 and "cap" in result.stderr and "Traceback" not in result.stderr
+    assert not list((tmp_path / "out").glob("*")) if (tmp_path / "out").exists() else True
