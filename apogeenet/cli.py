@@ -4,6 +4,7 @@ defaults, and calls library functions; heavy packages are imported inside comman
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from pathlib import Path
@@ -29,10 +30,15 @@ class UserError(UserFacingError):
     """Raised by commands for a mistake in the user's input; printed as one line."""
 
 
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+"""A full disk or quota, a read-only file system, no permission: the machine refused, not a bug."""
+
+
 def main() -> None:
     """Console-script entry. Exit codes: 0 done; 1 a check failed (a gate, ``--strict``, files that
     could not be read or downloaded) or a bug (with its traceback); 2 a mistake in the input
-    (a bad option, file or setting: one line on stderr); 130 interrupted."""
+    (a bad option, file or setting: one line on stderr); 3 the machine refused to write (a full
+    disk, a directory or tracking store without write permission: one line); 130 interrupted."""
     from typer._click import exceptions as click_errors  # typer's own copy of click
 
     try:
@@ -50,6 +56,13 @@ def main() -> None:
     except UserFacingError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        err.print(f"[red]error:[/red] cannot write{where}: {exc.strerror or exc} (free space or fix the "
+                  "permissions, then run the command again: finished work is kept)", highlight=False, soft_wrap=True)
+        sys.exit(3)
     sys.exit(code or 0)
 
 

@@ -311,3 +311,32 @@ def test_download_catalog_has_a_size_cap(fake_sas, tmp_path):
                  "--params", tmp_path / "params.yaml")
     assert result.returncode == 1 and "cap" in result.stderr and "Traceback" not in result.stderr
     assert not list((tmp_path / "out").glob("*")) if (tmp_path / "out").exists() else True
+
+
+_REFUSED = """
+import errno, sys
+import {module} as target
+def refused(*args, **kwargs):
+    raise OSError(errno.{code}, {message!r}, {filename!r})
+target.{name} = refused
+from apogeenet.cli import main
+sys.argv = ["apogeenet", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("module, name, code, message", [
+    ("apogeenet.store", "write_segment", "ENOSPC", "No space left on device"),       # a full disk in ingest
+    ("apogeenet.tracking", "tracking_lock", "EROFS", "Read-only file system"),       # a read-only tracking store
+])
+def test_a_machine_that_refuses_to_write_gets_one_line_and_exit_3(multi_visit_file, tmp_path, module, name, code,
+                                                                  message):
+    script = _REFUSED.format(module=module, name=name, code=code, message=message, filename=str(tmp_path / "x"))
+    args = (["ingest", str(multi_visit_file.parent), str(tmp_path / "store")] if name == "write_segment" else
+            ["predict", str(multi_visit_file), "--model", str(_saved(tmp_path, "ok")), "--draws", "3",
+             "--out", str(tmp_path / "out")])
+    result = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300,
+                            cwd=tmp_path)
+    assert result.returncode == 3, result.stderr[-1500:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]  # besides progress bars
+    assert "Traceback" not in result.stderr and len(errors) == 1 and message in errors[0]
