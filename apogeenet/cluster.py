@@ -13,8 +13,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from apogeenet.config import DaskParams
+from apogeenet.errors import UserFacingError
 
 __all__ = ["ClusterSpec", "cluster_spec", "dask_client", "preserved_environment"]
+
+CONNECT_TIMEOUT_S = 20
+"""How long to try a scheduler address before saying it cannot be reached."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,12 @@ def dask_client(cfg: DaskParams) -> Iterator:
 
     spec = cluster_spec(cfg)
     if spec.address:
-        with Client(spec.address) as client:
+        try:
+            client = Client(spec.address, timeout=CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError) as exc:
+            raise UserFacingError(f"dask.cluster: cannot reach the Dask scheduler at {spec.address} "
+                                  f"({type(exc).__name__}); start it or set dask.cluster: local") from None
+        with client:
             yield client
         return
     module, name = spec.cluster_class.rsplit(".", 1)

@@ -67,3 +67,18 @@ def test_the_defaults_and_the_shipped_params_still_load():
     assert shipped.with_overrides({"predict.draws": 2000}).predict.draws == 2000
     with pytest.raises(ConfigError, match="max_draws"):
         shipped.with_overrides({"predict.draws": 20_000_000})
+
+
+def test_an_unreachable_scheduler_is_one_line():
+    import socket
+
+    from apogeenet.cluster import dask_client
+    from apogeenet.config import DaskParams
+    from apogeenet.errors import UserFacingError
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(UserFacingError, match="cannot reach the Dask scheduler"):
+        with dask_client(DaskParams(cluster=f"tcp://127.0.0.1:{port}")):
+            pass
