@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_paths", "recover", "temporary_name"]
+__all__ = ["atomic_path", "atomic_paths", "process_alive", "recover", "temporary_name"]
 
 _TEMPORARY = re.compile(r"^\..*\.tmp-(\d+)(\.[^.]*)?$")
 _JOURNAL = re.compile(r"^\.journal-(\d+)\.json$")
@@ -41,7 +41,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this host with this id exists (ours counts)."""
     if pid == os.getpid():
         return True
     try:
@@ -61,7 +62,7 @@ def recover(directory: str | os.PathLike) -> None:
         return
     for journal in sorted(directory.iterdir()):
         match = _JOURNAL.match(journal.name)
-        if not match or _alive(int(match[1])):
+        if not match or process_alive(int(match[1])):
             continue
         try:
             moves = json.loads(journal.read_text())
@@ -73,7 +74,7 @@ def recover(directory: str | os.PathLike) -> None:
         journal.unlink(missing_ok=True)
     for path in directory.iterdir():
         match = _TEMPORARY.match(path.name)
-        if match and not _alive(int(match[1])) and path.is_file():
+        if match and not process_alive(int(match[1])) and path.is_file():
             path.unlink(missing_ok=True)
 
 

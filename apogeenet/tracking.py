@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from apogeenet.atomic import process_alive
+
 __all__ = ["StageResult", "Tracker", "data_version", "flat_params", "mlflow_run", "stage_run", "tracking_lock",
            "tracking_root", "tracking_uri"]
 
@@ -160,16 +162,6 @@ _EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 not the GenAI view (traces, prompts) it picks for an untagged one."""
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
 def _close_killed_runs(experiment_id: str) -> None:
     """Mark KILLED the RUNNING runs of this host whose process no longer exists, and their
     nested runs."""
@@ -180,7 +172,7 @@ def _close_killed_runs(experiment_id: str) -> None:
     running = client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=1000)
     killed = {run.info.run_id for run in running
               if run.data.tags.get(_HOST_TAG) == host and run.data.tags.get(_PID_TAG, "").isdigit()
-              and not _alive(int(run.data.tags[_PID_TAG]))}
+              and not process_alive(int(run.data.tags[_PID_TAG]))}
     for run in running:
         if run.info.run_id in killed or run.data.tags.get("mlflow.parentRunId") in killed:
             client.set_terminated(run.info.run_id, status="KILLED")
