@@ -191,7 +191,8 @@ def test_a_damaged_champion_does_not_wedge_the_registry(tmp_path):
 
     example = np.ones((2, 8575), np.float32)
     with tracking_in(tmp_path) as uri:
-        mlflow.set_tracking_uri(uri)  # not a store an earlier test in this worker chose
+        mlflow.set_tracking_uri(uri)  # not the store or experiment an earlier test in this worker chose
+        mlflow.set_experiment("registry")
         torch.manual_seed(0)
         with mlflow.start_run():
             first = log_and_register(Predictor(ApogeeNet(3).eval(), TABLE1, None), example, dev_loss_of=lambda p: 1.0)
