@@ -28,7 +28,8 @@ import numpy as np
 from apogeenet.config import AdaptParams, StopOn
 from apogeenet.errors import InputError
 from apogeenet.model import ApogeeNet
-from apogeenet.train import LabelledSpectra, predict_standardised, standardised_mse, train_model
+from apogeenet.dataset import LabelledSpectra, standardised_mse
+from apogeenet.train import predict_standardised, train_model
 
 __all__ = ["AdaptResult", "adapt_model", "focus_loss", "rms_per_parameter"]
 

@@ -103,7 +103,7 @@ def fit_cannon(wavelength: np.ndarray, flux: np.ndarray, ivar: np.ndarray, label
 
 def normalised_spectra(data, length: float, progress: bool = False, block: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """:func:`pseudo_continuum_normalise` of every star of ``data`` (a
-    :class:`~apogeenet.train.LabelledSpectra`), read ``block`` spectra at a time."""
+    :class:`~apogeenet.dataset.LabelledSpectra`), read ``block`` spectra at a time."""
     from apogeenet.progress import progress_bar
 
     shape = (len(data), data.store.wavelength.size)
@@ -120,7 +120,7 @@ def normalised_spectra(data, length: float, progress: bool = False, block: int =
 
 def baseline_frames(data, cfg: BaselinesParams, progress: bool = False) -> dict[str, tuple[pd.DataFrame, dict]]:
     """Fit each baseline of ``cfg.models`` on the train split of ``data`` (a
-    :class:`~apogeenet.train.LabelledSpectra`) and predict every star: {name: (the catalog with
+    :class:`~apogeenet.dataset.LabelledSpectra`) and predict every star: {name: (the catalog with
     PRED_TEFF, PRED_LOGG, PRED_FE_H, the fit's parameters)}."""
     x, ivar = normalised_spectra(data, cfg.continuum_length, progress)
     train, dev = data.select(split="train"), data.select(split="dev")

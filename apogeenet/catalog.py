@@ -39,9 +39,12 @@ from apogeenet.kiel import YSO_POLYGON, in_yso_polygon
 from apogeenet.plotting import pyplot, save
 from apogeenet.store import primary_rows
 
-__all__ = ["AGE_BINS", "FLAG_BITS", "YSO_POLYGON", "age_bins", "build_catalog", "catalog_summary", "catalog_table",
+__all__ = ["SUMMARY_FILE", "header_meta", "AGE_BINS", "FLAG_BITS", "YSO_POLYGON", "age_bins", "build_catalog", "catalog_summary", "catalog_table",
            "in_yso_polygon", "kiel_by_type_plot", "product_paths", "sigma_snr_plot", "write_catalog", "write_products",
            "yso_selection_plot"]
+
+SUMMARY_FILE = "summary.md"
+"""The catalog summary a person reads (``apogeenet report``)."""
 
 AGE_BINS = ((-np.inf, 3.6, "<~1 Myr"), (3.6, 3.8, "1-2 Myr"), (3.8, 4.0, "2-3 Myr"),
             (4.0, 4.2, "3-5 Myr"), (4.2, np.inf, ">~5 Myr"))
@@ -157,6 +160,17 @@ def _write_missing_units(path: Path, table: Table) -> None:
 CATALOG_KINDS = ("fits", "parquet", "csv")
 
 
+def header_meta(model: str, predict, predictor) -> dict:
+    """The catalog header's record of how it was made (FITS keywords, Parquet metadata): the model
+    as the user named it, the σ settings (``predict``, a :class:`~apogeenet.config.PredictParams`)
+    and the calibration and domain threshold the model carries."""
+    calibration = predictor.calibrations.get(str(predict.uncertainty))
+    return {"model": model, "draws": predict.draws, "seed": predict.seed, "errcap": predict.error_cap,
+            "errref": str(predict.error_reference), "sigma": str(predict.uncertainty),
+            "sigcal": f"{calibration.method} vs {calibration.reference}" if calibration else "none",
+            "domthr": predictor.domain.threshold if predictor.domain else "none"}
+
+
 def product_paths(out_dir: Path, name: str = "catalog") -> list[Path]:
     """The catalog files of a run named ``name``: all rows and the clean view, each as FITS,
     Parquet and CSV."""
@@ -217,7 +231,7 @@ def write_products(frame: pd.DataFrame, out_dir: Path, meta: dict, *, truth: pd.
     sigma_snr_plot(clean, out_dir / "sigma_vs_snr.png")
     yso_selection_plot(frame, out_dir / "yso_selection.png")
     metrics, summary = catalog_summary(frame, truth, source, str(meta.get("model", "")), out_dir)
-    for file, text in (("summary.md", summary), ("metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")):
+    for file, text in ((SUMMARY_FILE, summary), ("metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")):
         with atomic_path(out_dir / file) as tmp:
             tmp.write_text(text)
     return metrics, summary

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, fie
 
 from apogeenet.errors import UserFacingError
 
-__all__ = ["AdaptParams", "Augment", "Baseline", "BaselinesParams", "ConfigError", "DaskParams", "ErrorReference", "FluxUnit", "Optimizer", "Params", "PredictParams", "Recipe", "Release",
+__all__ = ["AdaptParams", "AdaptTraining", "Augment", "Baseline", "BaselinesParams", "ConfigError", "DaskParams", "ErrorReference", "FluxUnit", "Optimizer", "Params", "PredictParams", "Recipe", "Release",
            "Schedule", "SlurmParams", "StopOn", "TrainProfile", "Uncertainty", "YSONoise", "YSOParams", "load_params"]
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
@@ -117,8 +117,11 @@ class PathsParams(_Section):
     """Trained network, checkpoints, Tables 2/3 and plots (``apogeenet train``)."""
     adapted: Path = Path("derived/adapted")
     """The adapted network (§3.4) and its Tables 2/3 (``apogeenet adapt``)."""
+    calibrated: Path = Path("derived/calibrated")
+    """The model with its σ calibration and domain reference (``apogeenet calibrate``): what
+    evaluate judges, the registry holds and predict uses."""
     evaluation: Path = Path("derived/evaluation")
-    """Quality bar and adaptation check of the adapted model against the trained one."""
+    """Quality bar and adaptation check of the calibrated model against the trained one."""
     baselines: Path = Path("derived/baselines")
     """Ridge and The Cannon: predictions, Tables 2/3 and metrics per model (``apogeenet baselines``)."""
     catalog: Path = Path("derived/catalog")
@@ -230,9 +233,10 @@ class TrainProfile(_Section):
     """Largest gradient norm (0: no clipping)."""
     schedule: Schedule = Schedule.CONSTANT
     """Constant learning rate (the paper) or one cycle over max_epochs peaking at learning_rate."""
-    flux_unit: FluxUnit = FluxUnit.CONSTANT
-    """Raw flux over one constant (the training median), or each spectrum over its own median
-    (a model that starts from another keeps that model's unit)."""
+    flux_unit: FluxUnit | None = FluxUnit.CONSTANT
+    """Raw flux over one constant (the training median), or each spectrum over its own median; a
+    model that starts from another keeps that model's unit (null, the only value ``adapt.training``
+    takes)."""
     dropout: float = Field(0.1, ge=0, lt=1)
     seed: Seed = 0
     amp: bool = False
@@ -240,13 +244,24 @@ class TrainProfile(_Section):
     augment: Augment = Augment.NONE
     """Training-set augmentation: ``noise`` adds N(0, 1)·σ (σ the pixel error capped as in §3.5)
     to every training spectrum, drawn afresh each epoch, so a small survey shows many spectra."""
+    augment_error_cap: float = Field(5.0, gt=0)
+    """The augmentation's pixel σ is capped at this many times the spectrum's mean good-pixel
+    error (the §3.5 cap; training's own key, so the predict settings never touch training)."""
     weight_decay: float = Field(0.0, ge=0)
     """L2 penalty of the optimiser (Adam: decoupled, AdamW)."""
+
+
+class AdaptTraining(TrainProfile):
+    """A training profile for the rounds of §3.4: its flux unit is the starting model's."""
+
+    flux_unit: FluxUnit | None = None
 
 
 class TrainParams(_Section):
     """APOGEE Net training (§3.3): the paper's profile and a demo profile that converges on CPU."""
 
+    init_model: str | None = None
+    """Weights to start from (model.pt or an MLflow URI); null: a fresh network."""
     profile: str = "demo"
     profiles: dict[str, TrainProfile] = {
         "paper": TrainProfile(optimizer=Optimizer.SGD, learning_rate=1e-3, max_epochs=1000),
@@ -259,6 +274,9 @@ class TrainParams(_Section):
     def _known(self) -> TrainParams:
         if self.profile not in self.profiles:
             raise ValueError(f"unknown profile {self.profile!r}; train.profiles defines {sorted(self.profiles)}")
+        unitless = sorted(name for name, profile in self.profiles.items() if profile.flux_unit is None)
+        if unitless:
+            raise ValueError(f"profiles {unitless} need a flux_unit (constant or per_spectrum)")
         return self
 
     def active(self) -> TrainProfile:
@@ -268,21 +286,31 @@ class TrainParams(_Section):
 class AdaptParams(_Section):
     """Model adaptation (§3.4)."""
 
+    init_model: str | None = None
+    """The model to adapt (model.pt or an MLflow URI); null: the registry's champion when tracking,
+    else the trained ``paths.model``."""
     payne_fraction: float = Field(0.05, gt=0, le=1)
     patience_rounds: int = Field(2, ge=1)
     """Stop after this many rounds without a better MSTAR + YSO dev loss."""
     max_rounds: int = Field(6, ge=1)
     seed: Seed = 1
-    training: TrainProfile = TrainProfile(learning_rate=2e-5, batch_size=32, max_epochs=20, patience=5,
-                                          grad_clip=1.0, flux_unit=FluxUnit.PER_SPECTRUM)
+    training: AdaptTraining = AdaptTraining(learning_rate=2e-5, batch_size=32, max_epochs=20, patience=5,
+                                            grad_clip=1.0)
     """How each round trains (its ``patience`` is the early stopping inside a round); the flux unit
-    is the starting model's."""
+    is the starting model's (``flux_unit`` stays null)."""
     stop_on: StopOn = StopOn.GROUPS
     """What an epoch must lower (apogeenet.adapt): both the MSTAR and the YSO dev MSE ("groups"),
     the two pooled ("focus") or the whole dev set ("all")."""
     max_payne_increase: float | None = Field(0.05, ge=0)
     """An epoch counts as better only while the Payne dev RMS of every parameter stays within this
     fraction of the starting model's (None: no guard)."""
+
+    @model_validator(mode="after")
+    def _flux_unit_is_the_models(self) -> AdaptParams:
+        if self.training.flux_unit is not None:
+            raise ValueError("training.flux_unit: the adapted model keeps its starting model's flux unit; "
+                             "remove the key")
+        return self
 
 
 class Baseline(StrEnum):
@@ -301,7 +329,12 @@ class BaselinesParams(_Section):
 
 
 class EvaluateParams(_Section):
-    """What `apogeenet evaluate` checks (issue 5's quality bar)."""
+    """What `apogeenet evaluate` checks: the quality bar and the adaptation check (§3.4)."""
+
+    model: str | None = None
+    """The model judged (model.pt or an MLflow URI); null: the calibrated ``paths.calibrated``."""
+    baseline: str | None = None
+    """The model before adaptation; null: the trained ``paths.model`` when it exists."""
 
     min_gain: dict[str, float] = {"teff": 5.0, "logg": 4.0, "fe_h": 3.0}
     """Least RMS gain over predicting the training mean, per parameter, in every group (test)."""
@@ -321,6 +354,8 @@ class PredictParams(_Section):
 
     model: str = "models:/apogeenet@champion"
     """Registered model (alias or version), logged model URI or model.pt path."""
+    catalog_name: str = Field("catalog", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    """The catalog's file name without suffix (``catalog.fits``, ``catalog_clean.fits``, ...)."""
     uncertainty: Uncertainty = Uncertainty.MONTE_CARLO
     """How σ is made: the paper's Monte Carlo, the delta method (one forward and three backward
     passes at the spectrum, four inference passes per draw), or none (the single pass: a quick
@@ -395,9 +430,12 @@ class CalibrationReference(StrEnum):
 
 
 class CalibrationParams(_Section):
-    """What train and adapt fit on the dev split and store with the model: the σ calibration
-    (apogeenet.calibration; σ from the ``predict`` settings) and the domain reference
+    """What ``apogeenet calibrate`` fits on the dev split and stores with the model: the σ
+    calibration (apogeenet.calibration; σ from the ``predict`` settings) and the domain reference
     (apogeenet.domain)."""
+
+    model: str | None = None
+    """The model to calibrate (model.pt or an MLflow URI); null: the adapted ``paths.adapted``."""
 
     reference: CalibrationReference = CalibrationReference.AUTO
     """What the residuals are measured against."""
@@ -463,6 +501,12 @@ class DaskParams(_Section):
         return max(1, (os.cpu_count() or 1) // self.workers)
 
 
+class TrackingParams(_Section):
+    """MLflow (apogeenet.tracking): whether stages log their runs and register models."""
+
+    enabled: bool = True
+
+
 class Params(_Section):
     paths: PathsParams = PathsParams()
     synth: SynthParams = SynthParams()
@@ -478,6 +522,7 @@ class Params(_Section):
     dask: DaskParams = DaskParams()
     ingest: IngestParams = IngestParams()
     download: DownloadParams = DownloadParams()
+    tracking: TrackingParams = TrackingParams()
 
     def with_overrides(self, overrides: dict[str, Any]) -> Params:
         """A copy with dotted keys replaced (``{"train.profile": "paper"}``), validated like the file."""

@@ -19,7 +19,7 @@ import pandas as pd
 from apogeenet.labels.catalog import LABEL_COLUMNS, SPLITS, Normalisation
 from apogeenet.plotting import pyplot, save
 
-__all__ = ["EVALUATION_FILES", "GROUPS", "PAPER_TABLE3", "PARAMETERS", "adaptation_effect",
+__all__ = ["COMPARISON_FILE", "EVALUATION_FILES", "METRICS_FILE", "PREDICTIONS_FILE", "QUALITY_FILE", "TABLES_FILE", "GROUPS", "PAPER_TABLE3", "PARAMETERS", "adaptation_effect",
            "adaptation_markdown", "comparison_markdown", "comparison_table", "evaluation_tables", "kiel_plot", "label_vs_prediction_plot",
            "metrics_from_tables", "predictions_frame", "quality_bar", "quality_markdown", "quality_metrics",
            "robust_sigma", "tables_markdown", "truth_metrics", "write_assessment", "write_evaluation"]
@@ -214,13 +214,16 @@ def kiel_plot(frame: pd.DataFrame, path: str | Path) -> Path:
     return save(fig, path)
 
 
+TABLES_FILE, PREDICTIONS_FILE, METRICS_FILE = "tables.md", "predictions.parquet", "metrics.json"
+QUALITY_FILE, COMPARISON_FILE = "quality.md", "comparison.md"
+"""The reports a person reads (``apogeenet report``): Tables 2/3, the quality bar, the models side by side."""
 #: Files :func:`write_evaluation` writes into a model's directory (dvc.yaml lists the same).
-EVALUATION_FILES = ("tables.md", "table2.csv", "table3.csv", "predictions.parquet", "label_vs_prediction.png",
-                    "kiel.png", "metrics.json")
+EVALUATION_FILES = (TABLES_FILE, "table2.csv", "table3.csv", PREDICTIONS_FILE, "label_vs_prediction.png",
+                    "kiel.png", METRICS_FILE)
 
 
 def predictions_frame(data, predictor, block: int = 256) -> pd.DataFrame:
-    """The label catalog (stars with a spectrum, :class:`apogeenet.train.LabelledSpectra`) with
+    """The label catalog (stars with a spectrum, :class:`apogeenet.dataset.LabelledSpectra`) with
     PRED_TEFF, PRED_LOGG, PRED_FE_H from ``predictor`` (a :class:`apogeenet.serving.Predictor`)."""
     preds = [predictor.predict(data.prepared(np.arange(start, min(start + block, len(data)))))
              for start in range(0, len(data), block)]
@@ -241,12 +244,12 @@ def write_evaluation(frame: pd.DataFrame, table1: Normalisation, out_dir: Path,
     table2.to_csv(out_dir / "table2.csv")
     table3.to_csv(out_dir / "table3.csv")
     markdown = tables_markdown(table2, table3)
-    (out_dir / "tables.md").write_text(markdown)
-    frame.to_parquet(out_dir / "predictions.parquet", index=False)
+    (out_dir / TABLES_FILE).write_text(markdown)
+    frame.to_parquet(out_dir / PREDICTIONS_FILE, index=False)
     label_vs_prediction_plot(frame, out_dir / "label_vs_prediction.png")
     kiel_plot(frame, out_dir / "kiel.png")
     metrics = {**(extra_metrics or {}), **metrics_from_tables(table2, table3)}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return metrics, markdown
 
 
@@ -354,10 +357,10 @@ def write_assessment(frame: pd.DataFrame, table1: Normalisation, out_dir: Path, 
         metrics |= {f"adaptation/{check}_change": float(v) for check, v in effect["change"].items()}
         metrics["adaptation/passed"] = int(effect["passed"].all())
         report += adaptation_markdown(effect, model, before[0], cfg.max_payne_scatter_increase)
-    (out_dir / "quality.md").write_text(report + "\n")
+    (out_dir / QUALITY_FILE).write_text(report + "\n")
     comparison = comparison_table({"apogeenet": frame, **(others or {})}, truth)
     comparison.to_csv(out_dir / "comparison.csv")
-    (out_dir / "comparison.md").write_text(comparison_markdown(comparison))
+    (out_dir / COMPARISON_FILE).write_text(comparison_markdown(comparison))
     metrics, _ = write_evaluation(frame, table1, out_dir, extra_metrics=metrics)
     failed = [k for k in ("quality/passed", "adaptation/passed") if metrics.get(k) == 0]
     report += "\n" + (f"checks failed: {', '.join(failed)}" if failed else "all checks passed")

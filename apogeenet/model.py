@@ -4,7 +4,8 @@ Input: one channel of 8575 raw apStar flux values (the combined spectrum, row 0)
 layers (kernel 3, padding 1) with channels 8, 8, 16, 16, 16, 16, 32, 32, 32, 32, 64, 64, each
 followed by ReLU, and a max-pool of 2 after every second one (8575 → 4287 → … → 133 positions);
 then fully connected 64·133 → 512 → 512 → 3 with ReLU and dropout 0.1 after the first two. The
-outputs are the standardised targets (eq. 4); :class:`apogeenet.train` converts them back.
+outputs are the standardised targets (eq. 4); :class:`apogeenet.serving.Predictor` converts them
+back. How the same layers run fast for inference is :mod:`apogeenet.kernels`.
 
 Initialisation (the paper does not give one): He (Kaiming) normal weights for every Conv1d and
 Linear layer and zero biases. PyTorch's default shrinks activations by a constant factor per
@@ -29,8 +30,6 @@ network and real and synthetic files look alike.
 
 from __future__ import annotations
 
-import copy
-import warnings
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -38,8 +37,9 @@ import torch
 from torch import nn
 
 from apogeenet.io.apstar import APSTAR_NPIX, good_pixels
+from apogeenet.kernels import blocked_features
 
-__all__ = ["APOGEE_NET_CHANNELS", "HIDDEN_SIZE", "ApogeeNet", "blocked_features", "flux_divisor", "gradient_network", "parameter_count", "prepare_flux", "scale_flux"]
+__all__ = ["APOGEE_NET_CHANNELS", "HIDDEN_SIZE", "ApogeeNet", "flux_divisor", "parameter_count", "prepare_flux", "scale_flux"]
 
 APOGEE_NET_CHANNELS = (8, 8, 16, 16, 16, 16, 32, 32, 32, 32, 64, 64)
 HIDDEN_SIZE = 512  # width of the two fully connected hidden layers
@@ -93,8 +93,8 @@ class ApogeeNet(nn.Module):
     def forward_chunked(self, flux: torch.Tensor, chunk: int) -> torch.Tensor:
         """The same outputs for inference on many spectra: on a CPU the convolutions run ``chunk``
         spectra at a time (their activations stay in the cache), the fully connected head once over
-        all of them (its 17 MB first weight matrix is read once, not once per chunk); on a GPU the
-        whole batch goes through in one call."""
+        all of them (its first weight matrix is read once, not once per chunk); on a GPU the whole
+        batch goes through in one call."""
         if flux.ndim != 2 or flux.shape[1] != self.n_pixels:
             raise ValueError(f"expected flux of shape (batch, {self.n_pixels}), got {tuple(flux.shape)}")
         return self.forward_chunks([flux] if flux.device.type != "cpu" else flux.split(chunk))[0]
@@ -103,7 +103,7 @@ class ApogeeNet(nn.Module):
         """Outputs and penultimate activations (:meth:`forward_hidden`) for the inputs of all
         ``chunks`` (each (n, 8575), made as they are consumed): the convolutions chunk by chunk,
         the fully connected head once over all of them. On a CPU the convolutions run on
-        :func:`blocked_features`; on a GPU in full float32 (no TF32): the same numbers as on the CPU."""
+        :func:`apogeenet.kernels.blocked_features`; on a GPU in full float32 (no TF32): the same numbers as on the CPU."""
         features = []
         for flux in chunks:
             if flux.device.type != "cpu":
@@ -114,10 +114,10 @@ class ApogeeNet(nn.Module):
         return self._head(torch.cat(features))
 
     def _blocked(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """:func:`blocked_features` of the current weights (:meth:`snapshot`)."""
+        """:func:`apogeenet.kernels.blocked_features` of the current weights (:meth:`snapshot`)."""
         return self.snapshot(blocked_features)
 
-    def snapshot(self, make: Callable[[ApogeeNet], Callable]) -> Callable:
+    def snapshot(self, make: Callable[[nn.Module], Callable]) -> Callable:
         """``make(self)``, made again only when the weights change (an optimiser step, a load or a
         move to another device bumps the tensors' version counters or addresses)."""
         key = tuple((p.data_ptr(), p._version) for p in self.parameters())
@@ -125,74 +125,6 @@ class ApogeeNet(nn.Module):
         if make.__name__ not in cache or cache[make.__name__][0] != key:
             cache[make.__name__] = (key, make(self))
         return cache[make.__name__][1]
-
-
-def _height_one_stack(model: ApogeeNet) -> nn.Sequential:
-    """The convolutional stack as 2-D layers of height 1 (the layouts oneDNN runs fastest), a copy
-    of the current weights: (n, 1, 1, 8575) → (n, 64, 1, 133). Where a max-pool follows a ReLU the
-    two swap places: max(relu(a), relu(b)) = relu(max(a, b)) exactly (values and gradients), and
-    the ReLU then runs over half as many values. The ReLUs work in place (the layer before never
-    needs its output again)."""
-    layers: list[nn.Module] = []
-    for layer in model.features:
-        if isinstance(layer, nn.Conv1d):
-            conv = nn.Conv2d(layer.in_channels, layer.out_channels, (1, 3), padding=(0, 1)).to(layer.weight.device)
-            with torch.no_grad():
-                conv.weight.copy_(layer.weight.unsqueeze(2))
-                conv.bias.copy_(layer.bias)
-            layers.append(conv)
-        elif isinstance(layer, nn.MaxPool1d):
-            pool = nn.MaxPool2d((1, 2))
-            layers[-1:] = [pool, layers[-1]] if isinstance(layers[-1], nn.ReLU) else [layers[-1], pool]
-        else:
-            layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers).eval()
-
-
-def blocked_features(model: ApogeeNet) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The convolutional stack for inference on a CPU, (n, 8575) → (n, 64, 1, 133) (the head
-    flattens both shapes alike): the same layers as 2-D convolutions of height 1 run by oneDNN,
-    frozen by TorchScript's ``optimize_for_inference`` — the weights prepacked as oneDNN constants,
-    the activations kept in oneDNN's blocked layout between layers, the ReLUs applied in place
-    (not fused into the convolutions: a separate pass, ~5 % of the time, half of them after the
-    max-pools) — 1.8× the blocked stack
-    of :mod:`torch.utils.mkldnn` run layer by layer and 2–3× the plain Conv1d stack on 2 cores,
-    with the same numbers (bench/infer.py). The convolutions themselves then run at ~110 GFLOP/s
-    here (46 MFLOP a spectrum), near what 2 cores do. A snapshot of the current weights
-    (:meth:`ApogeeNet.forward_chunks` keeps one per weights version). Falls back to the
-    layer-by-layer blocked stack where TorchScript cannot
-    (it is deprecated in favour of ``torch.compile``, which needs a C++ compiler at run time), and
-    to the plain stack where torch has no oneDNN."""
-    if not torch.backends.mkldnn.is_available():
-        return lambda flux: model.features(flux.unsqueeze(1))
-    stack = _height_one_stack(model)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*deprecated.*")
-            fused = torch.jit.optimize_for_inference(torch.jit.script(stack))
-        return lambda flux: fused(flux.float().contiguous()[:, None, None, :])
-    except (AttributeError, RuntimeError):
-        from torch.utils import mkldnn
-
-        blocked = mkldnn.to_mkldnn(stack)
-        return lambda flux: blocked(flux.float().contiguous()[:, None, None, :].to_mkldnn()).to_dense()
-
-
-def gradient_network(model: ApogeeNet) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """:meth:`ApogeeNet.forward_hidden` for gradients with respect to the input only (the delta
-    method, :func:`apogeenet.uncertainty.delta_predict`): a frozen copy of the network in eval
-    mode (no weight gradients kept or computed) with the convolutions as height-1 2-D layers in
-    the channels-last layout, where oneDNN's forward and backward passes ran 1.5–2× faster than
-    the Conv1d stack's on 2 cores (the delta method's speed is in bench/infer.py). Same numbers
-    to float32 rounding."""
-    stack = _height_one_stack(model).requires_grad_(False).to(memory_format=torch.channels_last)
-    head = copy.deepcopy(model.head).eval().requires_grad_(False)
-
-    def forward_hidden(flux: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = stack(flux[:, None, None, :].contiguous(memory_format=torch.channels_last))
-        hidden = head[:-1](features)
-        return head[-1](hidden), hidden
-    return forward_hidden
 
 
 def parameter_count(model: nn.Module) -> int:

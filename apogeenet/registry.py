@@ -1,4 +1,5 @@
-"""MLflow model logging and the registry (edge module: imported only by stages and flows).
+"""MLflow model logging and the registry (edge module: imported only by :mod:`apogeenet.tracking`
+and the CLI).
 
 The logged model is a pyfunc whose input is raw apStar flux (n, 8575) float32 — the combined
 spectrum, bad pixels 0 — and whose output is a table of TEFF [K], LOGG and FE_H in physical
@@ -23,13 +24,11 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema, TensorSpec
 
 from apogeenet.serving import Predictor
-from apogeenet.tracking import tracking_lock
-from apogeenet.weights import ModelFileError
+from apogeenet.mlflow_store import MODEL_NAME, tracking_lock
+from apogeenet.weights import MODEL_FILE, ModelFileError
 
 __all__ = ["MODEL_NAME", "ApogeeNetPyfunc", "load_predictor", "log_and_register", "registered_versions"]
 
-MODEL_NAME = "apogeenet"
-WEIGHTS_FILE = "model.pt"
 
 
 class ApogeeNetPyfunc(mlflow.pyfunc.PythonModel):
@@ -54,14 +53,14 @@ def _signature() -> ModelSignature:
 def load_predictor(uri: str) -> Predictor:
     """The :class:`Predictor` behind a registered or logged model URI (e.g.
     ``models:/apogeenet@champion``): only its weights file is read (no code from the store runs)."""
-    from apogeenet.tracking import tracking_uri
+    from apogeenet.mlflow_store import tracking_uri
 
     mlflow.set_tracking_uri(tracking_uri())
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri.rstrip("/"), dst_path=tmp))
-        weights = local / "artifacts" / WEIGHTS_FILE
+        weights = local / "artifacts" / MODEL_FILE
         if not weights.is_file():
-            raise mlflow.exceptions.MlflowException(f"{uri} has no {WEIGHTS_FILE}: not an apogeenet model")
+            raise mlflow.exceptions.MlflowException(f"{uri} has no {MODEL_FILE}: not an apogeenet model")
         try:
             return Predictor.load(weights)
         except ModelFileError as exc:  # name the model the user knows, not a temporary download
@@ -79,7 +78,7 @@ def log_and_register(predictor: Predictor, example_flux: np.ndarray, *, dev_loss
     client = mlflow.MlflowClient()
     dev_loss = float(dev_loss_of(predictor))
     with tempfile.TemporaryDirectory() as tmp:
-        weights = predictor.save(Path(tmp) / WEIGHTS_FILE)
+        weights = predictor.save(Path(tmp) / MODEL_FILE)
         info = mlflow.pyfunc.log_model(name="model", python_model=str(files("apogeenet") / "mlflow_model.py"),
                                        artifacts={"model": str(weights)}, signature=_signature(),
                                        input_example=example_flux[:2].astype(np.float32))
@@ -106,7 +105,7 @@ def log_and_register(predictor: Predictor, example_flux: np.ndarray, *, dev_loss
 
 def registered_versions() -> list[dict]:
     """Every version of ``apogeenet`` (newest first): version, aliases, run name, dev loss."""
-    from apogeenet.tracking import tracking_uri
+    from apogeenet.mlflow_store import tracking_uri
 
     mlflow.set_tracking_uri(tracking_uri())
     client = mlflow.MlflowClient()

@@ -1,9 +1,9 @@
-"""How far a catalog's numbers can be trusted: the σ calibration and the domain reference fitted
-for a trained model (what ``train`` and ``adapt`` run before saving it), and the calibration of a
-split's σ before and after, as tables, the issue's bar and z histograms (``evaluate``, ``predict``).
+"""How far a catalog's numbers can be trusted: the calibration of a split's σ before and after,
+as tables, the calibration bar and z histograms (``evaluate``, ``predict``).
 
-The models themselves live in :mod:`apogeenet.calibration` and :mod:`apogeenet.domain`; the
-predictions and σ come from :mod:`apogeenet.uncertainty`.
+The fit itself is :mod:`apogeenet.calibrate_model` (``apogeenet calibrate``); the models live in
+:mod:`apogeenet.calibration` and :mod:`apogeenet.domain`; the predictions and σ come from
+:mod:`apogeenet.uncertainty`.
 """
 
 from __future__ import annotations
@@ -15,62 +15,19 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from apogeenet.calibration import PARAMETERS, TooFewStars, fit_calibration
-from apogeenet.errors import InputError
+from apogeenet.calibration import PARAMETERS
 from apogeenet.evaluate import robust_sigma
 from apogeenet.uncertainty import predict_store
 
-__all__ = ["BAR_MIN_STARS", "BAR_ROBUST_SIGMA", "BAR_WITHIN_1SIGMA", "calibrate_predictor", "calibration_bar",
+__all__ = ["BAR_MIN_STARS", "BAR_ROBUST_SIGMA", "BAR_WITHIN_1SIGMA", "calibration_bar",
            "calibration_markdown", "calibration_report", "calibration_table", "exact_sigma_pass_rate", "meets_bar",
-           "rescaling_meets_bar", "split_uncertainties", "test_references", "write_calibration", "z_histogram_plot"]
-
-
-def calibrate_predictor(predictor, data, predict, params, truth: pd.DataFrame | None) -> dict[str, float]:
-    """Fit the σ calibration of each method in ``params.methods`` (the ``predict`` settings, on the
-    dev split of ``data``, a :class:`apogeenet.train.LabelledSpectra`) and the domain reference
-    (training split's activations, dev split's threshold) and attach them to ``predictor``;
-    returns the fitted terms as metrics (``…/fitted`` 0 where the dev split is too small: that
-    method then stays uncalibrated)."""
-    from apogeenet.config import CalibrationReference, Uncertainty
-    from apogeenet.domain import fit_domain
-    dev, train = data.select(split="dev"), data.select(split="train")
-    ids = data.catalog["APOGEE_ID"].to_numpy()[dev]
-    use_truth = params.reference == CalibrationReference.TRUTH or (
-        params.reference == CalibrationReference.AUTO and truth is not None)
-    if use_truth and truth is None:
-        raise InputError("calibration.reference is 'truth' but the survey has no truth table (paths.truth)")
-    known = truth.reindex(ids) if use_truth else data.catalog.iloc[dev].set_index("APOGEE_ID")
-    reference = known[list(PARAMETERS)].to_numpy(float)
-    sources = data.catalog["SOURCE"].to_numpy()[dev]
-    metrics: dict[str, float] = {}
-    for method in params.methods:
-        result = predict_store(predictor, data.store, predict.model_copy(update={"uncertainty": method}),
-                               rows=data.rows[dev])
-        try:
-            fitted = fit_calibration(result.prediction, result.sigma, reference, method=str(method),
-                                     reference_name="truth" if use_truth else "labels", sources=sources,
-                                     clip=params.clip, min_stars=params.min_stars)
-        except TooFewStars:  # a small project: the catalog's *_ERR is the method's σ
-            metrics[f"sigma_calibration/{method}/fitted"] = 0
-            continue
-        predictor.calibrations[str(method)] = fitted
-        metrics[f"sigma_calibration/{method}/fitted"] = 1
-        for region, terms in fitted.terms.items():
-            for name, (a, b, _) in terms.items():
-                metrics[f"sigma_calibration/{method}/{region}/{name.lower()}_a"] = a
-                metrics[f"sigma_calibration/{method}/{region}/{name.lower()}_b"] = b
-    single = predict.model_copy(update={"uncertainty": Uncertainty.NONE})  # both through the inference path
-    dev_hidden = predict_store(predictor, data.store, single, rows=data.rows[dev]).hidden
-    train_hidden = predict_store(predictor, data.store, single, rows=data.rows[train]).hidden
-    predictor.domain = fit_domain(train_hidden, dev_hidden, quantile=params.domain_quantile)
-    metrics["domain_threshold"] = predictor.domain.threshold
-    return metrics
+           "judging_references", "rescaling_meets_bar", "split_uncertainties", "write_calibration", "z_histogram_plot"]
 
 
 def split_uncertainties(predictor, data, predict, split: str = "test") -> pd.DataFrame:
     """Table 4 columns (predictions, the method's σ ``*_ERR_MC``, the calibrated σ ``*_ERR``,
     labels, SNR, DATA_SET, DATA_TYPE) for the stars of one split of ``data`` (a
-    :class:`apogeenet.train.LabelledSpectra`), σ by the ``predict`` settings."""
+    :class:`apogeenet.dataset.LabelledSpectra`), σ by the ``predict`` settings."""
     positions = data.select(split=split)
     result = predict_store(predictor, data.store, predict, rows=data.rows[positions])
     calibration = predictor.calibrations.get(str(predict.uncertainty))
@@ -86,7 +43,7 @@ def split_uncertainties(predictor, data, predict, split: str = "test") -> pd.Dat
     return frame
 
 
-BAR_ROBUST_SIGMA = 0.15           # issue 15's bar: the robust σ of z within 1 ± this, ...
+BAR_ROBUST_SIGMA = 0.15           # the calibration bar: the robust σ of z within 1 ± this, ...
 BAR_WITHIN_1SIGMA = (0.60, 0.76)  # ... this fraction of stars with |z| < 1, ...
 BAR_MIN_STARS = 50                # ... in every label group with at least this many stars
 
@@ -188,13 +145,13 @@ def calibration_bar(report: pd.DataFrame, *, min_stars: int = BAR_MIN_STARS, rob
                     within_1sigma: tuple[float, float] = BAR_WITHIN_1SIGMA) -> pd.Series:
     """Per label group with at least ``min_stars`` stars and parameter: True when the calibrated
     σ gives a robust σ of z within 1 ± ``robust_sigma`` and a fraction within 1σ inside
-    ``within_1sigma`` (issue 15's bar; groups, not the pooled ``all`` row)."""
+    ``within_1sigma`` (the calibration bar; groups, not the pooled ``all`` row)."""
     groups = report[(report.index.get_level_values("group") != "all") & (report["n"] >= min_stars)]
     return _inside_bar(groups["z_robust_sigma"], groups["frac_within_1sigma"], robust_sigma,
                        within_1sigma).rename("met")
 
 
-def test_references(frame: pd.DataFrame, truth: pd.DataFrame | None) -> dict[str, pd.DataFrame]:
+def judging_references(frame: pd.DataFrame, truth: pd.DataFrame | None) -> dict[str, pd.DataFrame]:
     """What the test split's σ are judged against: the survey's truth (when there is one) and the
     labels, each indexed by APOGEE_ID with TEFF, LOGG, FE_H."""
     test = frame[frame["DATA_SET"] == "test"]
@@ -208,7 +165,7 @@ def test_references(frame: pd.DataFrame, truth: pd.DataFrame | None) -> dict[str
 
 
 def calibration_markdown(reports: dict[str, pd.DataFrame]) -> tuple[dict[str, float], str]:
-    """Metrics and Markdown of :func:`apogeenet.calibration.calibration_report` tables (test split),
+    """Metrics and Markdown of :func:`calibration_report` tables (test split),
     with the calibration bar (robust σ of z 1 ± 0.15, 60–76 % within 1σ in every group of ≥ 50)."""
     metrics, lines = {}, []
     for against, report in reports.items():
@@ -261,7 +218,7 @@ def write_calibration(frame: pd.DataFrame, truth: pd.DataFrame | None, out_dir: 
     calibrated σ) against the labels and (synthetic survey) the truth: calibration_<against>.csv
     and z_histograms.png in ``out_dir``; returns (metrics, Markdown). Nothing without test rows."""
     test = frame[frame["DATA_SET"] == "test"]
-    references = test_references(frame, truth)
+    references = judging_references(frame, truth)
     reports = {against: calibration_report(test, reference) for against, reference in references.items()}
     for against, table in reports.items():
         table.to_csv(out_dir / f"calibration_{against}.csv")

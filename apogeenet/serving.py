@@ -48,7 +48,7 @@ class Predictor:
         return pd.DataFrame(physical, columns=list(LABEL_COLUMNS))
 
     def to(self, device: str | torch.device) -> Predictor:
-        """Move the network to ``device`` (e.g. :func:`apogeenet.train.best_device`); returns self."""
+        """Move the network to ``device`` (e.g. :func:`apogeenet.dataset.best_device`); returns self."""
         self.model = self.model.to(device)
         return self
 

@@ -41,15 +41,15 @@ from apogeenet.locks import remove_unless_used, shared
 from apogeenet.serving import Predictor
 from apogeenet.store import SpectraStore
 from apogeenet.uncertainty import predict_store
+from apogeenet.weights import MODEL_FILE
 
 __all__ = ["PARTS_DIR", "PLAN_FILE", "ShardPlan", "ShardsMissing", "merge_parts", "plan_predict", "predict_shard"]
 
 PARTS_DIR = ".parts"
 PLAN_FILE = "plan.json"
-MODEL_FILE = "model.pt"
 INDEX_COPY = "index.parquet"
 _COLUMNS = ["row", "TEFF", "LOGG", "FE_H", "TEFF_ERR", "LOGG_ERR", "FE_H_ERR", "DOMAIN_DIST"]
-_FIELDS = ("store", "index_sha256", "n_rows", "shard_rows", "draws", "predict")
+_FIELDS = ("store", "index_sha256", "n_rows", "shard_rows", "predict")
 
 
 class ShardsMissing(UserFacingError):
@@ -65,8 +65,8 @@ class ShardPlan:
     index_sha256: str
     n_rows: int
     shard_rows: int
-    draws: int
-    predict: dict
+    predict: PredictParams
+    """The settings every shard predicts with (the model's source left out: the plan holds its weights)."""
 
     @property
     def n_shards(self) -> int:
@@ -106,7 +106,15 @@ class ShardPlan:
             raise UserFacingError(f"{path}: not a predict plan ({exc})") from None
         if not isinstance(fields, dict) or set(fields) != set(_FIELDS):
             raise UserFacingError(f"{path}: not a predict plan of this version; run `apogeenet predict` again")
+        try:
+            fields["predict"] = PredictParams(**fields["predict"])
+        except (TypeError, ValueError) as exc:
+            raise UserFacingError(f"{path}: not a predict plan ({str(exc).splitlines()[0]})") from None
         return cls(directory=path.parent, **fields)
+
+    def to_json(self) -> str:
+        fields = {name: getattr(self, name) for name in _FIELDS}
+        return json.dumps({**fields, "predict": self.predict.model_dump(mode="json")}, indent=1)
 
 
 def _weights_digest(predictor: Predictor) -> str:
@@ -120,25 +128,25 @@ def _weights_digest(predictor: Predictor) -> str:
     return digest.hexdigest()
 
 
-def plan_predict(predictor: Predictor, store_dir: Path, out_dir: Path, cfg: PredictParams, draws: int) -> ShardPlan:
+def plan_predict(predictor: Predictor, store_dir: Path, out_dir: Path, cfg: PredictParams) -> ShardPlan:
     """The plan of a run (made, or found from an interrupted run with the same key); the parts
     of other plans in ``out_dir`` are removed unless a shard is working on them."""
     store = SpectraStore(store_dir)
     location = str(Path(store_dir).resolve())
     per_block = cfg.spectra_per_block
     shard_rows = max(per_block, -(-cfg.shard_size // per_block) * per_block)
-    settings = cfg.model_dump(mode="json", exclude={"model"})
+    settings = cfg.model_copy(update={"model": ""})
     key = hashlib.sha256(json.dumps([_weights_digest(predictor), location, store.index_sha256,
-                                     settings, draws, shard_rows], sort_keys=True).encode()).hexdigest()[:16]
+                                     settings.model_dump(mode="json"), shard_rows], sort_keys=True).encode()).hexdigest()[:16]
     root = Path(out_dir) / PARTS_DIR
-    plan = ShardPlan(root / key, location, store.index_sha256, len(store), shard_rows, draws, settings)
+    plan = ShardPlan(root / key, location, store.index_sha256, len(store), shard_rows, settings)
     if not plan.file.exists():
         plan.directory.mkdir(parents=True, exist_ok=True)
         predictor.save(plan.model)
         with atomic_path(plan.directory / INDEX_COPY) as tmp:
             store.index.to_parquet(tmp, index=False)
         with atomic_path(plan.file) as tmp:
-            tmp.write_text(json.dumps({name: getattr(plan, name) for name in _FIELDS}, indent=1))
+            tmp.write_text(plan.to_json())
     for other in root.iterdir():  # parts of runs with other settings, models or stores
         if other.is_dir() and other.name != key:
             remove_unless_used(other)
@@ -157,7 +165,7 @@ def predict_shard(plan_file: str | os.PathLike, number: int, *, torch_threads: i
     ``torch_threads``: the intra-op threads of this process (Dask sets OMP/MKL threads to 1 in
     its workers; give the cores each worker owns). The device is the GPU when there is one.
     """
-    from apogeenet.train import best_device
+    from apogeenet.dataset import best_device
 
     plan = ShardPlan.read(plan_file)
     part = plan.part(number)
@@ -168,9 +176,8 @@ def predict_shard(plan_file: str | os.PathLike, number: int, *, torch_threads: i
         torch.set_num_threads(torch_threads)
     with shared(plan.directory):
         predictor = _predictor(str(plan.model), str(best_device()))
-        cfg = PredictParams(**plan.predict)
         store = SpectraStore(plan.store, index_sha256=plan.index_sha256)
-        result = predict_store(predictor, store, cfg, n_draws=plan.draws, rows=rows)
+        result = predict_store(predictor, store, plan.predict, rows=rows)
         store.check_unchanged()  # an ingest while reading may have replaced segments
         distance = (predictor.domain.distance(result.hidden) if predictor.domain is not None
                     else np.full(len(rows), np.nan))

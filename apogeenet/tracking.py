@@ -1,31 +1,43 @@
-"""MLflow at the edge: the project's local tracking store, the typed result every stage returns,
-and the one helper that logs it (:class:`Tracker`).
-
-The store is SQLite at ``mlruns/mlflow.db`` with artifacts under ``mlruns/artifacts`` (MLflow 3
-deprecates the plain file store). ``MLFLOW_TRACKING_URI`` overrides it. ``mlflow`` is imported
-here only, lazily, so library code and ``--help`` never pay for it.
+"""MLflow at the edge: the typed result every stage returns, and the one decorator that owns a
+stage's MLflow run (:func:`tracked`): it opens the run, hands the stage a :class:`Tracker` for
+its curves, logs the result's parameters, metrics, tags and artifacts, and registers the model
+the result offers. ``mlflow`` is imported here and in :mod:`apogeenet.registry` only, lazily, so
+library code and ``--help`` never pay for it; where the store is: :mod:`apogeenet.mlflow_store`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from apogeenet.atomic import process_alive
+from apogeenet.mlflow_store import tracking_lock, tracking_uri
 
-__all__ = ["StageResult", "Tracker", "data_version", "flat_params", "mlflow_run", "stage_run", "tracking_lock",
-           "tracking_root", "tracking_uri"]
+__all__ = ["Registration", "StageResult", "Tracker", "data_version", "flat_params", "mlflow_run", "tracked"]
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A model a stage offers the registry: the saved predictor, two prepared example spectra
+    (the signature's input example) and how to measure a model's loss on the current dev set
+    (the champion comparison)."""
+
+    predictor: Any
+    example_flux: Any
+    dev_loss_of: Callable[[Any], float]
 
 
 @dataclass(frozen=True)
 class StageResult:
-    """What a stage hands back to the CLI and the flows, and what :meth:`Tracker.log` records."""
+    """What a stage hands back to the CLI and the flows, and what :func:`tracked` records."""
 
     stage: str
     metrics: dict[str, Any]
@@ -39,6 +51,10 @@ class StageResult:
     tags: dict[str, str] = field(default_factory=dict)
     passed: bool = True
     """False when the stage ran but its check failed (validation, evaluate's bars)."""
+    register: Registration | None = None
+    """A model to register (logged and registered by :func:`tracked`, then dropped)."""
+    runs: tuple[StageResult, ...] = ()
+    """Results logged as runs of their own beside the stage's (the baselines, one per model)."""
     experiment_id: str = ""
     run_id: str = ""
     """The MLflow run the result was logged to (empty when not tracked)."""
@@ -74,10 +90,12 @@ def data_version(labels_file: Path, dvc_file: Path = Path("data.dvc")) -> str:
 
 
 class Tracker:
-    """Where a stage reports while it runs: an MLflow run (``active``) or nowhere."""
+    """Where a stage reports while it runs: an MLflow run (``active``) or nowhere; ``progress``
+    says whether the stage draws progress bars (a terminal) or not (a flow)."""
 
-    def __init__(self, active: bool) -> None:
+    def __init__(self, active: bool, progress: bool = False) -> None:
         self.active = active
+        self.progress = progress
 
     def log_step(self, metrics: dict[str, float], step: int) -> None:
         """Per-epoch (or per-round) curves."""
@@ -98,12 +116,11 @@ class Tracker:
             yield self
 
     def log(self, result: StageResult) -> StageResult:
-        """Log parameters, finite numeric metrics, tags and artifacts of ``result``; returns it with
-        the run's ids."""
+        """Log parameters, finite numeric metrics, tags and artifacts of ``result`` in the current
+        run and register the model it offers; returns it with the run's ids (and the registry's
+        answer in its metrics and report)."""
         if not self.active:
-            return result
-        import dataclasses
-
+            return dataclasses.replace(result, register=None)
         import mlflow
 
         mlflow.log_params({k: "" if v is None else v for k, v in result.params.items()})
@@ -115,45 +132,56 @@ class Tracker:
                 mlflow.log_artifacts(str(path), artifact_path=artifact_path)
             else:
                 mlflow.log_artifact(str(path), artifact_path=artifact_path)
+        if result.register is not None:
+            result = _registered(result)
         run = mlflow.active_run().info
-        return dataclasses.replace(result, experiment_id=run.experiment_id, run_id=run.run_id)
+        return dataclasses.replace(result, experiment_id=run.experiment_id, run_id=run.run_id, register=None)
 
 
-@contextmanager
-def stage_run(track: bool, experiment: str, run_name: str, *, tags: dict[str, str] | None = None
-              ) -> Iterator[Tracker]:
-    """A :class:`Tracker` inside an MLflow run (:func:`mlflow_run`) when ``track``, else a silent one."""
-    if not track:
-        yield Tracker(False)
-        return
-    with mlflow_run(experiment, run_name, tags=tags):
-        yield Tracker(True)
+def _registered(result: StageResult) -> StageResult:
+    """Log and register the model ``result`` offers (:func:`apogeenet.registry.log_and_register`)."""
+    import mlflow
+
+    from apogeenet.registry import log_and_register
+
+    offer = result.register
+    registry = log_and_register(offer.predictor, offer.example_flux, dev_loss_of=offer.dev_loss_of)
+    mlflow.set_tags({"registered_version": registry["version"], "champion": str(registry["promoted"])})
+    replaced = registry.pop("replaced_unusable_champion", "")
+    warning = f"the champion could not be read and was replaced ({replaced})\n" if replaced else ""
+    return dataclasses.replace(result, metrics={**result.metrics, **registry},
+                               report=f"{warning}registered apogeenet version {registry['version']} (candidate); "
+                                      f"champion is version {registry['champion_version']}\n{result.report}")
 
 
-def tracking_root(root: str | os.PathLike = "mlruns") -> Path:
-    """The local tracking directory (created if missing): the SQLite store's folder, or ``root``."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
-    folder = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else Path(root)
-    folder = folder.resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+def tracked(experiment: str, run_name: str | None) -> Callable[[Callable[[Any, Tracker], StageResult]],
+                                                                Callable[..., StageResult]]:
+    """Make ``stage(cfg, tracker) -> StageResult`` the entry ``stage(cfg, *, progress=False)``.
 
+    With ``cfg.tracking.enabled`` the stage runs inside an MLflow run of ``experiment`` named
+    ``run_name`` and its result is logged (and its model registered) there; the results in
+    ``result.runs`` are each logged as a run of their own in the same experiment (named by their
+    stage). ``run_name`` None: the stage has no run of its own, only those.
+    """
+    def decorate(stage: Callable[[Any, Tracker], StageResult]) -> Callable[..., StageResult]:
+        @functools.wraps(stage)
+        def entry(cfg, *, progress: bool = False) -> StageResult:
+            track = cfg.tracking.enabled
+            if not track or run_name is None:
+                result = stage(cfg, Tracker(False, progress))
+                result = dataclasses.replace(result, register=None)
+            else:
+                with mlflow_run(experiment, run_name):
+                    result = Tracker(True, progress).log(stage(cfg, Tracker(True, progress)))
+            if track:
+                for own in result.runs:
+                    with mlflow_run(experiment, own.stage):
+                        Tracker(True).log(own)
+            return result
 
-@contextmanager
-def tracking_lock(name: str, root: str | os.PathLike = "mlruns") -> Iterator[None]:
-    """A file lock beside the tracking store, for what processes sharing it must do one at a
-    time: creating the SQLite schema and experiments, moving the champion alias."""
-    from filelock import FileLock
+        return entry
 
-    with FileLock(str(tracking_root(root) / f".{name}.lock"), timeout=600):
-        yield
-
-
-def tracking_uri(root: str | os.PathLike = "mlruns") -> str:
-    """``$MLFLOW_TRACKING_URI`` or SQLite under ``root`` (created if missing)."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{tracking_root(root) / 'mlflow.db'}"
+    return decorate
 
 
 _PID_TAG, _HOST_TAG = "apogeenet.pid", "apogeenet.host"

@@ -24,21 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
 from apogeenet.config import Augment, Optimizer, Schedule, TrainProfile
-from apogeenet.errors import InputError, UserFacingError
-from apogeenet.labels.catalog import LABEL_COLUMNS, Normalisation
-from apogeenet.model import ApogeeNet, prepare_flux, scale_flux
-from apogeenet.serving import Predictor
-from apogeenet.store import SpectraStore, primary_rows
-from apogeenet.uncertainty import perturbation_sigma
+from apogeenet.dataset import LabelledSpectra, best_device, standardised_mse
+from apogeenet.errors import UserFacingError
+from apogeenet.model import ApogeeNet
 from apogeenet.weights import ModelFileError, load_weights, save_weights
 
-__all__ = ["LabelledSpectra", "TrainResult", "TrainingDiverged", "best_device", "load_checkpoint",
-           "predict_standardised", "standardised_mse", "train_model"]
+__all__ = ["TrainResult", "TrainingDiverged", "load_checkpoint", "predict_standardised", "train_model"]
 
 
 _log = logging.getLogger(__name__)
@@ -54,87 +49,6 @@ class TrainResult:
     best_dev_loss: float
     best_epoch: int
     history: list[dict] = field(default_factory=list)
-
-
-class LabelledSpectra:
-    """Store rows joined to a label catalog; batches of prepared flux and standardised targets."""
-
-    def __init__(self, store: SpectraStore, catalog: pd.DataFrame, table1: Normalisation,
-                 flux_scale: float | None = 1.0) -> None:
-        index = store.index.reset_index(drop=True)
-        primary = primary_rows(index)  # a star with several files trains on its best one
-        row_of = pd.Series(np.flatnonzero(primary), index=index["apogee_id"].to_numpy()[primary])
-        catalog = catalog[catalog["APOGEE_ID"].isin(row_of.index)].reset_index(drop=True)
-        self.store = store
-        self.catalog = catalog
-        self.rows = row_of.loc[catalog["APOGEE_ID"]].to_numpy()
-        self.table1 = table1
-        self.flux_scale = flux_scale
-        labels = catalog[list(LABEL_COLUMNS)].to_numpy(np.float64)
-        self.targets = ((labels - table1.mean) / table1.std).astype(np.float32)
-
-    @classmethod
-    def from_files(cls, store_dir: Path, labels_file: Path, table1_file: Path) -> LabelledSpectra:
-        """The store joined to a label catalog and its Table 1 (files of ``apogeenet label``)."""
-        import json
-
-        from apogeenet.io.tables import read_table
-
-        for needed in (labels_file, table1_file):
-            if not Path(needed).exists():
-                raise InputError(f"{needed} is missing: run `apogeenet label` first")
-        table1 = Normalisation(**json.loads(Path(table1_file).read_text()))
-        return cls(SpectraStore(store_dir), read_table(labels_file), table1)
-
-    def __len__(self) -> int:
-        return len(self.catalog)
-
-    def select(self, *, split: str | None = None, sources: tuple[str, ...] | None = None) -> np.ndarray:
-        """Positions (into the catalog) of one split and/or some sources."""
-        keep = np.ones(len(self), bool)
-        if split is not None:
-            keep &= (self.catalog["SPLIT"] == split).to_numpy()
-        if sources is not None:
-            keep &= self.catalog["SOURCE"].isin(sources).to_numpy()
-        return np.flatnonzero(keep)
-
-    def prepared(self, positions: np.ndarray) -> np.ndarray:
-        """Raw flux of these stars as the network takes it (bad pixels 0), before the flux unit."""
-        spectra = self.store.read(self.rows[positions])
-        return prepare_flux(spectra.flux, spectra.error)
-
-    def batch(self, positions: np.ndarray, device: torch.device | str = "cpu",
-              noise: np.random.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Network input and standardised targets on ``device`` (the flux unit applied there);
-        with ``noise``, each spectrum plus a draw of N(0, 1)·σ (the §3.5 perturbation)."""
-        if noise is None:
-            flux = self.prepared(positions)
-        else:
-            spectra = self.store.read(self.rows[positions])
-            sigma = perturbation_sigma(spectra.flux, spectra.error)
-            flux = prepare_flux(spectra.flux, spectra.error) + noise.standard_normal(sigma.shape, np.float32) * sigma
-        flux = torch.from_numpy(flux).to(device)
-        return scale_flux(flux, self.flux_scale), torch.from_numpy(self.targets[positions]).to(device)
-
-    def median_flux(self, positions: np.ndarray, limit: int = 500) -> float:
-        """Median good-pixel flux of (up to ``limit`` of) these spectra: the model's flux unit."""
-        flux = self.prepared(np.sort(positions)[:limit])
-        return float(np.median(flux[flux > 0]))
-
-    def predictor_loss(self, predictor: Predictor, positions: np.ndarray) -> float:
-        """:func:`standardised_mse` of a saved model through its own flux unit and Table 1 (so
-        that models with other units compare on this catalog)."""
-        physical = predictor.predict(self.prepared(positions)).to_numpy()
-        return standardised_mse(self, positions, (physical - self.table1.mean) / self.table1.std)
-
-
-def standardised_mse(data: LabelledSpectra, positions: np.ndarray, prediction: np.ndarray) -> float:
-    """The loss of §3.1: MSE of standardised predictions (eq. 4) against the targets."""
-    return float(np.mean((prediction - data.targets[positions]) ** 2))
-
-
-def best_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _optimizer(model: nn.Module, cfg: TrainProfile) -> torch.optim.Optimizer:
@@ -284,7 +198,8 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
             for start in range(0, len(order), cfg.batch_size):
                 noise = (np.random.default_rng([seed, state["epoch"], start]) if cfg.augment is Augment.NOISE
                          else None)  # a function of (seed, epoch, batch): a resumed run draws the same
-                flux, target = data.batch(order[start:start + cfg.batch_size], device, noise)
+                flux, target = data.batch(order[start:start + cfg.batch_size], device, noise,
+                                           noise_cap=cfg.augment_error_cap)
                 optimizer.zero_grad(set_to_none=True)
                 with _autocast(device, cfg.amp):
                     loss = loss_fn(model(flux).float(), target)

@@ -1,24 +1,24 @@
 """Monte-Carlo uncertainties (Olney et al. 2020, §3.5).
 
-For each spectrum, ``n_draws`` noisy copies are made, flux + N(0, 1) · σ_pixel, and passed
+For each spectrum, ``predict.draws`` noisy copies are made, flux + N(0, 1) · σ_pixel, and passed
 through the network; the standard deviation of the predictions (physical units) is the
-uncertainty. σ_pixel is the apStar error capped at ``cap`` (5) times the spectrum's mean error,
+uncertainty. σ_pixel is the apStar error capped at ``predict.error_cap`` times the spectrum's mean error,
 where the mean is taken over good pixels only (finite flux, 0 < error < 1e10): bad pixels carry
 the 1e10 sentinel and would otherwise swamp it. Bad pixels stay 0 in every draw, as in training.
 
 Real apStar files also carry inflated errors without the sentinel (near chip gaps and telluric
-lines), which pull the mean far above the typical error so that a cap at 5 × the mean hardly
-caps. The option ``reference="median"`` caps at 5 × the median good-pixel error instead (README,
+lines), which pull the mean far above the typical error so that a cap at a multiple of the mean
+hardly caps. ``error_reference: median`` caps at a multiple of the median good-pixel error instead (README,
 "Inference, uncertainties and the catalog", has the figures on the real files).
 
 The draws of a block of spectra go through the network together
-(:meth:`ApogeeNet.forward_chunks`): the convolutions in chunks of ``forward_batch`` (star, draw)
-pairs on a CPU — a small chunk keeps its noise and the first layers' activations (8 × 8575
-floats each) in the cache (bench/infer.py measures it) — or of the whole block on a GPU, and the
+(:meth:`ApogeeNet.forward_chunks`): the convolutions in chunks of ``predict.forward_batch`` (star,
+draw) pairs on a CPU — a small chunk keeps its noise and the first layers' activations in the
+cache (bench/infer.py measures it) — or of the whole block on a GPU, and the
 fully connected head once over the block. Every draw is divided by its spectrum's flux unit
 (:func:`apogeenet.model.flux_divisor`, the median good pixel for a per-spectrum unit): the unit
-is the star's, and the median of 8 575 noisy pixels moves by about 1 % of one pixel's σ, while
-computing it again per draw cost 10 % of the time. The noise is made chunk by chunk on the network's
+is the star's: the median of 8 575 noisy pixels hardly moves from draw to draw, and computing
+it again per draw would cost time. The noise is made chunk by chunk on the network's
 device by a counter-based generator (:mod:`apogeenet.noise`) keyed by (seed, key, draw, pixel),
 ``key`` the spectrum's stable identifier (a hash of its APOGEE_ID), so the numbers do not depend
 on batch size, order or the number of workers: same seed, same numbers on one kind of device.
@@ -40,7 +40,8 @@ import torch
 
 from apogeenet.config import ErrorReference, PredictParams, Uncertainty
 from apogeenet.io.apstar import good_pixels
-from apogeenet.model import HIDDEN_SIZE, flux_divisor, gradient_network, prepare_flux
+from apogeenet.kernels import gradient_network
+from apogeenet.model import HIDDEN_SIZE, flux_divisor, prepare_flux
 from apogeenet.noise import normal_noise, star_streams
 from apogeenet.serving import Predictor
 
@@ -63,7 +64,7 @@ def median_good_error(flux: np.ndarray, error: np.ndarray) -> np.ndarray:
     return np.nanmedian(np.where(good, error, np.nan), axis=-1)
 
 
-def perturbation_sigma(flux: np.ndarray, error: np.ndarray, cap: float = 5.0,
+def perturbation_sigma(flux: np.ndarray, error: np.ndarray, cap: float,
                        reference: ErrorReference = ErrorReference.MEAN) -> np.ndarray:
     """σ per pixel for the draws: the error capped at ``cap`` × the spectrum's ``reference``
     ("mean", the paper, or "median") good-pixel error; 0 on bad pixels (they stay 0)."""
@@ -94,23 +95,25 @@ def _on_device(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: 
     return model, device, prepared, sigma, star_streams(seed, keys, device)
 
 
-def mc_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: np.ndarray, *,
-               n_draws: int = 100, seed: int = 0, cap: float = 5.0,
-               max_batch: int = 1600, forward_batch: int = 16,
-               reference: ErrorReference = ErrorReference.MEAN) -> MCResult:
-    """Single-pass predictions and ``n_draws`` Monte-Carlo draws per spectrum, in physical units
-    (``n_draws`` 0: the single pass alone, σ NaN).
+def mc_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: np.ndarray,
+               cfg: PredictParams) -> MCResult:
+    """Single-pass predictions and ``cfg.draws`` Monte-Carlo draws per spectrum, in physical units
+    (``cfg.uncertainty`` none: the single pass alone, σ NaN).
 
     ``flux``/``error``: raw apStar arrays (n, 8575); ``keys``: one uint64 per spectrum that seeds
-    its noise. Spectra are processed in blocks whose draws together make at most ``max_batch``
-    network inputs, run ``forward_batch`` at a time on a CPU and all at once on a GPU.
+    its noise (with ``cfg.seed``). Spectra are processed in blocks whose draws together make at
+    most ``cfg.max_batch`` network inputs, run ``cfg.forward_batch`` at a time on a CPU and all at
+    once on a GPU; pixel σ capped by ``cfg.error_cap`` × ``cfg.error_reference``.
     """
-    model, device, prepared, sigma, streams = _on_device(predictor, flux, error, keys, seed, cap, reference)
+    n_draws = 0 if cfg.uncertainty == Uncertainty.NONE else cfg.draws
+    max_batch = cfg.max_batch
+    model, device, prepared, sigma, streams = _on_device(predictor, flux, error, keys, cfg.seed, cfg.error_cap,
+                                                         cfg.error_reference)
     unit = flux_divisor(prepared, predictor.flux_scale)    # the spectrum's, kept for its draws
     divided, sigma = prepared / unit, sigma / unit
     std, mu = np.asarray(predictor.table1.std), np.asarray(predictor.table1.mean)
     n, npix = prepared.shape
-    chunk = forward_batch if device.type == "cpu" else max_batch
+    chunk = cfg.forward_batch if device.type == "cpu" else max_batch
     prediction, mean, spread = np.empty((n, 3)), np.empty((n, 3)), np.full((n, 3), np.nan)
     hidden = np.empty((n, HIDDEN_SIZE), np.float32)
     per_block = max(1, max_batch // max(n_draws, 1))
@@ -140,20 +143,18 @@ def mc_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: 
 
 DELTA_STEP = 1e-3
 """How far the forward difference of :func:`delta_predict` moves each output (standardised units,
-eq. 4): 200× the largest float32 rounding of an output (5e-6 on the demo's model) and well under
-a typical σ (Teff: 1 K, log g: 0.001 dex on the demo's scale, against σ of 20–60 K, 0.04 dex)."""
+eq. 4): far above the float32 rounding of an output and far below a typical σ."""
 
 
-def delta_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: np.ndarray, *,
-                  points: int = 2, seed: int = 0, cap: float = 5.0, forward_batch: int = 16,
-                  reference: ErrorReference = ErrorReference.MEAN) -> MCResult:
+def delta_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: np.ndarray,
+                  cfg: PredictParams) -> MCResult:
     """Single-pass predictions and their first-order (delta-method) σ, physical units.
 
     σ_k² = Σ_i (∂y_k/∂x_i)² σ_i², σ_i the capped pixel σ of the Monte Carlo (0 on bad pixels),
-    the gradient g₀ from one forward and three backward passes at the spectrum. ``points=1`` is
-    this textbook delta method. A network of ReLUs and max-pools has a gradient that jumps from
-    pixel to pixel, and the jumps add to Σ g₀² what the draws average out, so it overestimates the
-    Monte-Carlo σ (by 1.27× in the median on the demo's test split). With ``points`` > 1 the cross
+    the gradient g₀ from one forward and three backward passes at the spectrum.
+    ``cfg.delta_points`` 1 is this textbook delta method. A network of ReLUs and max-pools has a
+    gradient that jumps from pixel to pixel, and the jumps add to Σ g₀² what the draws average
+    out, so it overestimates the Monte-Carlo σ (README has by how much). With ``points`` > 1 the cross
     product Σ_i g₀ᵢ ḡᵢ σ_i² is used instead, ḡ the mean gradient at ``points`` − 1 Monte-Carlo draws
     of the spectrum (noise and flux unit as in :func:`mc_predict`): their jumps are independent of
     g₀'s and cancel. Each term Σ_i ḡᵢ (σ_i² g₀ᵢ) is the derivative at a draw along σ² g₀, taken by a
@@ -163,11 +164,13 @@ def delta_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, key
     held fixed at the spectrum's: one pixel's noise hardly moves the median of 8 575, although
     locally the median pixel carries it all.
     """
-    model, device, prepared, pixel_sigma, streams = _on_device(predictor, flux, error, keys, seed, cap, reference)
+    model, device, prepared, pixel_sigma, streams = _on_device(predictor, flux, error, keys, cfg.seed, cfg.error_cap,
+                                                               cfg.error_reference)
+    points, forward_batch = cfg.delta_points, cfg.forward_batch
     network = model.snapshot(gradient_network)
     std, mu = np.asarray(predictor.table1.std), np.asarray(predictor.table1.mean)
     n, npix = prepared.shape
-    chunk = forward_batch if device.type == "cpu" else n  # gradient passes: 32 ran 1.3x faster per star than 64
+    chunk = forward_batch if device.type == "cpu" else n
     prediction, variance = np.empty((n, 3)), np.empty((n, 3))
     hidden = np.empty((n, HIDDEN_SIZE), np.float32)
     for rows in torch.arange(n, device=device).split(chunk):
@@ -211,13 +214,11 @@ def _cross_at_draws(model, x: torch.Tensor, sigma: torch.Tensor, gradient: torch
     return ((at_step - at_draw) / step.T.double()).mean(dim=0)
 
 
-def predict_store(predictor: Predictor, store, cfg: PredictParams, *, n_draws: int | None = None,
-                  rows: np.ndarray | None = None) -> MCResult:
+def predict_store(predictor: Predictor, store, cfg: PredictParams, *, rows: np.ndarray | None = None) -> MCResult:
     """Predictions and σ for the store's ``rows`` (default all) of a
     :class:`apogeenet.store.SpectraStore`, read ``cfg.spectra_per_block`` spectra at a time: the
     Monte Carlo (:func:`mc_predict`, each star's noise keyed by its APOGEE_ID), the delta
     method (:func:`delta_predict`) or the single pass alone (σ NaN), as ``cfg.uncertainty`` says."""
-    n_draws = n_draws or cfg.draws
     rows = np.arange(len(store.index)) if rows is None else np.asarray(rows)
     keys = seed_keys(store.index["apogee_id"].to_numpy()[rows])
     n = len(rows)
@@ -225,15 +226,8 @@ def predict_store(predictor: Predictor, store, cfg: PredictParams, *, n_draws: i
     for start in range(0, n, cfg.spectra_per_block):
         part = slice(start, min(start + cfg.spectra_per_block, n))
         batch = store.read(rows[part])
-        if cfg.uncertainty == Uncertainty.DELTA:
-            result = delta_predict(predictor, batch.flux, batch.error, keys[part], points=cfg.delta_points,
-                                   seed=cfg.seed, cap=cfg.error_cap, forward_batch=cfg.forward_batch,
-                                   reference=cfg.error_reference)
-        else:
-            result = mc_predict(predictor, batch.flux, batch.error, keys[part],
-                                n_draws=0 if cfg.uncertainty == Uncertainty.NONE else n_draws,
-                                seed=cfg.seed, cap=cfg.error_cap, max_batch=cfg.max_batch,
-                                forward_batch=cfg.forward_batch, reference=cfg.error_reference)
+        method = delta_predict if cfg.uncertainty == Uncertainty.DELTA else mc_predict
+        result = method(predictor, batch.flux, batch.error, keys[part], cfg)
         for name in ("prediction", "mean", "sigma", "hidden"):
             getattr(found, name)[part] = getattr(result, name)
     return found

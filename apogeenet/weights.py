@@ -12,7 +12,10 @@ import torch
 from apogeenet.atomic import atomic_path
 from apogeenet.errors import UserFacingError
 
-__all__ = ["ModelFileError", "load_weights", "save_weights"]
+__all__ = ["MODEL_FILE", "ModelFileError", "load_weights", "save_weights"]
+
+MODEL_FILE = "model.pt"
+"""The name of a model file in a stage's output directory, a plan's parts and a registered model."""
 
 
 class ModelFileError(UserFacingError):

@@ -36,7 +36,8 @@ MODELS = ("apogeenet", "ridge", "cannon")
 
 def project(work: Path, n_stars: int):
     """The bench's survey, store and validated labels (made once); returns (params, data)."""
-    from apogeenet.stages import label_stage, training_data, validate_stage
+    from apogeenet.pipeline import label, validate
+    from apogeenet.pipeline.common import training_data
     from apogeenet.store import ingest
     from apogeenet.synth.files import SurveyFiles
     from apogeenet.synth.survey import make_survey
@@ -50,10 +51,10 @@ def project(work: Path, n_stars: int):
                         "truth": str(files.truth), "spectra": str(files.spectra), "store": str(work / "store"),
                         "labels": str(work / "labels"), "validation": str(work / "validation")}
     (work / "params.yaml").write_text(yaml.safe_dump(params))
-    cfg = load_params(work / "params.yaml")
+    cfg = load_params(work / "params.yaml").with_overrides({"tracking.enabled": False})
     if not (work / "labels" / "labels.parquet").exists():
-        label_stage(cfg, track=False)
-    if not validate_stage(cfg).passed:
+        label.run(cfg)
+    if not validate.run(cfg).passed:
         raise SystemExit("the bench survey's labels failed validation")
     return cfg, training_data(cfg)
 

@@ -31,10 +31,11 @@ from benchio import emit
 from apogeenet.calibration import PARAMETERS, fit_calibration
 from apogeenet.io.tables import read_truth
 from apogeenet.labels.catalog import SOURCES
-from apogeenet.reliability import (calibrate_predictor, exact_sigma_pass_rate, meets_bar, split_uncertainties,
+from apogeenet.calibrate_model import calibrate_predictor
+from apogeenet.reliability import (exact_sigma_pass_rate, meets_bar, split_uncertainties,
                                   write_calibration)
 from apogeenet.serving import Predictor
-from apogeenet.stages import train_stage
+from apogeenet.pipeline import train
 
 def resplit_cells(frame, truth, resplits: int, seed: int = 0) -> np.ndarray:
     """(resplits, 9) whether each group × parameter cell meets the bar when the calibration is fitted
@@ -70,13 +71,9 @@ def main() -> None:
     started = time.perf_counter()
     model = args.work / "model" / "model.pt"
     if not model.exists():
-        train_stage(cfg, out_dir=model.parent, track=False, progress=True)
-        predictor = Predictor.load(model)
-    else:  # trained before: the calibration fitted again by the present code
-        predictor = Predictor.load(model)
-        data.flux_scale = predictor.flux_scale
-        calibrate_predictor(predictor, data, cfg.predict, cfg.calibration, truth)
-        predictor.save(model)
+        train.run(cfg.with_overrides({"paths.model": str(model.parent), "tracking.enabled": False}), progress=True)
+    predictor = Predictor.load(model)  # the calibration fitted by the present code, as `apogeenet calibrate` does
+    calibrate_predictor(predictor, data.with_flux_scale(predictor.flux_scale), cfg.predict, cfg.calibration, truth)
     fit_seconds = time.perf_counter() - started
     frames = {split: split_uncertainties(predictor, data, cfg.predict, split) for split in ("dev", "test")}
     metrics, markdown = write_calibration(frames["test"], truth, args.work)

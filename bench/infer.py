@@ -41,7 +41,7 @@ from apogeenet.config import load_params
 from apogeenet.model import prepare_flux, scale_flux
 from apogeenet.serving import Predictor
 from apogeenet.store import SpectraStore, ingest
-from apogeenet.train import best_device
+from apogeenet.dataset import best_device
 from apogeenet.noise import normal_noise, star_streams
 from apogeenet.uncertainty import delta_predict, mc_predict, perturbation_sigma, seed_keys
 
@@ -91,7 +91,7 @@ def eager_mc(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: np
              seed: int, batch: int = 128) -> np.ndarray:
     """σ from draws run one after another (the same noise as mc_predict, made star by star on the
     CPU), float32 eager, batch 128."""
-    prepared, sigma = prepare_flux(flux, error), perturbation_sigma(flux, error)
+    prepared, sigma = prepare_flux(flux, error), perturbation_sigma(flux, error, load_params().predict.error_cap)
     streams = star_streams(seed, keys)
     noise = np.stack([normal_noise(streams[i:i + 1].repeat(draws), torch.arange(draws), flux.shape[1]).numpy()
                       for i in range(len(keys))])
@@ -103,12 +103,11 @@ def delta_agreement(predictor: Predictor, flux: np.ndarray, error: np.ndarray, k
                     p) -> dict:
     """σ_delta / σ_MC star by star: per parameter the median and 5-95 % range, and the fraction of
     stars whose three ratios all lie within a factor 1.25; for the configured points and for one."""
-    mc = mc_predict(predictor, flux, error, keys, n_draws=draws, seed=p.seed, cap=p.error_cap,
-                    max_batch=p.max_batch, forward_batch=p.forward_batch)
+    mc = mc_predict(predictor, flux, error, keys, p.model_copy(update={"draws": draws}))
     out = {"n_stars": int(len(keys))}
     for points in sorted({1, p.delta_points}):
-        ratio = delta_predict(predictor, flux, error, keys, points=points, seed=p.seed, cap=p.error_cap,
-                              forward_batch=p.forward_batch).sigma / mc.sigma
+        delta = p.model_copy(update={"uncertainty": "delta", "delta_points": points})
+        ratio = delta_predict(predictor, flux, error, keys, delta).sigma / mc.sigma
         inside = (ratio >= 1 / 1.25) & (ratio <= 1.25)
         out[points] = {"median": np.round(np.median(ratio, axis=0), 3).tolist(),
                        "p5": np.round(np.percentile(ratio, 5, axis=0), 3).tolist(),
@@ -131,7 +130,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     cfg = load_params()
-    p = (cfg.with_overrides({"predict.max_batch": args.max_batch}) if args.max_batch else cfg).predict
+    overrides = {"predict.draws": args.draws, "predict.max_draws": max(args.draws, cfg.predict.max_draws),
+                 **({"predict.max_batch": args.max_batch} if args.max_batch else {})}
+    p = cfg.with_overrides(overrides).predict
+    delta = p.model_copy(update={"uncertainty": "delta"})
     with tempfile.TemporaryDirectory() as tmp:
         predictor, store, rows, source = project_inputs(args.model, args.n_synthetic, Path(tmp))
         batch = store.read(rows)
@@ -146,10 +148,8 @@ def main() -> None:
         few, two = slice(0, min(128, len(rows))), slice(0, min(2, len(rows)))  # an untimed pass of each path
         eager_single(predictor, prepared[few])                            # first: its oneDNN primitives made
         predictor.predict(prepared[few], batch_size=p.forward_batch)
-        mc_predict(predictor, flux[two], error[two], keys[two], n_draws=args.draws, seed=p.seed, cap=p.error_cap,
-                   max_batch=p.max_batch, forward_batch=p.forward_batch)
-        delta_predict(predictor, flux[few], error[few], keys[few], points=p.delta_points, seed=p.seed,
-                      cap=p.error_cap, forward_batch=p.forward_batch)
+        mc_predict(predictor, flux[two], error[two], keys[two], p)
+        delta_predict(predictor, flux[few], error[few], keys[few], delta)
         timings: dict[str, list[float]] = {k: [] for k in ("single_eager", "single_fast", "mc_eager", "mc_fast",
                                                              "delta")}
         for _ in range(args.repeats):
@@ -163,12 +163,10 @@ def main() -> None:
             sigma_eager = eager_mc(predictor, flux[mc_rows], error[mc_rows], keys[mc_rows], args.draws, p.seed)
             timings["mc_eager"].append(len(keys[mc_rows]) / (time.perf_counter() - t))
             t = _synchronised(device)
-            mc = mc_predict(predictor, flux[mc_rows], error[mc_rows], keys[mc_rows], n_draws=args.draws,
-                            seed=p.seed, cap=p.error_cap, max_batch=p.max_batch, forward_batch=p.forward_batch)
+            mc = mc_predict(predictor, flux[mc_rows], error[mc_rows], keys[mc_rows], p)
             timings["mc_fast"].append(len(keys[mc_rows]) / (time.perf_counter() - t))
             t = _synchronised(device)
-            delta_predict(predictor, flux[delta_rows], error[delta_rows], keys[delta_rows], points=p.delta_points,
-                          seed=p.seed, cap=p.error_cap, forward_batch=p.forward_batch)
+            delta_predict(predictor, flux[delta_rows], error[delta_rows], keys[delta_rows], delta)
             timings["delta"].append(len(keys[delta_rows]) / (time.perf_counter() - t))
         agree = slice(0, args.n_agree or len(rows))
         agreement = delta_agreement(predictor, flux[agree], error[agree], keys[agree], args.draws, p)

@@ -59,21 +59,23 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from apogeenet.stages import train_stage
-    from apogeenet.train import TrainingDiverged, best_device
+    from apogeenet.pipeline import train
+    from apogeenet.dataset import best_device
+    from apogeenet.train import TrainingDiverged
 
     base = load_params()
     work = args.work or Path(tempfile.mkdtemp(prefix="paper-recipe-"))
     runs = {}
     for name, overrides in (("paper", {}), ("paper_grad_clip_1", {"grad_clip": 1.0})):
         profile = {**base.train.profiles["paper"].model_dump(mode="json"), **overrides}
+        out_dir = work / name
         cfg = base.with_overrides({"train.profile": "paper",
                                    "train.profiles": {**base.model_dump(mode="json")["train"]["profiles"],
-                                                      "paper": profile}})
-        out_dir = work / name
+                                                      "paper": profile},
+                                   "paths.model": str(out_dir), "tracking.enabled": False})
         start = time.perf_counter()
         try:
-            result = train_stage(cfg, out_dir=out_dir, track=False, progress=True)
+            result = train.run(cfg, progress=True)
         except TrainingDiverged as exc:
             runs[name] = {"profile": profile, "diverged": str(exc), "seconds": time.perf_counter() - start}
             continue

@@ -31,13 +31,14 @@ from apogeenet.labels.catalog import Normalisation, combine_labels
 from apogeenet.model import ApogeeNet
 from apogeenet.store import SpectraStore, ingest
 from apogeenet.config import TrainProfile
-from apogeenet.train import LabelledSpectra, best_device, train_model
+from apogeenet.dataset import LabelledSpectra, best_device
+from apogeenet.train import train_model
 
 
 def project_or_synthetic(n_stars: int, tmp: Path) -> tuple[LabelledSpectra, str]:
     from apogeenet.config import load_params
     from apogeenet.errors import UserFacingError
-    from apogeenet.stages import training_data
+    from apogeenet.pipeline.common import training_data
 
     try:
         return training_data(load_params()), "project store"

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from apogeenet.atomic import atomic_path
+from apogeenet.gate import SUMMARY_FILE
 
 __all__ = ["ValidationReport", "run_suites", "validate_project"]
 
@@ -84,7 +85,7 @@ def run_suites(frames: dict[str, pd.DataFrame], suites: dict, out_dir: str | os.
                 })
     context.build_data_docs()
     report.docs = str(out_dir / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html")
-    with atomic_path(out_dir / "summary.json") as tmp:
+    with atomic_path(out_dir / SUMMARY_FILE) as tmp:
         tmp.write_text(json.dumps({"success": report.success, "inputs": inputs or {}, "suites": report.suites,
                                    "failures": report.failures, "data_docs": report.docs}, indent=2) + "\n")
     return report

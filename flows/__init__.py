@@ -1,4 +1,4 @@
-"""Prefect flows: thin orchestration around ``apogeenet.stages`` (no arithmetic here)."""
+"""Prefect flows: thin orchestration around the stages of :mod:`apogeenet.pipeline` (no arithmetic here)."""
 
 from __future__ import annotations
 

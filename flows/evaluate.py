@@ -16,7 +16,8 @@ import sys
 from prefect import flow, task
 
 from apogeenet.config import Params, load_params
-from apogeenet.stages import baselines_stage, evaluate_stage
+from apogeenet.mlflow_store import CHAMPION_URI
+from apogeenet.pipeline import baselines, evaluate
 from apogeenet.tracking import StageResult
 from flows import publish_result
 
@@ -29,18 +30,18 @@ def _flow_paths(params_path: str | None) -> Params:
 
 @task(name="baselines")
 def baselines_task(params_path: str | None) -> StageResult:
-    result = baselines_stage(_flow_paths(params_path))
+    result = baselines.run(_flow_paths(params_path))
     publish_result(result)
     return result
 
 
 @task(name="evaluate")
 def evaluate_task(params_path: str | None, model: str, baseline: str | None) -> StageResult:
-    return evaluate_stage(_flow_paths(params_path), model=model, baseline=baseline)
+    return evaluate.run(_flow_paths(params_path).with_overrides({"evaluate.model": model, "evaluate.baseline": baseline}))
 
 
 @flow(name="evaluate")
-def evaluate_flow(model: str = "models:/apogeenet@champion", baseline: str | None = None,
+def evaluate_flow(model: str = CHAMPION_URI, baseline: str | None = None,
                   params_path: str | None = None, baselines: bool = True) -> dict:
     """Fit the baselines, then evaluate the model beside them (Tables 2/3, quality bar).
 
@@ -58,4 +59,4 @@ def evaluate_flow(model: str = "models:/apogeenet@champion", baseline: str | Non
 
 
 if __name__ == "__main__":
-    evaluate_flow(*(sys.argv[1:2] or ["models:/apogeenet@champion"]), params_path=(sys.argv[2:3] or [None])[0])
+    evaluate_flow(*(sys.argv[1:2] or [CHAMPION_URI]), params_path=(sys.argv[2:3] or [None])[0])

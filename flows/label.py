@@ -12,9 +12,9 @@ import sys
 from prefect import flow, task
 
 from apogeenet.config import load_params
-from flows import publish_result
-from apogeenet.stages import label_stage, validate_stage
+from apogeenet.pipeline import label, validate
 from apogeenet.tracking import StageResult
+from flows import publish_result
 
 
 class ValidationFailed(RuntimeError):
@@ -23,14 +23,14 @@ class ValidationFailed(RuntimeError):
 
 @task(name="build-labels")
 def build_labels_task(params_path: str | None, track: bool) -> StageResult:
-    result = label_stage(load_params(params_path), track=track)
+    result = label.run(load_params(params_path).with_overrides({"tracking.enabled": track}))
     publish_result(result)
     return result
 
 
 @task(name="validate")
 def validate_task(params_path: str | None, track: bool) -> StageResult:
-    result = validate_stage(load_params(params_path), track=track)
+    result = validate.run(load_params(params_path).with_overrides({"tracking.enabled": track}))
     publish_result(result)
     if not result.passed:
         raise ValidationFailed("\n".join(line for line in result.report.splitlines() if "FAILED" in line))

@@ -15,15 +15,14 @@ Dask, and a rerun of the flow computes only the shards that have no part.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from prefect import flow, task
 from prefect_dask import DaskTaskRunner
 
 from apogeenet.cluster import cluster_spec, preserved_environment
-from apogeenet.config import DaskParams, load_params
+from apogeenet.config import DaskParams, Params, load_params
+from apogeenet.pipeline import predict
 from apogeenet.shards import ShardPlan, predict_shard
-from apogeenet.stages import predict_finish, predict_plan
 from apogeenet.tracking import StageResult
 from flows import publish, publish_result
 
@@ -42,9 +41,15 @@ def dask_params(params_path: str | None, cluster: str | None, workers: int | Non
     return load_params(params_path).with_overrides(overrides).dask
 
 
+def predict_params(params_path: str | None, model: str | None, store: str | None) -> Params:
+    """params.yaml with a flow run's ``model`` and ``store`` when given (validated)."""
+    overrides = {k: v for k, v in {"predict.model": model, "paths.store": store}.items() if v is not None}
+    return load_params(params_path).with_overrides(overrides)
+
+
 @task(name="plan")
 def plan_task(params_path: str | None, model: str | None, store: str | None) -> str:
-    return str(predict_plan(load_params(params_path), model=model, store=Path(store) if store else None)[1])
+    return str(predict.plan(predict_params(params_path, model, store)).file)
 
 
 @task(name="shard", retries=2, retry_delay_seconds=2)
@@ -60,9 +65,9 @@ def shards_flow(plan_file: str, numbers: list[int], torch_threads: int) -> list[
 
 
 @task(name="catalog", retries=1, retry_delay_seconds=5)
-def catalog_task(params_path: str | None, model: str | None, plan_file: str) -> StageResult:
-    cfg = load_params(params_path)
-    return predict_finish(cfg.with_overrides({"predict.model": model or cfg.predict.model}), Path(plan_file))
+def catalog_task(params_path: str | None, model: str | None, store: str | None) -> StageResult:
+    """The stage itself: it finds the plan and its parts again and merges them into the catalog."""
+    return predict.run(predict_params(params_path, model, store))
 
 
 @flow(name="predict")
@@ -87,7 +92,7 @@ def predict_flow(model: str | None = None, store: str | None = None, params_path
     if missing:
         with preserved_environment():  # the Dask nannies' OMP_NUM_THREADS=1 stays in their workers
             shards_flow.with_options(task_runner=dask_runner(dask))(plan_file, missing, dask.threads())
-    result = catalog_task(params_path, model, plan_file)
+    result = catalog_task(params_path, model, store)
     publish_result(result)
     return result.metrics
 

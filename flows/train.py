@@ -4,8 +4,9 @@
     prefect deployment run train/adapt                       # through a served deployment (README)
 
 ``pretrain`` trains APOGEE Net on the label catalog; ``adapt`` adapts the registry's champion
-(or the model named by ``init_model``: a model.pt or an MLflow URI). Both log to MLflow and
-register the result. Training tasks retry once: a retry resumes from the last checkpoint.
+(or the model named by ``init_model``: a model.pt or an MLflow URI). Both then calibrate the new
+model (stage ``calibrate``) and register it, and log everything to MLflow. Training tasks retry
+once: a retry resumes from the last checkpoint.
 """
 
 from __future__ import annotations
@@ -16,25 +17,33 @@ from typing import Literal
 from prefect import flow, task
 
 from apogeenet.config import load_params
-from flows import publish_result
-from apogeenet.stages import adapt_stage, train_stage
+from apogeenet.pipeline import adapt, calibrate, train
 from apogeenet.tracking import StageResult
+from apogeenet.weights import MODEL_FILE
+from flows import publish_result
 
 
 @task(name="pretrain", retries=1, retry_delay_seconds=5)
 def pretrain_task(params_path: str | None, init_model: str | None) -> StageResult:
-    return train_stage(load_params(params_path), init_model=init_model)
+    return train.run(load_params(params_path).with_overrides({"train.init_model": init_model}))
 
 
 @task(name="adapt", retries=1, retry_delay_seconds=5)
 def adapt_task(params_path: str | None, init_model: str | None) -> StageResult:
-    return adapt_stage(load_params(params_path), init_model=init_model)
+    return adapt.run(load_params(params_path).with_overrides({"adapt.init_model": init_model}))
+
+
+@task(name="calibrate", retries=1, retry_delay_seconds=5)
+def calibrate_task(params_path: str | None, mode: str) -> StageResult:
+    cfg = load_params(params_path)
+    trained = cfg.paths.model if mode == "pretrain" else cfg.paths.adapted
+    return calibrate.run(cfg.with_overrides({"calibration.model": str(trained / MODEL_FILE)}))
 
 
 @flow(name="train")
 def train_flow(mode: Literal["pretrain", "adapt"] = "pretrain", params_path: str | None = None,
                init_model: str | None = None) -> dict:
-    """Pretrain (§3.3) or adapt (§3.4) APOGEE Net, log to MLflow and register the model.
+    """Pretrain (§3.3) or adapt (§3.4) APOGEE Net, calibrate it, log to MLflow and register it.
 
     Args:
         mode: pretrain (train on the label catalog) or adapt (the 5 %-Payne adaptation).
@@ -42,9 +51,11 @@ def train_flow(mode: Literal["pretrain", "adapt"] = "pretrain", params_path: str
         init_model: Starting weights (model.pt or MLflow URI); default none for pretrain,
             models:/apogeenet@champion for adapt.
     """
-    result = (pretrain_task if mode == "pretrain" else adapt_task)(params_path, init_model)
-    publish_result(result)
-    return result.metrics
+    trained = (pretrain_task if mode == "pretrain" else adapt_task)(params_path, init_model)
+    publish_result(trained)
+    calibrated = calibrate_task(params_path, mode)
+    publish_result(calibrated)
+    return {**trained.metrics, **calibrated.metrics}
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ __all__ = [
     "apstar_jobs",
     "apstar_url",
     "download_files",
+    "validate_allstar",
 ]
 
 SAS_BASE_URL = "https://data.sdss.org/sas"
@@ -190,6 +191,16 @@ def _inside(path: Path, root: Path) -> bool:
 
 def _validate_apstar(path: Path) -> None:
     read_apstar(path)
+
+
+def validate_allstar(path: Path) -> None:
+    """A downloaded allStar file: valid FITS with a table in HDU1 (ValueError otherwise)."""
+    from astropy.io import fits
+
+    with fits.open(path) as hdul:
+        hdul.verify("exception")
+        if len(hdul) < 2 or not isinstance(hdul[1], fits.BinTableHDU):
+            raise ValueError(f"{path}: no table in HDU1")
 
 
 def download_files(jobs: Sequence[DownloadJob], *, workers: int = 4, retries: int = 5,

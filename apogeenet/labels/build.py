@@ -10,6 +10,7 @@ median of its region's members that have one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -148,7 +149,6 @@ def save_label_set(label_set: LabelSet, out_dir) -> dict:
     selection, the YSO predictions and ``metrics.json``, each atomically (a kill leaves each file
     old or new, never torn); returns the metrics."""
     import json
-    from pathlib import Path
 
     from apogeenet.atomic import atomic_path
     from apogeenet.io.tables import write_table
@@ -168,3 +168,20 @@ def save_label_set(label_set: LabelSet, out_dir) -> dict:
         with atomic_path(out_dir / name) as tmp:
             tmp.write_text(json.dumps(content, indent=2) + "\n")
     return metrics
+
+
+def read_splits(labels_file: Path) -> dict[str, str] | None:
+    """APOGEE_ID -> SPLIT of an earlier label catalog (None when there is none): kept, so that
+    adding stars never moves one from a split to another."""
+    from apogeenet.io.tables import read_table
+
+    if not Path(labels_file).exists():
+        return None
+    earlier = read_table(labels_file)
+    return dict(zip(earlier["APOGEE_ID"], earlier["SPLIT"]))
+
+
+def label_counts(metrics: dict) -> dict[str, int]:
+    """The per-source, per-split counts among :func:`label_metrics` (``payne_train``, ...)."""
+    return {k: v for k, v in metrics.items()
+            if k.split("_")[0] in ("payne", "mstar", "yso") and k.split("_")[-1] in ("train", "dev", "test")}

@@ -26,7 +26,7 @@ import pandas as pd
 from apogeenet.config import Recipe
 from apogeenet.errors import InputError
 
-__all__ = ["LabelFlag", "SELECTION_BOX", "absolute_k", "find_columns", "hejazi_feh",
+__all__ = ["LabelFlag", "SELECTION_BOX", "absolute_k", "find_columns", "hejazi_feh", "label_table",
            "mann_teff_feh", "mann_teff_printed", "mdwarf_labels", "select_mdwarfs", "veyette_logg"]
 
 
@@ -168,3 +168,25 @@ def select_mdwarfs(j, k, g, parallax, parallax_error, field, *,
     young = np.isin(np.asarray(field, dtype=str), sorted(excluded_fields))
     return pd.DataFrame({"M_K": m_k, "IN_BOX": in_box, "PARALLAX_OK": parallax_ok,
                          "YOUNG_FIELD": young, "SELECTED": in_box & parallax_ok & ~young})
+
+
+def label_table(table: pd.DataFrame, *, recipe: Recipe, select: bool = False,
+                young_fields: set[str] = frozenset()) -> pd.DataFrame:
+    """``table`` (any of the accepted column names) with TEFF, LOGG, FE_H, LABEL_FLAGS (and M_K
+    when it has a parallax); with ``select`` also the §2.3 selection (``SELECTED``; needs
+    parallax, parallax_error and field). Missing columns raise :class:`InputError`."""
+    needed = ("g", "r", "J", "H", "K") + (("parallax", "parallax_error", "field") if select else ())
+    cols = find_columns(table, needed)
+    try:
+        plx = find_columns(table, ("parallax",))["parallax"]
+    except InputError:
+        m_k = None
+    else:
+        m_k = absolute_k(table[cols["K"]], table[plx])
+    labels = mdwarf_labels(*(table[cols[b]] for b in ("g", "r", "J", "H", "K")), m_k=m_k, recipe=recipe)
+    result = table.drop(columns=[c for c in labels.columns if c in table.columns]).join(labels)
+    if select:
+        selection = select_mdwarfs(table[cols["J"]], table[cols["K"]], table[cols["g"]], table[cols["parallax"]],
+                                   table[cols["parallax_error"]], table[cols["field"]], excluded_fields=young_fields)
+        result = result.drop(columns=[c for c in selection.columns if c in result.columns]).join(selection)
+    return result

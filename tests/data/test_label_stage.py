@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from apogeenet.cli import app
 from apogeenet.config import load_params
-from apogeenet.stages import label_stage, validate_stage
+from apogeenet.pipeline import label, validate
+from factories import settings
 from commands import EXE
 
 
@@ -25,11 +26,11 @@ def test_label_then_validate_writes_everything(project):
     table1 = json.loads((cfg.paths.labels / "table1.json").read_text())
     train = labels[labels["SPLIT"] == "train"]
     assert table1["teff_mean"] == pytest.approx(train["TEFF"].mean())
-    report = validate_stage(cfg)
+    report = validate.run(settings(cfg, track=False))
     assert report.passed, report.report
     assert (cfg.paths.validation / "summary.json").exists()
     assert (cfg.paths.validation / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").exists()
-    again = label_stage(cfg, track=False)  # splits are kept from the earlier catalog
+    again = label.run(settings(cfg, track=False))  # splits are kept from the earlier catalog
     relabelled = pd.read_parquet(cfg.paths.labels / "labels.parquet")
     assert again.metrics["n_labels"] == metrics["n_labels"]
     assert dict(zip(labels["APOGEE_ID"], labels["SPLIT"])) == dict(zip(relabelled["APOGEE_ID"], relabelled["SPLIT"]))

@@ -20,7 +20,8 @@ from astropy.table import Table
 from apogeenet.config import load_params
 from apogeenet.errors import InputError
 from apogeenet.serving import Predictor
-from apogeenet.stages import evaluate_stage, predict_stage
+from apogeenet.pipeline import evaluate, predict
+from factories import settings
 from apogeenet.store import SpectraStore
 
 def _free_port() -> int:
@@ -91,7 +92,7 @@ def test_served_adapt_deployment_runs_and_logs_to_mlflow(trained, tmp_path):
     finally:
         os.environ.pop("MLFLOW_TRACKING_URI") if saved is None else os.environ.__setitem__("MLFLOW_TRACKING_URI", saved)
     assert [v["version"] for v in listed] == ["2", "1"] and "candidate" in listed[0]["aliases"]
-    assert sum("champion" in v["aliases"] for v in listed) == 1 and listed[1]["run_name"] == "pretrain"
+    assert sum("champion" in v["aliases"] for v in listed) == 1 and listed[1]["run_name"] == "calibrate"
     assert (root / "adapted" / "model.pt").exists()
 
 
@@ -100,8 +101,8 @@ def test_evaluate_writes_the_quality_bar_and_the_adaptation_check(trained, tmp_p
     root, _ = trained
     cfg = load_params(root / "params.yaml")
     out = tmp_path / "eval"
-    model = str(cfg.paths.model / "model.pt")
-    metrics = evaluate_stage(cfg, model=model, baseline=model, out_dir=out, track=False).metrics
+    model = str(cfg.paths.calibrated / "model.pt")
+    metrics = evaluate.run(settings(cfg, judged=model, baseline=model, evaluation=out, track=False)).metrics
     quality = pd.read_csv(out / "quality.csv")
     assert len(quality) == 12 and set(quality["required"]) == {5.0, 4.0, 3.0}
     row = quality[(quality.group == "payne") & (quality.parameter == "teff")].iloc[0]
@@ -135,8 +136,8 @@ def test_predict_writes_table4_catalog_and_products(trained, tmp_path):
     root, _ = trained
     cfg = load_params(root / "params.yaml")
     out = tmp_path / "catalog"
-    model = str(cfg.paths.model / "model.pt")
-    metrics = predict_stage(cfg, model=model, out_dir=out, draws=5, track=False).metrics
+    model = str(cfg.paths.calibrated / "model.pt")
+    metrics = predict.run(settings(cfg, model=model, out_dir=out, draws=5, track=False)).metrics
     store_size = len(SpectraStore(cfg.paths.store))
     catalog = pd.read_parquet(out / "catalog.parquet")
     assert len(catalog) == metrics["n_spectra"] == store_size
@@ -157,7 +158,7 @@ def test_predict_writes_table4_catalog_and_products(trained, tmp_path):
     np.testing.assert_allclose(catalog[["TEFF_ERR", "LOGG_ERR", "FE_H_ERR"]].to_numpy(), expected, rtol=1e-12)
     assert np.isfinite(catalog["DOMAIN_DIST"]).all()
     assert ((catalog["FLAGS"] & 16) > 0).tolist() == (catalog["DOMAIN_DIST"] > predictor.domain.threshold).tolist()
-    again = predict_stage(cfg, model=model, out_dir=tmp_path / "again", draws=5, track=False)
+    again = predict.run(settings(cfg, model=model, out_dir=tmp_path / "again", draws=5, track=False))
     assert again.metrics == metrics  # same seed, same numbers
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "again" / "catalog.parquet"), catalog)
     result = subprocess.run([str(Path(sys.executable).parent / "apogeenet"), "predict", "--model",
@@ -176,8 +177,7 @@ def test_predict_runs_on_a_store_of_real_apstar_files(trained, real_apstar_dir, 
     root, _ = trained
     cfg = load_params(root / "params.yaml")
     ingest(real_apstar_dir, tmp_path / "real_store", workers=1)
-    metrics = predict_stage(cfg, model=str(cfg.paths.model / "model.pt"), store=tmp_path / "real_store",
-                            out_dir=tmp_path / "real", draws=3, track=False).metrics
+    metrics = predict.run(settings(cfg, model=str(cfg.paths.calibrated / "model.pt"), store=tmp_path / "real_store", out_dir=tmp_path / "real", draws=3, track=False)).metrics
     catalog = Table.read(tmp_path / "real" / "catalog.fits")
     assert metrics["n_spectra"] == len(catalog) == len(SpectraStore(tmp_path / "real_store")) > 0
     assert (catalog["DATA_TYPE"] == "none").all()  # real stars carry no labels here
@@ -195,19 +195,19 @@ def test_predict_runs_on_a_store_of_real_apstar_files(trained, real_apstar_dir, 
 def test_calibration_against_the_labels_where_a_survey_has_no_truth(trained):
     """A real survey has no truth table: the σ calibration is fitted against the labels (and a
     demand for the truth there is a one-line error, not a traceback)."""
-    from apogeenet.reliability import calibrate_predictor
-    from apogeenet.stages import training_data
+    from apogeenet.calibrate_model import calibrate_predictor
+    from apogeenet.pipeline.common import training_data
 
     root, _ = trained
     cfg = load_params(root / "params.yaml")
     data = training_data(cfg)
-    predictor = Predictor.load(cfg.paths.model / "model.pt")
+    predictor = Predictor.load(cfg.paths.calibrated / "model.pt")
     data.flux_scale = predictor.flux_scale
     labels = cfg.calibration.model_copy(update={"reference": "labels", "methods": ("monte_carlo",)})
     metrics = calibrate_predictor(predictor, data, cfg.predict, labels, None)
     fitted = predictor.calibrations["monte_carlo"]
     assert fitted.reference == "labels" and metrics["sigma_calibration/monte_carlo/fitted"] == 1
-    assert fitted.terms["all"] != Predictor.load(cfg.paths.model / "model.pt").calibrations["monte_carlo"].terms["all"]
+    assert fitted.terms["all"] != Predictor.load(cfg.paths.calibrated / "model.pt").calibrations["monte_carlo"].terms["all"]
     truth = cfg.calibration.model_copy(update={"reference": "truth"})
     with pytest.raises(InputError, match="no truth table"):
         calibrate_predictor(predictor, data, cfg.predict, truth, None)

@@ -84,7 +84,7 @@ def test_evaluate_flow_puts_the_network_beside_the_baselines(trained, prefect_ha
 
     root, _ = trained
     with tracking_in(root) as uri:
-        metrics = evaluate_flow(str(root / "model" / "model.pt"), params_path=str(root / "params.yaml"))
+        metrics = evaluate_flow(str(root / "calibrated" / "model.pt"), params_path=str(root / "params.yaml"))
     assert metrics["quality/passed"] in (0, 1) and len([k for k in metrics if k.endswith("_gain")]) == 12
     assert (root / "evaluation" / "flow" / "quality.md").read_text().startswith("Quality bar of")
     comparison = pd.read_csv(root / "evaluation" / "flow" / "comparison.csv")
@@ -103,20 +103,21 @@ def test_predict_flow_on_a_local_dask_cluster_gives_the_one_process_catalog(trai
     """The flow's shards on a LocalCluster of 2 worker processes, the catalog merged from their
     parts: byte for byte the catalog of `apogeenet predict` in one process."""
     from apogeenet.config import load_params
-    from apogeenet.stages import predict_stage
+    from apogeenet.pipeline import predict
+    from factories import settings
     from flows.predict import predict_flow
 
     root, _ = trained
     cfg = load_params(root / "params.yaml")
     environment = dict(os.environ)
     with tracking_in(root) as uri:
-        metrics = predict_flow(str(root / "model" / "model.pt"), params_path=str(root / "params.yaml"),
+        metrics = predict_flow(str(root / "calibrated" / "model.pt"), params_path=str(root / "params.yaml"),
                                cluster="local", workers=2)
     # the Dask nannies' OMP_NUM_THREADS=1 & co. stay in the workers, not in this process's children
     assert {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")} == {
         k: environment.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     with tracking_in(root):
-        predict_stage(cfg, model=str(root / "model" / "model.pt"), out_dir=root / "one-process", track=False)
+        predict.run(settings(cfg, model=str(root / "calibrated" / "model.pt"), out_dir=root / "one-process", track=False))
     catalog = pd.read_parquet(root / "catalog" / "catalog.parquet")
     assert len(catalog) == metrics["n_spectra"] and metrics["n_clean"] == (catalog["FLAGS"] == 0).sum()
     for name in ("catalog.parquet", "catalog.csv", "catalog_clean.parquet"):

@@ -17,7 +17,8 @@ from factories import tracking_in
 from apogeenet.cluster import preserved_environment
 from apogeenet.config import load_params
 from apogeenet.shards import ShardPlan, ShardsMissing, merge_parts
-from apogeenet.stages import predict_plan, predict_stage
+from apogeenet.pipeline import predict
+from factories import settings
 
 
 def _catalog_bytes(out_dir):
@@ -29,14 +30,14 @@ def one_process(trained, tmp_path_factory):
     """The catalog of one uninterrupted run in one process."""
     root, _ = trained
     out = tmp_path_factory.mktemp("one-process")
-    predict_stage(load_params(root / "params.yaml"), model=str(root / "model" / "model.pt"), out_dir=out, track=False)
+    predict.run(settings(load_params(root / "params.yaml"), model=str(root / "calibrated" / "model.pt"), out_dir=out, track=False))
     return _catalog_bytes(out)
 
 
 def test_a_rerun_computes_only_the_missing_shards(trained, one_process, tmp_path):
     root, _ = trained
-    cfg, model = load_params(root / "params.yaml"), str(root / "model" / "model.pt")
-    plan = ShardPlan.read(predict_plan(cfg, model=model, out_dir=tmp_path)[1])
+    cfg, model = load_params(root / "params.yaml"), str(root / "calibrated" / "model.pt")
+    plan = predict.plan(settings(cfg, model=model, out_dir=tmp_path))
     assert plan.n_shards > 2 and plan.missing() == list(range(plan.n_shards))
     with pytest.raises(ShardsMissing, match=f"{plan.n_shards} of {plan.n_shards} shards have no part"):
         merge_parts(plan)
@@ -44,11 +45,11 @@ def test_a_rerun_computes_only_the_missing_shards(trained, one_process, tmp_path
     assert result.returncode == 0 and "shard 1:" in result.stdout, result.stderr
     assert run("predict-shard", plan.file, plan.n_shards, cwd=root).stderr.count("\n") == 1  # one line
     kept = plan.part(1).stat().st_mtime_ns
-    predict_stage(cfg, model=model, out_dir=tmp_path, track=False)  # the rest, then the merge
+    predict.run(settings(cfg, model=model, out_dir=tmp_path, track=False))  # the rest, then the merge
     assert plan.part(1).stat().st_mtime_ns == kept and plan.missing() == []
     assert _catalog_bytes(tmp_path) == one_process
     other = cfg.with_overrides({"predict.draws": 6})  # another setting is another run
-    assert predict_plan(other, model=model, out_dir=tmp_path)[1] != plan.file
+    assert predict.plan(settings(other, model=model, out_dir=tmp_path)).file != plan.file
 
 
 @contextmanager
@@ -92,7 +93,7 @@ def test_a_killed_dask_worker_loses_nothing(trained, one_process, prefect_harnes
     params["predict"] |= {"shard_size": 16}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     with killing_a_worker_when(".parts/*/part-*.parquet", tmp_path / "catalog") as (cluster, _), tracking_in(root):
-        predict_flow(str(root / "model" / "model.pt"), params_path=str(tmp_path / "params.yaml"),
+        predict_flow(str(root / "calibrated" / "model.pt"), params_path=str(tmp_path / "params.yaml"),
                      cluster=cluster.scheduler_address)
     plan = ShardPlan.read(next((tmp_path / "catalog" / ".parts").glob("*/plan.json")))
     assert plan.missing() == [] and plan.n_shards > 4

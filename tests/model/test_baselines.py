@@ -66,10 +66,11 @@ def test_baselines_stage_writes_what_evaluate_compares(project, tmp_path):
     from apogeenet.config import load_params
     from apogeenet.evaluate import comparison_table
     from apogeenet.io.tables import read_truth
-    from apogeenet.stages import baselines_stage
+    from apogeenet.pipeline import baselines
+    from factories import settings
 
     cfg = load_params(project / "params.yaml").with_overrides({"paths.baselines": str(tmp_path)})
-    result = baselines_stage(cfg, track=False)
+    result = baselines.run(settings(cfg, track=False))
     frames = {name: pd.read_parquet(tmp_path / name / "predictions.parquet") for name in ("ridge", "cannon")}
     for name, frame in frames.items():
         assert {"PRED_TEFF", "PRED_LOGG", "PRED_FE_H"} <= set(frame.columns) and frame["PRED_TEFF"].notna().all()

@@ -9,10 +9,11 @@ import pytest
 import torch
 from factories import TABLE1, labelled_store
 
-from apogeenet.config import TrainProfile
+from apogeenet.config import PredictParams, TrainProfile
 from apogeenet.model import prepare_flux
 from apogeenet.serving import Predictor
-from apogeenet.train import LabelledSpectra, best_device, train_model
+from apogeenet.dataset import LabelledSpectra, best_device
+from apogeenet.train import train_model
 from apogeenet.uncertainty import mc_predict, seed_keys
 
 pytestmark = [pytest.mark.gpu,
@@ -72,8 +73,8 @@ def test_monte_carlo_sigma_does_not_depend_on_the_device(survey, trained, tmp_pa
     spectra = survey.store.read(survey.rows[:12])
     keys = seed_keys(survey.catalog["APOGEE_ID"].to_numpy()[:12])
     predictor = Predictor(result.model.cpu(), TABLE1, None)
-    cpu = mc_predict(predictor, spectra.flux, spectra.error, keys, n_draws=30, max_batch=200)
-    gpu = mc_predict(predictor.to("cuda"), spectra.flux, spectra.error, keys, n_draws=30, max_batch=200)
+    cpu = mc_predict(predictor, spectra.flux, spectra.error, keys, PredictParams(draws=30, max_batch=200))
+    gpu = mc_predict(predictor.to("cuda"), spectra.flux, spectra.error, keys, PredictParams(draws=30, max_batch=200))
     predictor.to("cpu")
     assert np.all(np.abs(gpu.prediction - cpu.prediction).max(axis=0) < TOLERANCE)
     assert np.all(np.abs(gpu.sigma - cpu.sigma).max(axis=0) < TOLERANCE)
@@ -98,7 +99,7 @@ def test_delta_sigma_does_not_depend_on_the_device(survey, trained):
     spectra = survey.store.read(survey.rows[:12])
     keys = seed_keys(survey.catalog["APOGEE_ID"].to_numpy()[:12])
     predictor = Predictor(result.model.cpu(), TABLE1, None)
-    cpu = delta_predict(predictor, spectra.flux, spectra.error, keys)
-    gpu = delta_predict(predictor.to("cuda"), spectra.flux, spectra.error, keys)
+    cpu = delta_predict(predictor, spectra.flux, spectra.error, keys, PredictParams(uncertainty="delta"))
+    gpu = delta_predict(predictor.to("cuda"), spectra.flux, spectra.error, keys, PredictParams(uncertainty="delta"))
     predictor.to("cpu")
     assert np.all(np.abs(gpu.sigma - cpu.sigma).max(axis=0) < TOLERANCE)

@@ -63,7 +63,7 @@ def test_the_fused_stack_and_its_fallback_give_the_plain_convolutions(monkeypatc
     unfused blocked stack compute the plain Conv1d stack's activations (float32 tolerance)."""
     from tolerances import U32, accumulation_factor
 
-    from apogeenet.model import blocked_features
+    from apogeenet.kernels import blocked_features
 
     torch.manual_seed(2)
     model, flux = ApogeeNet(3).eval(), torch.rand(6, 8575) + 0.5

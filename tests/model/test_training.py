@@ -12,12 +12,13 @@ import torch
 from factories import TABLE1, labelled_store
 from tolerances import output_atol
 
-from apogeenet.config import AdaptParams, TrainProfile
+from apogeenet.config import AdaptParams, AdaptTraining, TrainProfile
 from apogeenet.evaluate import evaluation_tables, metrics_from_tables, robust_sigma, tables_markdown
 from apogeenet.labels.catalog import combine_labels
 from apogeenet.model import ApogeeNet, scale_flux
 from apogeenet.serving import Predictor
-from apogeenet.train import LabelledSpectra, train_model
+from apogeenet.dataset import LabelledSpectra
+from apogeenet.train import train_model
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +55,13 @@ def test_noise_augmentation_draws_from_each_spectrums_own_errors(small):
 
     positions = np.array([0, 1, 2])
     clean, _ = small.batch(positions)
-    noisy, _ = small.batch(positions, noise=np.random.default_rng([0, 1, 0]))
-    again, _ = small.batch(positions, noise=np.random.default_rng([0, 1, 0]))
+    noisy, _ = small.batch(positions, noise=np.random.default_rng([0, 1, 0]), noise_cap=5.0)
+    again, _ = small.batch(positions, noise=np.random.default_rng([0, 1, 0]), noise_cap=5.0)
     assert torch.equal(noisy, again)  # a function of its seed: a resumed epoch draws the same
+    tight, _ = small.batch(positions, noise=np.random.default_rng([0, 1, 0]), noise_cap=0.5)
+    assert (tight - clean).abs().max() < (noisy - clean).abs().max()  # the profile's cap is the one applied
     spectra = small.store.read(small.rows[positions])
-    sigma = perturbation_sigma(spectra.flux, spectra.error)
+    sigma = perturbation_sigma(spectra.flux, spectra.error, 5.0)
     good = sigma > 0
     z = ((noisy - clean).numpy() * small.flux_scale)[good] / sigma[good]
     assert abs(z.mean()) < 0.02 and abs(z.std() - 1) < 0.02
@@ -165,7 +168,7 @@ def test_adaptation_rounds_follow_section_3_4(small, tmp_path):
     data = LabelledSpectra(small.store, mixed, TABLE1, flux_scale=small.median_flux(np.arange(len(small))))
     torch.manual_seed(0)
     init = ApogeeNet(3).state_dict()
-    cfg = TrainProfile(max_epochs=2, patience=2, batch_size=8)
+    cfg = AdaptTraining(max_epochs=2, patience=2, batch_size=8)
     result = adapt_model(data, init, AdaptParams(payne_fraction=0.05, patience_rounds=1, max_rounds=4, training=cfg),
                          tmp_path / "adapt")
     n_focus_train = len(data.select(split="train", sources=("MSTAR", "YSO")))
@@ -187,7 +190,7 @@ def test_adaptation_keeps_the_payne_dev_error_within_its_guard(small, tmp_path):
     start = ApogeeNet(3)
     start.load_state_dict(init)
     before = rms_per_parameter(start, data, payne_dev)
-    cfg = TrainProfile(max_epochs=3, patience=3, batch_size=4, learning_rate=3e-3)
+    cfg = AdaptTraining(max_epochs=3, patience=3, batch_size=4, learning_rate=3e-3)
     result = adapt_model(data, init, AdaptParams(max_payne_increase=0.0, patience_rounds=1, max_rounds=2,
                                                  training=cfg), tmp_path / "adapt")
     assert len(payne_dev) and np.all(rms_per_parameter(result.model, data, payne_dev) <= before + 1e-6)

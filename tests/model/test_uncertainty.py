@@ -10,6 +10,7 @@ from astropy.table import Table
 from factories import TABLE1
 from tolerances import output_atol, sigma_atol
 
+from apogeenet.config import PredictParams
 from apogeenet.calibration import PARAMETERS, SigmaCalibration
 from apogeenet.catalog import age_bins, build_catalog, in_yso_polygon, write_catalog
 from apogeenet.model import ApogeeNet, flux_divisor, prepare_flux, scale_flux
@@ -51,7 +52,7 @@ def test_mean_error_is_over_good_pixels_and_the_cap_is_5x(spectra):
     good = error < 1e9
     expected = np.array([e[g].mean() for e, g in zip(error, good)])
     np.testing.assert_allclose(mean_good_error(flux, error), expected, rtol=1e-6)
-    sigma = perturbation_sigma(flux, error, cap=5.0)
+    sigma = perturbation_sigma(flux, error, 5.0)
     assert np.all(sigma[:, :300] == 0)  # bad pixels get no noise and stay 0
     np.testing.assert_allclose(sigma[:, 500], 5 * expected, rtol=1e-6)  # the wild pixel is capped
     np.testing.assert_array_equal(sigma[:, 1000], error[:, 1000])  # ordinary pixels keep their error
@@ -61,13 +62,13 @@ def test_mean_error_is_over_good_pixels_and_the_cap_is_5x(spectra):
 def test_draws_are_reproducible_and_independent_of_blocking(spectra, predictor):
     flux, error = spectra
     keys = seed_keys([f"2M{i:08d}" for i in range(len(flux))])
-    a = mc_predict(predictor, flux, error, keys, n_draws=20, seed=3, max_batch=1000)
-    b = mc_predict(predictor, flux, error, keys, n_draws=20, seed=3, max_batch=20)  # one star per block
+    a = mc_predict(predictor, flux, error, keys, PredictParams(draws=20, seed=3, max_batch=1000))
+    b = mc_predict(predictor, flux, error, keys, PredictParams(draws=20, seed=3, max_batch=20))  # one star per block
     single = np.where(error < 1e9, flux, 0)
     bound = _output_bound(predictor, single)  # other blocks sum in other orders (tests/tolerances.py)
     _assert_within(a.sigma, b.sigma, sigma_atol(bound, 20))
     _assert_within(a.prediction, predictor.predict(single).to_numpy(), bound)
-    c = mc_predict(predictor, flux, error, keys, n_draws=20, seed=4)
+    c = mc_predict(predictor, flux, error, keys, PredictParams(draws=20, seed=4))
     assert not np.allclose(a.sigma, c.sigma)
 
 
@@ -76,9 +77,9 @@ def test_sigma_is_the_spread_of_single_noisy_passes(spectra, predictor):
     """Each draw is the spectrum plus N(0,1)·σ, divided by the spectrum's own flux unit."""
     flux, error = spectra
     keys = seed_keys(["2M00000001+0000001"])
-    result = mc_predict(predictor, flux[:1], error[:1], keys, n_draws=8, seed=0)
+    result = mc_predict(predictor, flux[:1], error[:1], keys, PredictParams(draws=8, seed=0))
     noise = normal_noise(star_streams(0, keys).repeat(8), torch.arange(8), 8575).numpy()
-    s = perturbation_sigma(flux[:1], error[:1])
+    s = perturbation_sigma(flux[:1], error[:1], 5.0)
     prepared = np.where(error[:1] < 1e9, flux[:1], 0).astype(np.float32)
     unit = float(flux_divisor(torch.from_numpy(prepared), None))
     fixed_unit = Predictor(predictor.model, predictor.table1, flux_scale=unit)
@@ -92,8 +93,8 @@ def test_sigma_is_the_spread_of_single_noisy_passes(spectra, predictor):
 def test_sigma_grows_with_the_noise(spectra, predictor):
     flux, error = spectra
     keys = seed_keys(range(len(flux)))
-    low = mc_predict(predictor, flux, error, keys, n_draws=30).sigma
-    high = mc_predict(predictor, flux, np.where(error < 1e9, 4 * error, error), keys, n_draws=30).sigma
+    low = mc_predict(predictor, flux, error, keys, PredictParams(draws=30)).sigma
+    high = mc_predict(predictor, flux, np.where(error < 1e9, 4 * error, error), keys, PredictParams(draws=30)).sigma
     assert np.all(high > low)
 
 
@@ -102,13 +103,13 @@ def test_delta_method_is_the_first_order_propagation(spectra, predictor):
     """points=1: σ_k² = Σ_i (∂y_k/∂x_i)² σ_i² with the Jacobian from torch.autograd.functional."""
     flux, error = spectra
     keys = seed_keys(range(2))
-    result = delta_predict(predictor, flux[:2], error[:2], keys, points=1)
+    result = delta_predict(predictor, flux[:2], error[:2], keys, PredictParams(uncertainty="delta", delta_points=1))
     for row in range(2):
         x = torch.from_numpy(np.where(error[row] < 1e9, flux[row], 0).astype(np.float32))
         divisor = scale_flux(x[None].numpy(), None)[0]  # the scaled spectrum, to read the median off
         median = float(x[1000] / divisor[1000])
         jacobian = torch.autograd.functional.jacobian(lambda v: predictor.model(v[None] / median)[0], x)
-        s = perturbation_sigma(flux[row:row + 1], error[row:row + 1])[0]
+        s = perturbation_sigma(flux[row:row + 1], error[row:row + 1], 5.0)[0]
         expected = np.sqrt(((jacobian.double().numpy() * s) ** 2).sum(axis=1)) * np.asarray(predictor.table1.std)
         np.testing.assert_allclose(result.sigma[row], expected, rtol=1e-4)
     _assert_within(result.prediction, predictor.predict(np.where(error[:2] < 1e9, flux[:2], 0)).to_numpy(),
@@ -123,10 +124,10 @@ def test_the_delta_methods_forward_difference_is_the_cross_product_of_the_gradie
     step switches: 5 % on σ²."""
     flux, error = spectra
     keys = seed_keys(range(3))
-    result = delta_predict(predictor, flux[:3], error[:3], keys, points=2)
+    result = delta_predict(predictor, flux[:3], error[:3], keys, PredictParams(uncertainty="delta", delta_points=2))
     prepared = torch.from_numpy(prepare_flux(flux[:3], error[:3]))
     unit = flux_divisor(prepared, None)
-    sigma = torch.from_numpy(perturbation_sigma(flux[:3], error[:3])) / unit
+    sigma = torch.from_numpy(perturbation_sigma(flux[:3], error[:3], 5.0)) / unit
     spectrum = prepared / unit
     draw = spectrum + normal_noise(star_streams(0, keys), torch.zeros(3, dtype=torch.long), 8575) * sigma
 
@@ -148,12 +149,14 @@ def test_delta_method_agrees_with_the_monte_carlo_for_small_noise(spectra, predi
     predictor = Predictor(predictor.model, TABLE1, flux_scale=100.0)
     keys = seed_keys(range(len(flux)))
     small = np.where(error < 1e9, 1e-4 * flux, error).astype(np.float32)
-    mc = mc_predict(predictor, flux, small, keys, n_draws=200)
+    mc = mc_predict(predictor, flux, small, keys, PredictParams(draws=200))
     for points in (1, 2):
-        ratio = delta_predict(predictor, flux, small, keys, points=points).sigma / mc.sigma
+        delta = PredictParams(uncertainty="delta", delta_points=points)
+        ratio = delta_predict(predictor, flux, small, keys, delta).sigma / mc.sigma
         assert np.all((ratio > 0.8) & (ratio < 1.25)), ratio
-    large = delta_predict(predictor, flux, 40 * small, keys, points=1).sigma / delta_predict(
-        predictor, flux, small, keys, points=1).sigma
+    textbook = PredictParams(uncertainty="delta", delta_points=1)
+    large = (delta_predict(predictor, flux, 40 * small, keys, textbook).sigma
+             / delta_predict(predictor, flux, small, keys, textbook).sigma)
     np.testing.assert_allclose(large, 40, rtol=1e-3)  # first order: σ scales with the pixel σ
 
 
@@ -248,8 +251,8 @@ def test_median_reference_caps_inflated_errors_that_the_mean_lets_through(spectr
     flux, error = spectra
     inflated = error.copy()
     inflated[:, 1000:1100] = 1e6 * error[:, 1000:1100]  # real apStar: huge errors without the 1e10 sentinel
-    by_mean = perturbation_sigma(flux, inflated, reference="mean")
-    by_median = perturbation_sigma(flux, inflated, reference="median")
+    by_mean = perturbation_sigma(flux, inflated, 5.0, reference="mean")
+    by_median = perturbation_sigma(flux, inflated, 5.0, reference="median")
     assert np.all(by_mean[:, 1050] > 100 * error[:, 1050])  # the mean is dragged up: hardly a cap
     median = np.median(error[:, 300:], axis=1)
     np.testing.assert_allclose(by_median[:, 1050], 5 * median, rtol=1e-2)

@@ -16,6 +16,17 @@ from apogeenet.labels.catalog import Normalisation
 TABLE1 = Normalisation(4700.0, 900.0, 3.5, 1.2, -0.1, 0.25)
 """A fixed Table 1 (eq. 4) for tests that do not build labels."""
 
+SETTINGS = {"model": "predict.model", "out_dir": "paths.catalog", "store": "paths.store", "draws": "predict.draws",
+            "track": "tracking.enabled", "evaluation": "paths.evaluation", "baseline": "evaluate.baseline",
+            "judged": "evaluate.model"}
+"""Short names the tests give the settings they vary most (:func:`settings`)."""
+
+
+def settings(cfg, **given):
+    """``cfg`` with the settings of :data:`SETTINGS` given by their short names (paths as strings)."""
+    return cfg.with_overrides({SETTINGS[k]: str(v) if isinstance(v, Path) else v for k, v in given.items()})
+
+
 GIANTS_AND_DWARFS = {"giant": 0.5, "dwarf": 0.5}
 SMALL_YSO = {"n_train": 600, "n_test": 200, "epochs": 2, "batch_size": 128, "learning_rate": 0.003, "seed": 1}
 """A YSO network that trains in seconds (its labels are not the point of the tests using it)."""
@@ -25,11 +36,11 @@ def labelled_store(root: Path, n_stars: int, seed: int, *, fractions: dict[str, 
                    workers: int = 1, flux_scale: float | None = 1.0):
     """A synthetic survey of ``n_stars`` under ``root``, ingested, labelled with its true
     parameters as PAYNE labels (splits by the catalog's rule): a
-    :class:`~apogeenet.train.LabelledSpectra` with :data:`TABLE1`."""
+    :class:`~apogeenet.dataset.LabelledSpectra` with :data:`TABLE1`."""
     from apogeenet.labels.catalog import combine_labels
     from apogeenet.store import SpectraStore, ingest
     from apogeenet.synth.survey import make_survey
-    from apogeenet.train import LabelledSpectra
+    from apogeenet.dataset import LabelledSpectra
 
     stars, _ = make_survey(root / "survey", n_stars, seed=seed, fractions=fractions)
     ingest(root / "survey" / "apStar", root / "store", workers=workers)
@@ -43,7 +54,7 @@ def project(root: Path, n_stars: int = 120, seed: int = 9, extra_params: dict | 
     """A small project in ``root``: a survey of every population, its store, labels that passed
     validation and the ``params.yaml`` pointing at them; returns ``root``."""
     from apogeenet.config import load_params
-    from apogeenet.stages import label_stage, validate_stage
+    from apogeenet.pipeline import label, validate
     from apogeenet.store import ingest
     from apogeenet.synth.survey import make_survey
 
@@ -59,8 +70,8 @@ def project(root: Path, n_stars: int = 120, seed: int = 9, extra_params: dict | 
               "validation": {"split_tolerance": 0.2}, "calibration": {"min_stars": 5}, **(extra_params or {})}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     cfg = load_params(root / "params.yaml")
-    label_stage(cfg, track=False)
-    assert validate_stage(cfg).passed
+    label.run(settings(cfg, track=False))
+    assert validate.run(settings(cfg, track=False)).passed
     return root
 
 

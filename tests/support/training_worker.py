@@ -9,7 +9,8 @@ from factories import TABLE1
 
 from apogeenet.config import TrainProfile
 from apogeenet.store import SpectraStore
-from apogeenet.train import LabelledSpectra, TrainResult, train_model
+from apogeenet.dataset import LabelledSpectra
+from apogeenet.train import TrainResult, train_model
 
 CONFIG = TrainProfile(max_epochs=4, patience=10, batch_size=4, dropout=0.3, schedule="onecycle")
 

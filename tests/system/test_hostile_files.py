@@ -329,7 +329,7 @@ main()
 
 @pytest.mark.parametrize("module, name, code, message", [
     ("apogeenet.store", "write_segment", "ENOSPC", "No space left on device"),       # a full disk in ingest
-    ("apogeenet.tracking", "tracking_lock", "EROFS", "Read-only file system"),       # a read-only tracking store
+    ("apogeenet.mlflow_store", "tracking_lock", "EROFS", "Read-only file system"),       # a read-only tracking store
 ])
 def test_a_machine_that_refuses_to_write_gets_one_line_and_exit_3(multi_visit_file, tmp_path, module, name, code,
                                                                   message):

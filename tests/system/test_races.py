@@ -63,13 +63,14 @@ def test_predict_never_attaches_a_prediction_to_another_star_when_ingest_changes
     plans again on the new store, and every star gets its own prediction."""
     from apogeenet import shards
     from apogeenet.config import load_params
-    from apogeenet.stages import predict_stage
+    from apogeenet.pipeline import predict
+    from factories import settings
     from apogeenet.store import ingest
 
     source, params, model = _setup(tree, tmp_path)
     cfg = load_params(params)
     reference = tmp_path / "reference"
-    predict_stage(cfg, model=str(model), out_dir=reference, track=False)
+    predict.run(settings(cfg, model=str(model), out_dir=reference, track=False))
     original, fired = shards.predict_store, []
 
     def ingest_meanwhile(*args, **kwargs):
@@ -80,7 +81,7 @@ def test_predict_never_attaches_a_prediction_to_another_star_when_ingest_changes
         return original(*args, **kwargs)
 
     monkeypatch.setattr(shards, "predict_store", ingest_meanwhile)
-    predict_stage(cfg, model=str(model), track=False)
+    predict.run(settings(cfg, model=str(model), track=False))
     assert fired
     got, expected = _by_star(tmp_path / "catalog"), _by_star(reference)
     assert list(got.index) == list(expected.index)
@@ -139,19 +140,20 @@ def test_two_writers_of_one_output_directory_the_loser_says_so(project, tmp_path
 
 def test_a_second_predict_leaves_the_parts_of_a_running_one_alone(tree, tmp_path):
     from apogeenet.config import load_params
-    from apogeenet.stages import predict_plan, predict_stage
+    from apogeenet.pipeline import predict
+    from factories import settings
 
     _, params, model = _setup(tree, tmp_path)
     cfg = load_params(params)
-    _, first = predict_plan(cfg, model=str(model))
+    first = predict.plan(settings(cfg, model=str(model))).file
     holder = _holding(first.parent, "shared")  # a shard of the first plan at work (a Slurm task)
     try:
-        predict_stage(cfg.with_overrides({"predict.seed": 1}), model=str(model), track=False)
+        predict.run(settings(cfg.with_overrides({"predict.seed": 1}), model=str(model), track=False))
         assert first.exists(), "the running plan's parts were removed"
     finally:
         holder.kill()
         holder.wait()
-    predict_stage(cfg.with_overrides({"predict.seed": 2}), model=str(model), track=False)
+    predict.run(settings(cfg.with_overrides({"predict.seed": 2}), model=str(model), track=False))
     assert not first.parent.exists()  # nobody holds it now: removed
 
 
@@ -170,27 +172,27 @@ def replace(src, dst):
     return result
 os.replace = replace
 from apogeenet.config import load_params
-from apogeenet.stages import predict_stage
-cfg = load_params(sys.argv[1]).with_overrides({"predict.seed": 1})
-predict_stage(cfg, model=sys.argv[2], track=False)
+from apogeenet.pipeline import predict
+predict.run(load_params(sys.argv[1]).with_overrides({"predict.seed": 1, "predict.model": sys.argv[2], "tracking.enabled": False}))
 """
 
 
 def test_a_kill_between_the_catalogs_moves_is_finished_by_the_next_writer(tree, tmp_path):
     from apogeenet.atomic import recover
     from apogeenet.config import load_params
-    from apogeenet.stages import predict_stage
+    from apogeenet.pipeline import predict
+    from factories import settings
 
     _, params, model = _setup(tree, tmp_path)
     cfg = load_params(params)
-    predict_stage(cfg, model=str(model), track=False)  # run A
+    predict.run(settings(cfg, model=str(model), track=False))  # run A
     catalog = tmp_path / "catalog"
     child = subprocess.run([sys.executable, "-c", _KILL_AFTER_MOVES, str(params), str(model)],
                            capture_output=True, text=True, timeout=300)
     assert child.returncode == -signal.SIGKILL, child.stderr[-1500:]
     assert list(catalog.glob(".journal-*.json")), "the kill should have left the journal"
     recover(catalog)  # what the next writer does first
-    predict_stage(cfg.with_overrides({"predict.seed": 1}), model=str(model), out_dir=tmp_path / "B", track=False)
+    predict.run(settings(cfg.with_overrides({"predict.seed": 1}), model=str(model), out_dir=tmp_path / "B", track=False))
     for name in ("catalog.fits", "catalog.parquet", "catalog.csv", "catalog_clean.fits", "catalog_clean.parquet",
                  "catalog_clean.csv"):
         assert (catalog / name).read_bytes() == (tmp_path / "B" / name).read_bytes(), name
@@ -220,8 +222,8 @@ def torn(self, data, *args, **kwargs):  # half of the text reaches the file, the
     os.kill(os.getpid(), signal.SIGKILL)
 pathlib.Path.write_text = torn
 from apogeenet.config import load_params
-from apogeenet.stages import label_stage
-label_stage(load_params(sys.argv[1]), track=False)
+from apogeenet.pipeline import label
+label.run(load_params(sys.argv[1]).with_overrides({"tracking.enabled": False}))
 """
 
 

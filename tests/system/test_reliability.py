@@ -371,19 +371,21 @@ def test_the_same_star_in_two_files_fails_validation_and_trains_once(project_cop
     import shutil
 
     from apogeenet.config import load_params
-    from apogeenet.stages import training_data, validate_stage
+    from apogeenet.pipeline import validate
+    from apogeenet.pipeline.common import training_data
+    from factories import settings
     from apogeenet.store import ingest
 
     cfg = load_params(project_copy / "params.yaml")
     first = sorted(cfg.paths.spectra.rglob("*.fits"))[0]
     shutil.copy(first, first.with_name("copy-" + first.name))
     ingest(cfg.paths.spectra, cfg.paths.store, workers=1)
-    report = validate_stage(cfg)
+    report = validate.run(settings(cfg, track=False))
     assert not report.passed and report.metrics["spectra_store/passed"] == 0
     failures = json.loads((cfg.paths.validation / "summary.json").read_text())["failures"]
     assert [(f["suite"], f["expectation"]) for f in failures] == [("spectra_store", "expect_column_values_to_be_unique")]
     allowed = cfg.with_overrides({"validation.allow_duplicate_stars": True})
-    assert validate_stage(allowed).passed
+    assert validate.run(settings(allowed, track=False)).passed
     data = training_data(allowed)
     assert data.catalog["APOGEE_ID"].is_unique and len(set(data.rows)) == len(data.rows)
 
@@ -466,7 +468,8 @@ def test_spectra_without_usable_pixels_are_flagged_and_kept_out_of_the_clean_vie
 
     from apogeenet.config import load_params
     from apogeenet.io.apstar import read_apstar, write_apstar
-    from apogeenet.stages import predict_stage
+    from apogeenet.pipeline import predict
+    from factories import settings
 
     source = tmp_path / "src"
     good = sorted(small_tree.rglob("*.fits"))[:4]
@@ -483,7 +486,7 @@ def test_spectra_without_usable_pixels_are_flagged_and_kept_out_of_the_clean_vie
             combined_flux[: combined_flux.size // 2] = np.nan
         write_apstar(dataclasses.replace(star, flux=flux, error=error), source / path.name)
     params, model = _prediction_setup(source, tmp_path)
-    predict_stage(load_params(params), model=str(model), draws=3, track=False)
+    predict.run(settings(load_params(params), model=str(model), draws=3, track=False))
     catalog = pd.read_parquet(tmp_path / "catalog" / "catalog.parquet").set_index("APOGEE_ID")
     ids = [read_apstar(source / p.name).apogee_id for p in good]
     flags = catalog.loc[ids, "FLAGS"].to_numpy()
@@ -499,22 +502,22 @@ def test_a_kill_while_writing_the_catalog_leaves_the_previous_one_whole(small_tr
     import pandas as pd
 
     from apogeenet.config import load_params
-    from apogeenet.stages import predict_stage
+    from apogeenet.pipeline import predict
+    from factories import settings
 
     params, model = _prediction_setup(small_tree, tmp_path)
     cfg = load_params(params)
-    predict_stage(cfg, model=str(model), draws=3, track=False)  # run A
+    predict.run(settings(cfg, model=str(model), draws=3, track=False))  # run A
     catalog = tmp_path / "catalog"
     before = {p.name: p.read_bytes() for p in catalog.glob("catalog*")}
     _killed_at("pandas:DataFrame.to_csv", nth,  # run B, another seed, killed while writing
-               f"from apogeenet.config import load_params\nfrom apogeenet.stages import predict_stage\n"
-               f"cfg = load_params({str(params)!r})\n"
-               f"cfg = cfg.with_overrides({{'predict.seed': 1}})\n"
-               f"predict_stage(cfg, model={str(model)!r}, draws=3, track=False)")
+               f"from apogeenet.config import load_params\nfrom apogeenet.pipeline import predict\n"
+               f"predict.run(load_params({str(params)!r}).with_overrides({{'predict.seed': 1, 'predict.model': "
+               f"{str(model)!r}, 'predict.draws': 3, 'tracking.enabled': False}}))")
     assert {p.name: p.read_bytes() for p in catalog.glob("catalog*")} == before  # A, whole, nothing of B
     seeded = cfg.with_overrides({"predict.seed": 1})
-    predict_stage(seeded, model=str(model), draws=3, track=False)  # rerun B
-    predict_stage(seeded, model=str(model), out_dir=tmp_path / "uninterrupted", draws=3, track=False)
+    predict.run(settings(seeded, model=str(model), draws=3, track=False))  # rerun B
+    predict.run(settings(seeded, model=str(model), out_dir=tmp_path / "uninterrupted", draws=3, track=False))
     for name in ("catalog.parquet", "catalog_clean.parquet"):
         pd.testing.assert_frame_equal(pd.read_parquet(catalog / name), pd.read_parquet(tmp_path / "uninterrupted" / name))
 

@@ -38,7 +38,7 @@ def _imports(tree: ast.AST, package: str) -> set[str]:
     return found
 
 
-WIRING = {"apogeenet.cli", "apogeenet.stages"}
+WIRING = {"apogeenet.cli", "apogeenet.commands"}
 """Modules whose functions belong to different stages: followed function by function (a stage
 depends on the functions it calls there, not on its neighbours'); other modules as a whole."""
 
@@ -116,5 +116,5 @@ def test_every_module_a_stage_imports_is_a_dependency():
 
 def test_the_check_sees_lazy_imports():
     modules = _command_modules("predict")
-    assert {"apogeenet.uncertainty", "apogeenet.model", "apogeenet.serving", "apogeenet.stages"} <= modules
+    assert {"apogeenet.uncertainty", "apogeenet.model", "apogeenet.serving", "apogeenet.pipeline.predict"} <= modules
     assert "apogeenet.synth.emulator" not in modules  # predicting makes no survey

@@ -1,0 +1,56 @@
+"""What ``apogeenet calibrate`` fits for a trained model on the dev split and stores with it: the
+σ calibration of each uncertainty method (:mod:`apogeenet.calibration`) and the domain reference
+(:mod:`apogeenet.domain`), both from the inference path (:func:`apogeenet.uncertainty.predict_store`)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from apogeenet.calibration import PARAMETERS, TooFewStars, fit_calibration
+from apogeenet.config import CalibrationParams, CalibrationReference, PredictParams, Uncertainty
+from apogeenet.domain import fit_domain
+from apogeenet.errors import InputError
+from apogeenet.uncertainty import predict_store
+
+__all__ = ["calibrate_predictor"]
+
+
+def calibrate_predictor(predictor, data, predict: PredictParams, params: CalibrationParams,
+                        truth: pd.DataFrame | None) -> dict[str, float]:
+    """Fit the σ calibration of each method in ``params.methods`` (the ``predict`` settings, on the
+    dev split of ``data``, a :class:`apogeenet.dataset.LabelledSpectra`) and the domain reference
+    (training split's activations, dev split's threshold) and attach them to ``predictor``;
+    returns the fitted terms as metrics (``…/fitted`` 0 where the dev split is too small: that
+    method then stays uncalibrated)."""
+    dev, train = data.select(split="dev"), data.select(split="train")
+    ids = data.catalog["APOGEE_ID"].to_numpy()[dev]
+    use_truth = params.reference == CalibrationReference.TRUTH or (
+        params.reference == CalibrationReference.AUTO and truth is not None)
+    if use_truth and truth is None:
+        raise InputError("calibration.reference is 'truth' but the survey has no truth table (paths.truth)")
+    known = truth.reindex(ids) if use_truth else data.catalog.iloc[dev].set_index("APOGEE_ID")
+    reference = known[list(PARAMETERS)].to_numpy(float)
+    sources = data.catalog["SOURCE"].to_numpy()[dev]
+    metrics: dict[str, float] = {}
+    for method in params.methods:
+        result = predict_store(predictor, data.store, predict.model_copy(update={"uncertainty": method}),
+                               rows=data.rows[dev])
+        try:
+            fitted = fit_calibration(result.prediction, result.sigma, reference, method=str(method),
+                                     reference_name="truth" if use_truth else "labels", sources=sources,
+                                     clip=params.clip, min_stars=params.min_stars)
+        except TooFewStars:  # a small project: the catalog's *_ERR is the method's σ
+            metrics[f"sigma_calibration/{method}/fitted"] = 0
+            continue
+        predictor.calibrations[str(method)] = fitted
+        metrics[f"sigma_calibration/{method}/fitted"] = 1
+        for region, terms in fitted.terms.items():
+            for name, (a, b, _) in terms.items():
+                metrics[f"sigma_calibration/{method}/{region}/{name.lower()}_a"] = a
+                metrics[f"sigma_calibration/{method}/{region}/{name.lower()}_b"] = b
+    single = predict.model_copy(update={"uncertainty": Uncertainty.NONE})  # both through the inference path
+    dev_hidden = predict_store(predictor, data.store, single, rows=data.rows[dev]).hidden
+    train_hidden = predict_store(predictor, data.store, single, rows=data.rows[train]).hidden
+    predictor.domain = fit_domain(train_hidden, dev_hidden, quantile=params.domain_quantile)
+    metrics["domain_threshold"] = predictor.domain.threshold
+    return metrics

@@ -1,0 +1,271 @@
+"""The ``apogeenet`` commands that are not pipeline stages (reading, downloading, making and
+summarising data; the registry; one shard), and what every command shares: the consoles, the
+one-line user error and :func:`configured`, the one route from options to parameters.
+:mod:`apogeenet.cli` registers them beside the stage commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from apogeenet.config import Params, Recipe, load_params
+from apogeenet.errors import InputError, UserFacingError
+
+__all__ = ["COMMANDS", "ParamsOption", "UserError", "configured", "err", "out"]
+
+out = Console()
+err = Console(stderr=True)
+
+ParamsOption = Annotated[Optional[Path], typer.Option(
+    "--params", help="params.yaml to read defaults from (default: ./params.yaml or $APOGEENET_PARAMS).")]
+
+
+class UserError(UserFacingError):
+    """Raised by commands for a mistake in the user's input; printed as one line."""
+
+
+def configured(params: Path | None, overrides: dict) -> Params:
+    """params.yaml with a command's options (dotted keys; None: not given): the one route by which
+    an option reaches a stage, validated like the file."""
+    given = {key: str(value) if isinstance(value, Path) else value for key, value in overrides.items()
+             if value is not None}
+    cfg = load_params(params)
+    return cfg.with_overrides(given) if given else cfg
+
+
+def inspect(
+    files: Annotated[list[Path], typer.Argument(help="apStar files to read.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Print the header facts of apStar files; a bad file gets one error line and exit code 1."""
+    from apogeenet.io.apstar import ApStarError, read_apstar
+
+    records, failed = [], 0
+    for path in files:
+        try:
+            records.append({"file": str(path), **read_apstar(path).facts()})
+        except ApStarError as exc:
+            failed += 1
+            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+    if as_json:
+        for record in records:
+            typer.echo(json.dumps(record))
+    elif records:
+        table = Table(box=None)
+        for key in records[0]:
+            table.add_column(key, no_wrap=True)
+        for record in records:
+            table.add_row(*(f"{v:.6g}" if isinstance(v, float) else str(v) for v in record.values()))
+        (out if out.is_terminal else Console(width=400)).print(table)  # no truncation in pipes
+    if failed:
+        raise typer.Exit(1)
+
+
+def download(
+    catalog: Annotated[Path, typer.Option(help="allStar-like table (FITS/CSV/Parquet) with "
+                                               "APOGEE_ID, TELESCOPE, FIELD (LOCATION_ID for dr14).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory to mirror the files into.")],
+    release: Annotated[Optional[str], typer.Option(help="dr14, dr16 or dr17 [params: download.release]")] = None,
+    base_url: Annotated[Optional[str], typer.Option(help="SAS root URL [params: download.base_url]")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Concurrent downloads.")] = None,
+    allow_host: Annotated[Optional[list[str]], typer.Option(
+        help="Host that redirects may lead to besides the SAS URL's own [params: download.allowed_hosts]")] = None,
+    params: ParamsOption = None,
+) -> None:
+    """Download the apStar files of a catalog from the SDSS Science Archive Server (files stay
+    inside --out; unsafe catalog rows, cross-host redirects and oversized bodies are refused)."""
+    from apogeenet.io.sas import apstar_jobs, download_files
+    from apogeenet.io.tables import read_table
+
+    cfg = load_params(params).download
+    release = release or cfg.release
+    try:
+        jobs = apstar_jobs(read_table(catalog), release, out_dir,
+                           base_url=base_url or str(cfg.base_url))
+    except InputError as exc:
+        raise UserError(f"{catalog}: {exc}") from None
+    results = download_files(jobs, workers=workers or cfg.workers, retries=cfg.retries,
+                             backoff_s=cfg.backoff_s, timeout_s=cfg.timeout_s, deadline_s=cfg.deadline_s,
+                             max_bytes=int(cfg.max_file_mb * 2**20),
+                             allowed_hosts=(*cfg.allowed_hosts, *(allow_host or ())), progress=True)
+    _report_downloads(results)
+
+
+def download_catalog(
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the allStar file into.")],
+    release: Annotated[Optional[str], typer.Option(help="dr14, dr16 or dr17 [params: download.release]")] = None,
+    base_url: Annotated[Optional[str], typer.Option(help="SAS root URL [params: download.base_url]")] = None,
+    params: ParamsOption = None,
+) -> None:
+    """Download a release's allStar catalog."""
+    from apogeenet.io.sas import DownloadJob, allstar_url, download_files, validate_allstar
+
+    cfg = load_params(params).download
+    url = allstar_url(release or cfg.release, base_url=base_url or str(cfg.base_url))
+
+    job = DownloadJob(url, out_dir / url.rsplit("/", 1)[-1])
+    _report_downloads(download_files([job], workers=1, retries=cfg.retries, backoff_s=cfg.backoff_s,
+                                     timeout_s=cfg.timeout_s, deadline_s=cfg.deadline_s, validate=validate_allstar,
+                                     max_bytes=int(cfg.max_catalog_mb * 2**20),
+                                     allowed_hosts=cfg.allowed_hosts, progress=True))
+
+
+def _report_downloads(results) -> None:
+    counts = {s: sum(r.status == s for r in results) for s in ("downloaded", "skipped", "failed")}
+    for r in results:
+        if r.status == "failed":
+            err.print(f"[red]failed:[/red] {r.job.url}: {r.error}", highlight=False, soft_wrap=True)
+    out.print(", ".join(f"{n} {s}" for s, n in counts.items()))
+    if counts["failed"]:
+        raise typer.Exit(1)
+
+
+def synth(
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Survey directory, default file names "
+                                                                "[params: paths.allstar, payne, members, truth, spectra]")] = None,
+    n_stars: Annotated[Optional[int], typer.Option(min=1, help="Stars [params: synth.n_stars]")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed [params: synth.seed]")] = None,
+    params: ParamsOption = None,
+) -> None:
+    """Make the synthetic survey: apStar files, allStar, Payne, membership and truth tables
+    (deterministic: same seed and size give byte-identical files)."""
+    from apogeenet.synth.files import SurveyFiles
+    from apogeenet.synth.survey import make_survey
+
+    cfg = load_params(params)
+    if out_dir is None and cfg.paths.truth is None:
+        raise UserError("paths.truth is null: a synthetic survey writes its truth table there (or give --out)")
+    files = SurveyFiles.under(out_dir) if out_dir else SurveyFiles(
+        cfg.paths.allstar, cfg.paths.payne, cfg.paths.members, cfg.paths.truth, cfg.paths.spectra)
+    _, report = make_survey(files, n_stars or cfg.synth.n_stars, cfg.synth.seed if seed is None else seed,
+                            cfg.synth.fractions, chunk=cfg.synth.chunk, progress=True)
+    out.print(f"{report.n_stars} stars {report.counts} in {report.seconds:.0f} s -> {files.allstar.parent}",
+              soft_wrap=True)
+
+
+def label_mdwarfs(
+    input_table: Annotated[Path, typer.Argument(metavar="INPUT", help="FITS, CSV or Parquet table with g, r, J, H, K.")],
+    output_table: Annotated[Path, typer.Argument(metavar="OUTPUT", help="Where to write it (format from the suffix).")],
+    recipe: Annotated[Optional[Recipe], typer.Option(help="M-dwarf relations [params: labels.recipe]")] = None,
+    select: Annotated[bool, typer.Option(help="Also apply the §2.3 selection (needs parallax, "
+                                              "parallax_error, field).")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+    params: ParamsOption = None,
+) -> None:
+    """Photometric M-dwarf labels (paper §2.3): adds TEFF, LOGG, FE_H and LABEL_FLAGS columns."""
+    from apogeenet.io.tables import read_table, write_table
+    from apogeenet.labels.mdwarfs import label_table
+
+    cfg = configured(params, {"labels.recipe": recipe}).labels
+    try:
+        result = label_table(read_table(input_table), recipe=cfg.recipe, select=select,
+                             young_fields=set(cfg.young_fields))
+    except InputError as exc:
+        raise UserError(f"{input_table}: {exc}") from None
+    write_table(result, output_table, units={"TEFF": "K", "M_K": "mag"}, overwrite=overwrite)
+    summary = (f"{len(result)} stars labelled ({cfg.recipe} recipe), {int((result['LABEL_FLAGS'] != 0).sum())} "
+               "flagged outside a relation's range")
+    if select:
+        summary += f", {int(result['SELECTED'].sum())} selected"
+    out.print(f"{summary} -> {output_table}", soft_wrap=True)
+
+
+def predict_shard_command(
+    plan: Annotated[Path, typer.Argument(help="plan.json written by `apogeenet predict --plan-only`")],
+    shard: Annotated[int, typer.Argument(min=0, help="Shard number, 0 to the plan's count − 1 "
+                                                     "(a Slurm array task: $SLURM_ARRAY_TASK_ID)")],
+    threads: Annotated[Optional[int], typer.Option(min=1, help="torch threads (default: torch's own choice)")] = None,
+) -> None:
+    """Predict one shard of a plan and write its part (kept if it exists): the unit of work of a
+    Slurm job array, with no Prefect and no Dask."""
+    from apogeenet.shards import ShardPlan, predict_shard
+
+    loaded = ShardPlan.read(plan)
+    if shard >= loaded.n_shards:
+        raise UserError(f"shard {shard} is not in {plan} (it has shards 0 to {loaded.n_shards - 1})")
+    part = predict_shard(loaded.file, shard, torch_threads=threads)
+    out.print(f"shard {shard}: {len(loaded.rows(shard))} spectra -> {part}", soft_wrap=True, highlight=False)
+
+
+def models(params: ParamsOption = None) -> None:
+    """List the registered versions of `apogeenet` with their aliases and dev losses."""
+    from apogeenet.mlflow_store import CHAMPION_URI
+    from apogeenet.registry import registered_versions
+
+    load_params(params)
+    versions = registered_versions()
+    if not versions:
+        raise UserError("no registered model yet: run `apogeenet calibrate` (or `dvc repro`) first")
+    for v in versions:
+        out.print(f"version {v['version']:>3}  {v['run_name']:<9} dev loss {v['dev_loss']:.4f}  "
+                  f"{' '.join(v['aliases'])}", soft_wrap=True, highlight=False)
+    champion = next((v["version"] for v in versions if "champion" in v["aliases"]), None)
+    out.print(f"champion: {CHAMPION_URI} = version {champion}", soft_wrap=True, highlight=False)
+
+
+def report(params: ParamsOption = None) -> None:
+    """Print the reports of the last run of each stage: Tables 2/3 of the trained and the adapted
+    model, the quality bar, the catalog summary (from the directories in params.yaml `paths`)."""
+    from apogeenet.catalog import SUMMARY_FILE
+    from apogeenet.evaluate import COMPARISON_FILE, QUALITY_FILE, TABLES_FILE
+
+    cfg = load_params(params)
+    paths, shown = cfg.paths, 0
+    for title, path in (("trained model", paths.model / TABLES_FILE), ("adapted model", paths.adapted / TABLES_FILE),
+                        ("evaluation", paths.evaluation / QUALITY_FILE),
+                        ("models side by side", paths.evaluation / COMPARISON_FILE),
+                        ("catalog", paths.catalog / SUMMARY_FILE)):
+        if path.exists():
+            out.print(f"== {title}: {path}\n{path.read_text()}", soft_wrap=True, highlight=False)
+            shown += 1
+    if not shown:
+        raise UserError("no stage has run yet: run `dvc repro` (or `python3 run.py demo`) first")
+    plots = sorted(paths.catalog.glob("*.png"))
+    if plots:
+        name = cfg.predict.catalog_name
+        out.print(f"Table 4 catalog: {paths.catalog / name}.fits (.parquet, .csv; clean view {name}_clean.*)\n"
+                  f"plots: {', '.join(map(str, plots))}", soft_wrap=True, highlight=False)
+
+
+def info(
+    store: Annotated[Optional[Path], typer.Argument(help="Store directory [params: paths.store]")] = None,
+    params: ParamsOption = None,
+) -> None:
+    """Summarise a spectra store: size, wavelength range, S/N and visits, rejects."""
+    import pandas as pd
+
+    from apogeenet.store import REJECTS_FILE, SpectraStore
+
+    store = store or load_params(params).paths.store
+    spectra = SpectraStore(store)
+    index = spectra.index
+    rejects = store / REJECTS_FILE
+    n_rejects = len(pd.read_parquet(rejects)) if rejects.exists() else 0
+    wave = spectra.wavelength
+    out.print(f"store {store}: {len(spectra)} spectra x {wave.size} pixels "
+              f"({wave[0]:.1f}-{wave[-1]:.1f} A, vacuum), {n_rejects} rejected files", soft_wrap=True)
+    if len(spectra):
+        snr = index["snr"].quantile([0.05, 0.5, 0.95]).round(1).tolist()
+        visits = {int(k): int(v) for k, v in sorted(index["nvisits"].value_counts().items())}
+        telescopes = {str(k): int(v) for k, v in index["telescope"].value_counts().items()}
+        out.print(f"SNR 5/50/95 %: {snr}; NVISITS: {visits}; telescopes: {telescopes}",
+                  soft_wrap=True)
+
+
+COMMANDS = {
+    "inspect": inspect,
+    "download": download,
+    "download-catalog": download_catalog,
+    "synth": synth,
+    "label-mdwarfs": label_mdwarfs,
+    "predict-shard": predict_shard_command,
+    "models": models,
+    "report": report,
+    "info": info,
+}
+"""Command name -> function, registered by :mod:`apogeenet.cli`."""

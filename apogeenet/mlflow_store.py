@@ -1,0 +1,43 @@
+"""Where the project's local MLflow tracking store is, and the registered model's name: SQLite at ``mlruns/mlflow.db`` with
+artifacts under ``mlruns/artifacts`` (MLflow 3 deprecates the plain file store), or
+``$MLFLOW_TRACKING_URI``; and the file locks beside it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["CHAMPION_URI", "MODEL_NAME", "tracking_lock", "tracking_root", "tracking_uri"]
+
+MODEL_NAME = "apogeenet"
+"""The registered model's name."""
+CHAMPION_URI = f"models:/{MODEL_NAME}@champion"
+"""The registry's best version (by dev loss): what predict and adapt use by default."""
+
+
+def tracking_root(root: str | os.PathLike = "mlruns") -> Path:
+    """The local tracking directory (created if missing): the SQLite store's folder, or ``root``."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    folder = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else Path(root)
+    folder = folder.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@contextmanager
+def tracking_lock(name: str, root: str | os.PathLike = "mlruns") -> Iterator[None]:
+    """A file lock beside the tracking store, for what processes sharing it must do one at a
+    time: creating the SQLite schema and experiments, moving the champion alias."""
+    from filelock import FileLock
+
+    with FileLock(str(tracking_root(root) / f".{name}.lock"), timeout=600):
+        yield
+
+
+def tracking_uri(root: str | os.PathLike = "mlruns") -> str:
+    """``$MLFLOW_TRACKING_URI`` or SQLite under ``root`` (created if missing)."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{tracking_root(root) / 'mlflow.db'}"
