@@ -141,12 +141,12 @@ def calibration_report(catalog: pd.DataFrame, reference: pd.DataFrame) -> pd.Dat
     return pd.concat(parts, ignore_index=True).set_index(["group", "parameter"])
 
 
-def calibration_bar(report: pd.DataFrame, *, min_stars: int = BAR_MIN_STARS, robust_sigma: float = BAR_ROBUST_SIGMA,
+def calibration_bar(report: pd.DataFrame, *, min_cell_stars: int = BAR_MIN_STARS, robust_sigma: float = BAR_ROBUST_SIGMA,
                     within_1sigma: tuple[float, float] = BAR_WITHIN_1SIGMA) -> pd.Series:
-    """Per label group with at least ``min_stars`` stars and parameter: True when the calibrated
+    """Per label group with at least ``min_cell_stars`` stars and parameter: True when the calibrated
     σ gives a robust σ of z within 1 ± ``robust_sigma`` and a fraction within 1σ inside
     ``within_1sigma`` (the calibration bar; groups, not the pooled ``all`` row)."""
-    groups = report[(report.index.get_level_values("group") != "all") & (report["n"] >= min_stars)]
+    groups = report[(report.index.get_level_values("group") != "all") & (report["n"] >= min_cell_stars)]
     return _inside_bar(groups["z_robust_sigma"], groups["frac_within_1sigma"], robust_sigma,
                        within_1sigma).rename("met")
 

@@ -73,14 +73,14 @@ def _autocast(device: torch.device, amp: bool):
 
 
 def predict_standardised(model: nn.Module, data: LabelledSpectra, positions: np.ndarray,
-                         batch_size: int = 256, device: torch.device | None = None) -> np.ndarray:
-    """Standardised predictions (len(positions), 3) in eval mode."""
+                         chunk: int = 256, device: torch.device | None = None) -> np.ndarray:
+    """Standardised predictions (len(positions), 3) in eval mode, ``chunk`` spectra at a time."""
     device = device or next(model.parameters()).device
     model.eval()
     out = np.empty((len(positions), 3), np.float32)
     with torch.no_grad():
-        for start in range(0, len(positions), batch_size):
-            flux, _ = data.batch(positions[start:start + batch_size], device)
+        for start in range(0, len(positions), chunk):
+            flux, _ = data.batch(positions[start:start + chunk], device)
             out[start:start + len(flux)] = model(flux).float().cpu().numpy()
     return out
 

@@ -65,13 +65,13 @@ def median_good_error(flux: np.ndarray, error: np.ndarray) -> np.ndarray:
 
 
 def perturbation_sigma(flux: np.ndarray, error: np.ndarray, cap: float,
-                       reference: ErrorReference = ErrorReference.MEAN) -> np.ndarray:
-    """σ per pixel for the draws: the error capped at ``cap`` × the spectrum's ``reference``
+                       error_reference: ErrorReference = ErrorReference.MEAN) -> np.ndarray:
+    """σ per pixel for the draws: the error capped at ``cap`` × the spectrum's ``error_reference``
     ("mean", the paper, or "median") good-pixel error; 0 on bad pixels (they stay 0)."""
     flux, error = np.atleast_2d(flux), np.atleast_2d(error)
     good = good_pixels(flux, error)
     typical = {ErrorReference.MEAN: mean_good_error,
-               ErrorReference.MEDIAN: median_good_error}[ErrorReference(reference)](flux, error)
+               ErrorReference.MEDIAN: median_good_error}[ErrorReference(error_reference)](flux, error)
     limit = cap * typical[:, None]
     return np.where(good, np.minimum(error, limit), 0).astype(np.float32)
 

@@ -251,8 +251,8 @@ def test_median_reference_caps_inflated_errors_that_the_mean_lets_through(spectr
     flux, error = spectra
     inflated = error.copy()
     inflated[:, 1000:1100] = 1e6 * error[:, 1000:1100]  # real apStar: huge errors without the 1e10 sentinel
-    by_mean = perturbation_sigma(flux, inflated, 5.0, reference="mean")
-    by_median = perturbation_sigma(flux, inflated, 5.0, reference="median")
+    by_mean = perturbation_sigma(flux, inflated, 5.0, error_reference="mean")
+    by_median = perturbation_sigma(flux, inflated, 5.0, error_reference="median")
     assert np.all(by_mean[:, 1050] > 100 * error[:, 1050])  # the mean is dragged up: hardly a cap
     median = np.median(error[:, 300:], axis=1)
     np.testing.assert_allclose(by_median[:, 1050], 5 * median, rtol=1e-2)

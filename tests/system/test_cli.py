@@ -42,6 +42,20 @@ def test_user_mistakes_give_one_line_and_exit_2(args, message, tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("args, message", [
+    (["train", "--profile", "fast", "--no-track"], "train.profile"),             # a profile params.yaml lacks
+    (["train", "--no-track", "--labels", "/nonexistent"], "labels.parquet"),            # a stage input missing
+    (["predict", "--uncertainty", "bayes", "--no-track"], "'bayes' is not one of"),  # an enum, checked by the CLI
+    (["label-mdwarfs", "a.csv", "b.csv", "--recipe", "mine"], "'mine' is not one of"),
+    (["predict", "--draws", "20000", "--no-track"], "max_draws"),
+])
+def test_a_bad_option_is_one_line_naming_the_setting(args, message, tmp_path):
+    result = run(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1, result.stderr
+
+
 def test_bad_params_file_is_one_line(tmp_path):
     (tmp_path / "params.yaml").write_text("ingest:\n  workers: 0\n")
     result = run("ingest", tmp_path, tmp_path / "store", cwd=tmp_path)

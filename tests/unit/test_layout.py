@@ -56,3 +56,41 @@ def test_layers():
             assert "apogeenet.cli" not in targets, f"{module} imports the CLI"
         if module.startswith(("apogeenet.labels", "apogeenet.isochrones", "apogeenet.photometry")):
             assert not {t for t in targets if t.startswith("apogeenet.synth")}, f"{module} imports the synthetic survey"
+
+
+DVC_STAGES_WITHOUT_A_MODULE = {"ingest"}  # the store's own command (apogeenet.store), no tracked run
+
+
+def _third_party_imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_one_pipeline_module_per_stage_with_one_entry_and_no_mlflow():
+    import yaml
+
+    stages = set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
+    modules = {p.stem for p in (REPO / "apogeenet" / "pipeline").glob("*.py")} - {"__init__", "common"}
+    assert modules == stages - DVC_STAGES_WITHOUT_A_MODULE
+    for path in (REPO / "apogeenet" / "pipeline").glob("*.py"):
+        assert "mlflow" not in _third_party_imports(path), f"{path.name} imports mlflow: the tracked decorator logs"
+        tree = ast.parse(path.read_text())
+        if path.stem in modules:
+            assert "run" in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}, path.name
+    assert not (REPO / "apogeenet" / "stages.py").exists()
+
+
+def test_mlflow_is_imported_only_at_the_edge():
+    edge = {"tracking.py", "registry.py", "model_uri.py", "mlflow_model.py"}
+    for path in (REPO / "apogeenet").rglob("*.py"):
+        if path.name not in edge:
+            assert "mlflow" not in _third_party_imports(path), f"{path.relative_to(REPO)} imports mlflow"
+
+
+def test_the_command_line_stays_small():
+    assert len((REPO / "apogeenet" / "cli.py").read_text().splitlines()) <= 400
