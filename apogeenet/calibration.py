@@ -2,8 +2,8 @@
 
 The Monte-Carlo σ of §3.5 propagates only the pixel noise; the network's own error (finite
 training set, label noise it learned, regions of parameter space it covers thinly) is not in it,
-and on the test split the σ is too small by 1.5–2× (the paper saw a factor ≈ 4; astra ships
-σ = 1.25 σ_raw + 10 K). The model of the missing error, per parameter and per region of the
+so on a test split the σ is too small (the paper saw a factor ≈ 4; astra ships
+σ = 1.25 σ_raw + 10 K; README, "Calibrated uncertainties", has this project's figures). The model of the missing error, per parameter and per region of the
 prediction:
 
     σ_cal² = a² σ² + b²
@@ -12,7 +12,7 @@ fitted on the dev split only: the ratio of a to b by a Gaussian likelihood of th
 (prediction − reference) with an iterative ``clip``·σ_cal clip and the variance of the clipped
 Gaussian restored, the level so that the median |z| is 0.6745 as for N(0, 1). The residuals are
 heavier-tailed than a Gaussian (the network's error is not only noise), so a likelihood alone,
-even clipped, sets σ by the shoulders and leaves the core of z at ~0.8; the median sets it by
+even clipped, sets σ by the shoulders and leaves the core of z too narrow; the median sets it by
 the core, which is what "68 % within 1σ" asks (README, "Calibrated uncertainties"). The reference is the survey's truth when it
 has one (the synthetic survey) or else the labels (then σ_cal is the error against the label
 scale, label noise included).
@@ -38,12 +38,12 @@ from scipy.optimize import minimize
 from scipy.stats import norm
 
 from apogeenet.kiel import in_yso_polygon
-from apogeenet.labels.catalog import SOURCES
+from apogeenet.labels.catalog import LABEL_COLUMNS, SOURCES
 
 __all__ = ["PARAMETERS", "REGIONS", "SigmaCalibration", "TooFewStars", "fit_calibration", "fit_missing_error",
            "prediction_regions"]
 
-PARAMETERS = ("TEFF", "LOGG", "FE_H")
+PARAMETERS = LABEL_COLUMNS
 REGIONS = ("payne", "young", "cool_dwarf")
 ALL = "all"
 

@@ -3,7 +3,7 @@
 Columns follow Table 4 (label, prediction and σ for log g, Teff and [Fe/H], SNR, data set, data
 type) with units; ``FLAGS`` marks rows the paper left out instead of dropping them:
 
-* bit 0 ``HOT``: predicted Teff above 6 700 K (edge effects, §3.6);
+* bit 0 ``HOT``: predicted Teff above ``predict.hot_teff`` (edge effects, §3.6);
 * bit 1 ``UNPHYSICAL``: a prediction outside the physical bounds (params ``predict.bounds``),
   as happens at SNR ≈ 0 (§3.6);
 * bit 2 ``FEW_PIXELS``: fewer good pixels than ``predict.min_good_pixels`` (a spectrum with no
@@ -37,6 +37,7 @@ from apogeenet.atomic import atomic_path, atomic_paths
 from apogeenet.calibration import SigmaCalibration
 from apogeenet.kiel import YSO_POLYGON, in_yso_polygon
 from apogeenet.plotting import pyplot, save
+from apogeenet.labels.catalog import LABEL_COLUMNS
 from apogeenet.store import primary_rows
 
 __all__ = ["SUMMARY_FILE", "header_meta", "AGE_BINS", "FLAG_BITS", "YSO_POLYGON", "age_bins", "build_catalog", "catalog_summary", "catalog_table",
@@ -97,16 +98,16 @@ def build_catalog(index: pd.DataFrame, prediction: np.ndarray, sigma: np.ndarray
                           "N_GOOD_PIXELS": np.asarray(n_good_pixels, np.int32)})
     if labels is not None and len(labels):
         known = labels.drop_duplicates("APOGEE_ID").set_index("APOGEE_ID")
-        for name in ("TEFF", "LOGG", "FE_H"):
+        for name in LABEL_COLUMNS:
             frame[f"{name}_LABEL"] = known[name].reindex(frame["APOGEE_ID"]).to_numpy(float)
         frame["DATA_SET"] = known["SPLIT"].reindex(frame["APOGEE_ID"]).fillna("none").to_numpy(str)
         frame["DATA_TYPE"] = known["SOURCE"].reindex(frame["APOGEE_ID"]).fillna("none").to_numpy(str)
     else:
-        for name in ("TEFF", "LOGG", "FE_H"):
+        for name in LABEL_COLUMNS:
             frame[f"{name}_LABEL"] = np.nan
         frame["DATA_SET"], frame["DATA_TYPE"] = "none", "none"
     calibrated = sigma if calibration is None else calibration.apply(prediction, sigma, frame["DATA_TYPE"].to_numpy())
-    for k, name in enumerate(("TEFF", "LOGG", "FE_H")):
+    for k, name in enumerate(LABEL_COLUMNS):
         frame[name] = prediction[:, k]
         frame[f"{name}_ERR"] = calibrated[:, k]
         frame[f"{name}_ERR_MC"] = sigma[:, k]
@@ -124,7 +125,7 @@ def build_catalog(index: pd.DataFrame, prediction: np.ndarray, sigma: np.ndarray
     for name, bound in (max_sigma or {}).items():
         large |= frame[f"{name.upper()}_ERR"].to_numpy(float) > bound
     flags |= np.where(large, FLAG_BITS["LARGE_SIGMA"], 0)
-    zero = (frame[[f"{name}_ERR_MC" for name in ("TEFF", "LOGG", "FE_H")]].to_numpy(float) <= 0).any(axis=1)
+    zero = (frame[[f"{name}_ERR_MC" for name in LABEL_COLUMNS]].to_numpy(float) <= 0).any(axis=1)
     flags |= np.where(zero, FLAG_BITS["ZERO_SIGMA"], 0)
     frame["FLAGS"] = flags.astype(np.int16)
     frame["YSO_CANDIDATE"] = in_yso_polygon(frame["TEFF"], frame["LOGG"]) & (frame["FLAGS"] == 0)
@@ -209,7 +210,7 @@ def catalog_summary(frame: pd.DataFrame, truth: pd.DataFrame | None, source: str
     lines = [f"Catalog of {len(frame)} spectra from {source} by {model}: {len(clean)} clean, "
              + ", ".join(f"{metrics[f'n_{flag.lower()}']} {flag}" for flag in FLAG_BITS)
              + f", {metrics['n_yso_candidates']} YSO candidates\n"]
-    for name in ("TEFF", "LOGG", "FE_H"):
+    for name in LABEL_COLUMNS:
         for suffix in ("_ERR", "_ERR_MC"):
             metrics[f"median_sigma{suffix.lower()[4:]}/{name.lower()}"] = (
                 float(np.median(clean[f"{name}{suffix}"])) if len(clean) else np.nan)

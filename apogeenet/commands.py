@@ -140,8 +140,7 @@ def synth(
     cfg = load_params(params)
     if out_dir is None and cfg.paths.truth is None:
         raise UserError("paths.truth is null: a synthetic survey writes its truth table there (or give --out)")
-    files = SurveyFiles.under(out_dir) if out_dir else SurveyFiles(
-        cfg.paths.allstar, cfg.paths.payne, cfg.paths.members, cfg.paths.truth, cfg.paths.spectra)
+    files = SurveyFiles.under(out_dir) if out_dir else SurveyFiles.of(cfg.paths)
     _, report = make_survey(files, n_stars or cfg.synth.n_stars, cfg.synth.seed if seed is None else seed,
                             cfg.synth.fractions, chunk=cfg.synth.chunk, progress=True)
     out.print(f"{report.n_stars} stars {report.counts} in {report.seconds:.0f} s -> {files.allstar.parent}",

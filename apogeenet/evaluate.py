@@ -25,7 +25,7 @@ __all__ = ["COMPARISON_FILE", "EVALUATION_FILES", "METRICS_FILE", "PREDICTIONS_F
            "robust_sigma", "tables_markdown", "truth_metrics", "write_assessment", "write_evaluation"]
 
 GROUPS = {"full": None, "payne": ("PAYNE",), "mstar": ("MSTAR",), "yso": ("YSO",)}
-PARAMETERS = {"TEFF": "teff", "LOGG": "logg", "FE_H": "fe_h"}
+PARAMETERS = {column: column.lower() for column in LABEL_COLUMNS}
 #: The paper's Table 3 (train, dev, test scatter of prediction − label; it has no Payne group).
 PAPER_TABLE3 = {
     ("full", "teff"): (144.82, 158.72, 183.74), ("full", "logg"): (0.189, 0.203, 0.216),

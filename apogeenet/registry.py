@@ -23,6 +23,7 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema, TensorSpec
 
+from apogeenet.labels.catalog import LABEL_COLUMNS
 from apogeenet.serving import Predictor
 from apogeenet.mlflow_store import MODEL_NAME, tracking_lock
 from apogeenet.weights import MODEL_FILE, ModelFileError
@@ -47,7 +48,7 @@ class ApogeeNetPyfunc(mlflow.pyfunc.PythonModel):
 
 def _signature() -> ModelSignature:
     return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 8575), "flux")]),
-                          outputs=Schema([ColSpec("double", c) for c in ("TEFF", "LOGG", "FE_H")]))
+                          outputs=Schema([ColSpec("double", c) for c in LABEL_COLUMNS]))
 
 
 def load_predictor(uri: str) -> Predictor:

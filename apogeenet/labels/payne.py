@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from apogeenet.errors import InputError
+from apogeenet.labels.catalog import LABEL_COLUMNS
 
 __all__ = ["PAYNE_LOGG_MAX", "PAYNE_TEFF_MIN", "payne_labels"]
 
@@ -24,6 +25,6 @@ def payne_labels(table: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in ("APOGEE_ID", "TEFF", "LOGG", "FE_H") if c not in frame.columns]
     if missing:
         raise InputError(f"Payne table lacks column(s) {', '.join(missing)}")
-    teff, logg, fe_h = (frame[c].to_numpy(float) for c in ("TEFF", "LOGG", "FE_H"))
+    teff, logg, fe_h = (frame[c].to_numpy(float) for c in LABEL_COLUMNS)
     keep = ((teff > PAYNE_TEFF_MIN) | (logg < PAYNE_LOGG_MAX)) & np.isfinite(teff + logg + fe_h)
     return frame.loc[keep, ["APOGEE_ID", "TEFF", "LOGG", "FE_H"]].reset_index(drop=True)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 __all__ = ["ALLSTAR_FILE", "MEMBERS_FILE", "PAYNE_FILE", "SPECTRA_DIR", "TRUTH_FILE", "SurveyFiles"]
@@ -25,6 +25,12 @@ class SurveyFiles:
     members: Path
     truth: Path
     spectra: Path
+
+    @classmethod
+    def of(cls, paths) -> SurveyFiles:
+        """The files a project's ``paths`` (:class:`~apogeenet.config.PathsParams`) name; its
+        truth table must be named (a synthetic survey always has one)."""
+        return cls(*(getattr(paths, field.name) for field in fields(cls)))
 
     @classmethod
     def under(cls, root: str | os.PathLike) -> SurveyFiles:

@@ -33,6 +33,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from apogeenet.io.apstar import APSTAR_NPIX, BAD_PIXEL_ERROR, ApStar, write_apstar
+from apogeenet.labels.catalog import LABEL_COLUMNS
 from apogeenet.photometry import BANDS, extinction_curve
 from apogeenet.progress import progress_bar
 from apogeenet.synth.emulator import EMULATOR_LABELS, PayneEmulator
@@ -231,7 +232,7 @@ def _write_catalogs(files: SurveyFiles, stars: pd.DataFrame, seed: int) -> None:
     values["LOGG"] = np.where(cool, values["LOGG"] + 1.2 * shift, values["LOGG"])
     units = {"TEFF": "K", "LOGG": None, "FE_H": None}  # dex: FITS has no such unit
     payne_columns = {"APOGEE_ID": (payne["apogee_id"].to_numpy(dtype=str), None, "identifier")}
-    for name in ("TEFF", "LOGG", "FE_H"):
+    for name in LABEL_COLUMNS:
         payne_columns[name] = (values[name], units[name], f"Payne {name}" + ("" if units[name] else " (dex)"))
         payne_columns[f"{name}_ERR"] = (errors[name], units[name], f"error of {name}")
     _write_table(_table(payne_columns), files.payne)

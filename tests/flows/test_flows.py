@@ -72,11 +72,15 @@ def test_train_flow_pretrains_and_registers(trained, prefect_harness):
     with tracking_in(root) as uri:
         metrics = train_flow("pretrain", str(root / "params.yaml"))
     assert metrics["version"] == "2" and "test/full/mse" in metrics
-    runs = _runs(uri, "train")
-    assert set(runs["tags.mlflow.runName"]) == {"pretrain"} and len(runs) == 2
-    assert (runs["params.train.profiles.tiny.max_epochs"] == "1").all()
+    runs = _runs(uri, "train")  # the fixture's and the flow's: each trains, then calibrates
+    assert sorted(runs["tags.mlflow.runName"]) == ["calibrate", "calibrate", "pretrain", "pretrain"]
+    trained = runs[runs["tags.mlflow.runName"] == "pretrain"]
+    assert (trained["params.train.profiles.tiny.max_epochs"] == "1").all()
+    assert "params.predict.draws" not in trained or trained["params.predict.draws"].isna().all()  # training reads none
     report = _artifact("train-report")  # Tables 2/3 of the run, linked
-    assert "Table 2" in report and _links_its_run(report, runs)
+    assert "Table 2" in report and _links_its_run(report, trained)
+    calibrated = _artifact("calibrate-report")
+    assert "registered apogeenet version 2" in calibrated and _links_its_run(calibrated, runs)
 
 
 def test_evaluate_flow_puts_the_network_beside_the_baselines(trained, prefect_harness):
