@@ -17,7 +17,7 @@ from apogeenet.commands import COMMANDS, ParamsOption, configured, err, out
 from apogeenet.config import ErrorReference, Uncertainty, load_params
 from apogeenet.errors import UserFacingError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="APOGEE Net (Olney et al. 2020): stellar parameters from APOGEE spectra.")
 for _name, _command in COMMANDS.items():
     app.command(_name)(_command)
@@ -68,7 +68,7 @@ def ingest(
     params: ParamsOption = None,
 ) -> None:
     """Ingest a tree of apStar files into a spectra store (incremental)."""
-    from apogeenet.store import ingest as run_ingest
+    from apogeenet.ingest import ingest as run_ingest
 
     cfg = load_params(params)
     if not dask:
@@ -110,6 +110,18 @@ LabelsDir = _path(help="Labels directory [params: paths.labels]")
 StoreDir = _path(help="Spectra store [params: paths.store]")
 ValidationDir = _path(help="Validation results that must have passed [params: paths.validation]")
 TruthFile = _path(help="True parameters of a synthetic survey, when it has them [params: paths.truth]")
+PayneFile = _path(help="Payne-format labels [params: paths.payne]")
+MembersFile = _path(help="Kounkel-format membership [params: paths.members]")
+LabelsOut = _path("--out", help="Output directory [params: paths.labels]")
+ValidationOut = _path("--out", help="Results and Data Docs [params: paths.validation]")
+ModelOut = _path("--out", help="Output directory [params: paths.model]")
+AdaptedOut = _path("--out", help="Output directory [params: paths.adapted]")
+CalibratedOut = _path("--out", help="Output directory [params: paths.calibrated]")
+BaselinesOut = _path("--out", help="Output directory [params: paths.baselines]")
+BaselinesInput = _path("--baselines", help="Baselines' predictions to compare with [params: paths.baselines]")
+EvaluationOut = _path("--out", help="Output directory [params: paths.evaluation]")
+CatalogLabels = _path(help="Labels directory joined to the catalog when it exists [params: paths.labels]")
+CatalogOut = _path("--out", help="Output directory [params: paths.catalog]")
 TrackOption = Annotated[Optional[bool], typer.Option("--track/--no-track", show_default=False,
                                                      help="Log to MLflow (mlruns/) [params: tracking.enabled]")]
 
@@ -117,9 +129,9 @@ TrackOption = Annotated[Optional[bool], typer.Option("--track/--no-track", show_
 @app.command()
 def label(
     allstar: AllstarFile = None,
-    payne: _path(help="Payne-format labels [params: paths.payne]") = None,
-    members: _path(help="Kounkel-format membership [params: paths.members]") = None,
-    out_dir: _path("--out", help="Output directory [params: paths.labels]") = None,
+    payne: PayneFile = None,
+    members: MembersFile = None,
+    out_dir: LabelsOut = None,
     track: TrackOption = None,
     params: ParamsOption = None,
 ) -> None:
@@ -135,7 +147,7 @@ def validate(
     allstar: AllstarFile = None,
     labels: LabelsDir = None,
     store: StoreDir = None,
-    out_dir: _path("--out", help="Results and Data Docs [params: paths.validation]") = None,
+    out_dir: ValidationOut = None,
     track: TrackOption = None,
     params: ParamsOption = None,
 ) -> None:
@@ -159,7 +171,7 @@ def train(
     labels: LabelsDir = None,
     store: StoreDir = None,
     validation: ValidationDir = None,
-    out_dir: _path("--out", help="Output directory [params: paths.model]") = None,
+    out_dir: ModelOut = None,
     track: TrackOption = None,
     params: ParamsOption = None,
 ) -> None:
@@ -180,7 +192,7 @@ def adapt(
     labels: LabelsDir = None,
     store: StoreDir = None,
     validation: ValidationDir = None,
-    out_dir: _path("--out", help="Output directory [params: paths.adapted]") = None,
+    out_dir: AdaptedOut = None,
     track: TrackOption = None,
     params: ParamsOption = None,
 ) -> None:
@@ -199,7 +211,7 @@ def calibrate(
     store: StoreDir = None,
     validation: ValidationDir = None,
     truth: TruthFile = None,
-    out_dir: _path("--out", help="Output directory [params: paths.calibrated]") = None,
+    out_dir: CalibratedOut = None,
     track: TrackOption = None,
     params: ParamsOption = None,
 ) -> None:
@@ -217,7 +229,7 @@ def baselines(
     store: StoreDir = None,
     validation: ValidationDir = None,
     truth: TruthFile = None,
-    out_dir: _path("--out", help="Output directory [params: paths.baselines]") = None,
+    out_dir: BaselinesOut = None,
     track: TrackOption = None,
     params: ParamsOption = None,
 ) -> None:
@@ -239,8 +251,8 @@ def evaluate(
     store: StoreDir = None,
     validation: ValidationDir = None,
     truth: TruthFile = None,
-    baselines_dir: _path("--baselines", help="Baselines' predictions to compare with [params: paths.baselines]") = None,
-    out_dir: _path("--out", help="Output directory [params: paths.evaluation]") = None,
+    baselines_dir: BaselinesInput = None,
+    out_dir: EvaluationOut = None,
     track: TrackOption = None,
     strict: Annotated[bool, typer.Option(help="Exit 1 when a check fails.")] = False,
     params: ParamsOption = None,
@@ -263,9 +275,9 @@ def predict(
     model: Annotated[Optional[str], typer.Option(help="Registered alias/version (models:/apogeenet@champion, "
                                                       "models:/apogeenet/3), runs:/ URI or model.pt [params: predict.model]")] = None,
     store: StoreDir = None,
-    labels: _path(help="Labels directory joined to the catalog when it exists [params: paths.labels]") = None,
+    labels: CatalogLabels = None,
     truth: TruthFile = None,
-    out_dir: _path("--out", help="Output directory [params: paths.catalog]") = None,
+    out_dir: CatalogOut = None,
     draws: Annotated[Optional[int], typer.Option(min=2, help="Monte-Carlo draws per spectrum [params: predict.draws]")] = None,
     uncertainty: Annotated[Optional[Uncertainty], typer.Option(help="σ from the paper's Monte-Carlo draws, the "
                                                                     "first-order delta method, or none (single pass) "

@@ -38,7 +38,7 @@ def project(work: Path, n_stars: int):
     """The bench's survey, store and validated labels (made once); returns (params, data)."""
     from apogeenet.pipeline import label, validate
     from apogeenet.pipeline.common import training_data
-    from apogeenet.store import ingest
+    from apogeenet.ingest import ingest
     from apogeenet.synth.files import SurveyFiles
     from apogeenet.synth.survey import make_survey
 

@@ -40,7 +40,8 @@ from benchio import bench_model, emit
 from apogeenet.config import load_params
 from apogeenet.model import prepare_flux, scale_flux
 from apogeenet.serving import Predictor
-from apogeenet.store import SpectraStore, ingest
+from apogeenet.store import SpectraStore
+from apogeenet.ingest import ingest
 from apogeenet.dataset import best_device
 from apogeenet.noise import normal_noise, star_streams
 from apogeenet.uncertainty import delta_predict, mc_predict, perturbation_sigma, seed_keys

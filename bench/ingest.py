@@ -24,7 +24,8 @@ from benchio import emit
 from apogeenet.io import read_apstar
 from apogeenet.cluster import dask_client
 from apogeenet.config import DaskParams, SynthParams
-from apogeenet.store import SpectraStore, ingest
+from apogeenet.store import SpectraStore
+from apogeenet.ingest import ingest
 from apogeenet.synth.survey import make_survey
 
 

@@ -34,7 +34,8 @@ from apogeenet.config import load_params
 from apogeenet.io.apstar import APSTAR_NPIX
 from apogeenet.serving import Predictor
 from apogeenet.shards import ShardPlan, plan_predict, predict_shard
-from apogeenet.store import INDEX_COLUMNS, INDEX_FILE, write_segment
+from apogeenet.store import INDEX_COLUMNS, INDEX_FILE
+from apogeenet.ingest import write_segment
 
 DR17_SPECTRA = 657_000
 SEGMENT_ROWS = 4096

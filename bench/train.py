@@ -29,7 +29,8 @@ from benchio import emit
 
 from apogeenet.labels.catalog import Normalisation, combine_labels
 from apogeenet.model import ApogeeNet
-from apogeenet.store import SpectraStore, ingest
+from apogeenet.store import SpectraStore
+from apogeenet.ingest import ingest
 from apogeenet.config import TrainProfile
 from apogeenet.dataset import LabelledSpectra, best_device
 from apogeenet.train import train_model

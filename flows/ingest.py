@@ -5,7 +5,7 @@
 STORE defaults to ``paths.store``. The coordinator (this flow's process) scans the tree, holds
 the store's lock and writes the index after each shard, in shard order; each shard of
 ``ingest.segment_rows`` files is a task on prefect-dask's DaskTaskRunner (params.yaml ``dask``)
-that reads its files and writes its own segment (:func:`apogeenet.store.ingest_shard`), so no
+that reads its files and writes its own segment (:func:`apogeenet.ingest.ingest_shard`), so no
 spectrum travels between processes. A worker killed mid-shard leaves at most a segment that no
 index row points at; Dask runs the shard again, and a rerun of the flow reads only what the
 index lacks.
@@ -20,7 +20,7 @@ from prefect import flow, task
 
 from apogeenet.cluster import preserved_environment
 from apogeenet.config import load_params
-from apogeenet.store import ingest, ingest_shard
+from apogeenet.ingest import ingest, ingest_shard
 from apogeenet.tracking import StageResult
 from flows import publish_result
 from flows.predict import dask_params, dask_runner

@@ -62,3 +62,19 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=180):  # a loaded 2-core machine starts it slowly
         yield
+
+
+BUILDS_A_PROJECT = {"project", "trained", "small_tree", "tree", "labelled", "project_copy", "odd_tree",
+                    "prefect_harness"}
+"""Fixtures that make a survey, a store, labels, a trained model or a Prefect server."""
+WHOLE_SYSTEM = {"system", "flows"}
+"""Test folders that run whole commands in processes, flows and races."""
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark ``slow`` (``run.py test --fast`` leaves them out) the tests that need a built project
+    or run the whole system, whatever their own body costs."""
+    for item in items:
+        folder = Path(str(item.fspath)).relative_to(REPO / "tests").parts[0]
+        if folder in WHOLE_SYSTEM or BUILDS_A_PROJECT & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -110,7 +110,7 @@ def run_files(cfg: Params, paths: list[Path], destination: Path, *, progress: bo
     import tempfile
 
     from apogeenet.catalog import product_paths
-    from apogeenet.store import ingest_files
+    from apogeenet.ingest import ingest_files
 
     out_dir, name = ((destination.parent, destination.stem) if destination.suffix == ".fits"
                      else (destination, cfg.predict.catalog_name))

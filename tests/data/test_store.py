@@ -11,7 +11,8 @@ import pytest
 from badfiles import make_bad
 
 from apogeenet.io import read_apstar
-from apogeenet.store import SpectraStore, StoreError, ingest
+from apogeenet.store import SpectraStore, StoreError
+from apogeenet.ingest import ingest
 from apogeenet.synth.survey import make_survey
 
 CORRUPT = ["not_fits", "truncated", "missing_hdu", "wrong_grid", "zero_flux"]

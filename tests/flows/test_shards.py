@@ -120,7 +120,7 @@ def test_ingest_on_dask_is_the_one_process_store(tree, prefect_harness, tmp_path
     byte for byte, as the ingest of one process."""
     import yaml
 
-    from apogeenet.store import ingest
+    from apogeenet.ingest import ingest
     from flows.ingest import ingest_flow
 
     ingest(tree, tmp_path / "one", workers=1, segment_rows=8)
@@ -136,7 +136,8 @@ def test_a_worker_killed_during_ingest_leaves_a_consistent_store(tree, tmp_path)
     the store is the one-process store, byte for byte, and reads back whole."""
     from distributed import Client
 
-    from apogeenet.store import SpectraStore, ingest
+    from apogeenet.store import SpectraStore
+    from apogeenet.ingest import ingest
 
     ingest(tree, tmp_path / "one", workers=1, segment_rows=4)
     with killing_a_worker_when("segments/*.h5", tmp_path / "dask") as (cluster, _), Client(cluster) as client:

@@ -38,7 +38,8 @@ def labelled_store(root: Path, n_stars: int, seed: int, *, fractions: dict[str, 
     parameters as PAYNE labels (splits by the catalog's rule): a
     :class:`~apogeenet.dataset.LabelledSpectra` with :data:`TABLE1`."""
     from apogeenet.labels.catalog import combine_labels
-    from apogeenet.store import SpectraStore, ingest
+    from apogeenet.store import SpectraStore
+    from apogeenet.ingest import ingest
     from apogeenet.synth.survey import make_survey
     from apogeenet.dataset import LabelledSpectra
 
@@ -55,7 +56,7 @@ def project(root: Path, n_stars: int = 120, seed: int = 9, extra_params: dict | 
     validation and the ``params.yaml`` pointing at them; returns ``root``."""
     from apogeenet.config import load_params
     from apogeenet.pipeline import label, validate
-    from apogeenet.store import ingest
+    from apogeenet.ingest import ingest
     from apogeenet.synth.survey import make_survey
 
     survey = root / "data" / "synth"

@@ -237,7 +237,8 @@ def _damage(store: Path, how: str) -> None:
 
 @pytest.mark.parametrize("how", ["missing", "truncated", "garbage", "chunked", "wrong_shape", "offset", "stat_cache"])
 def test_a_damaged_store_is_one_line_to_read_and_repaired_by_the_next_ingest(tree_of_three, tmp_path, how):
-    from apogeenet.store import SpectraStore, ingest
+    from apogeenet.store import SpectraStore
+    from apogeenet.ingest import ingest
 
     store = tmp_path / "store"
     ingest(tree_of_three, store, workers=1)
@@ -263,7 +264,7 @@ def test_a_damaged_store_is_one_line_to_read_and_repaired_by_the_next_ingest(tre
 
 @pytest.mark.parametrize("name", ["index.parquet", "rejects.parquet"])
 def test_a_garbage_index_or_rejects_table_is_one_line_or_rebuilt(tree_of_three, tmp_path, name):
-    from apogeenet.store import ingest
+    from apogeenet.ingest import ingest
 
     store = tmp_path / "store"
     ingest(tree_of_three, store, workers=1)
@@ -328,7 +329,7 @@ main()
 
 
 @pytest.mark.parametrize("module, name, code, message", [
-    ("apogeenet.store", "write_segment", "ENOSPC", "No space left on device"),       # a full disk in ingest
+    ("apogeenet.ingest", "write_segment", "ENOSPC", "No space left on device"),       # a full disk in ingest
     ("apogeenet.mlflow_store", "tracking_lock", "EROFS", "Read-only file system"),       # a read-only tracking store
 ])
 def test_a_machine_that_refuses_to_write_gets_one_line_and_exit_3(multi_visit_file, tmp_path, module, name, code,

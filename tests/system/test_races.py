@@ -34,7 +34,7 @@ def tree(tmp_path_factory):
 
 def _setup(tree: Path, root: Path) -> tuple[Path, Path, Path]:
     """A copy of ``tree``, its store, a params.yaml (tiny shards) and an untrained model."""
-    from apogeenet.store import ingest
+    from apogeenet.ingest import ingest
 
     source = root / "src"
     shutil.copytree(tree, source)
@@ -65,7 +65,7 @@ def test_predict_never_attaches_a_prediction_to_another_star_when_ingest_changes
     from apogeenet.config import load_params
     from apogeenet.pipeline import predict
     from factories import settings
-    from apogeenet.store import ingest
+    from apogeenet.ingest import ingest
 
     source, params, model = _setup(tree, tmp_path)
     cfg = load_params(params)
@@ -89,7 +89,7 @@ def test_predict_never_attaches_a_prediction_to_another_star_when_ingest_changes
 
 
 def test_a_shard_of_a_plan_made_on_another_index_refuses_in_one_line(tree, tmp_path):
-    from apogeenet.store import ingest
+    from apogeenet.ingest import ingest
 
     source, params, model = _setup(tree, tmp_path)
     result = run("predict", "--plan-only", "--model", model, "--params", params, "--no-track")
