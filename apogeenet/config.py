@@ -1,7 +1,9 @@
 """The one place that reads ``params.yaml``: typed, validated, frozen parameters.
 
-Library functions take plain arguments; the CLI, the flows and the tests call :func:`load_params`
-and pass the values on (STYLE §2).
+The defaults here are exactly ``params.yaml``'s (tests/unit/test_defaults.py), and a library
+function that needs a setting takes its section (``PredictParams``, ``TrainProfile``, ...), never a
+default of its own. The CLI and the flows change a setting only through
+:meth:`Params.with_overrides`, validated like the file (STYLE §2).
 """
 
 from __future__ import annotations

@@ -32,7 +32,12 @@ def require_validation(validation_dir: Path, labels_file: Path, store_dir: Path)
     summary = Path(validation_dir) / SUMMARY_FILE
     if not summary.exists():
         raise GateError(f"the labels have not been validated ({summary} is missing): run `apogeenet validate` first")
-    report = json.loads(summary.read_text())
+    try:
+        report = json.loads(summary.read_text())
+    except (ValueError, UnicodeDecodeError):
+        report = None
+    if not isinstance(report, dict):
+        raise GateError(f"{summary} is not a validation summary: run `apogeenet validate` again")
     if not report.get("success"):
         failed = ", ".join(sorted({f["suite"] for f in report.get("failures", [])})) or "see the summary"
         raise GateError(f"the labels failed validation ({failed}): fix them and run `apogeenet validate` again")
