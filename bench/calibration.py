@@ -1,5 +1,5 @@
-"""The σ calibration bar (issue 15) at survey size, as JSON: on the default survey its groups hold
-58-125 test stars, where even a σ exactly right meets all nine cells 3 % of the time; here the
+"""The σ calibration bar (README, "Calibrated uncertainties") at survey size, as JSON: on the
+default survey its groups hold 58-125 test stars, where even a σ exactly right meets all nine cells 3 % of the time; here the
 larger survey of bench/accuracy.py gives them ~300-600.
 
     python bench/calibration.py [--n-stars 10000] [--work DIR] [--resplits 100]

@@ -1,4 +1,4 @@
-"""Ingest and batch-read throughput of the spectra store (issue "Foundation", item 8).
+"""Ingest and batch-read throughput of the spectra store.
 
 Prints JSON: files/s ingested with 1 and 2 processes and with the shards on a Dask LocalCluster of
 2 worker processes (each writes its own segments; the cluster's start not counted) for N

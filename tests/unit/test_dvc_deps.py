@@ -1,5 +1,5 @@
 """dvc.yaml is complete: every module a stage's command can import is among its dependencies, so
-an edit to any of them makes `dvc status` report the stage (issue [2 of 5], item 3)."""
+an edit to any of them makes `dvc status` report the stage."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The library's import graph: no circles, labels and isochrones independent of the synthetic
-survey, and no library module importing the CLI or the flows (issue [2 of 5], item 4)."""
+survey, no library module importing the CLI or the flows, one pipeline module per stage, MLflow
+only at the edge."""
 
 from __future__ import annotations
 
