@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from apogeenet.commands import COMMANDS, ParamsOption, configured, err, out
-from apogeenet.config import ErrorReference, Uncertainty, load_params
+from apogeenet.config import ErrorReference, Uncertainty
 from apogeenet.errors import UserFacingError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -70,9 +70,9 @@ def ingest(
     """Ingest a tree of apStar files into a spectra store (incremental)."""
     from apogeenet.ingest import ingest as run_ingest
 
-    cfg = load_params(params)
+    cfg = configured(params, {"ingest.workers": workers})
     if not dask:
-        report = run_ingest(src_dir, store, workers=workers or cfg.ingest.workers,
+        report = run_ingest(src_dir, store, workers=cfg.ingest.workers,
                             segment_rows=cfg.ingest.segment_rows, progress=True,
                             max_bytes=int(cfg.ingest.max_file_mb * 2**20))
     else:

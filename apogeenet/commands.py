@@ -82,14 +82,13 @@ def download(
     from apogeenet.io.sas import apstar_jobs, download_files
     from apogeenet.io.tables import read_table
 
-    cfg = load_params(params).download
-    release = release or cfg.release
+    cfg = configured(params, {"download.release": release, "download.base_url": base_url,
+                              "download.workers": workers}).download
     try:
-        jobs = apstar_jobs(read_table(catalog), release, out_dir,
-                           base_url=base_url or str(cfg.base_url))
+        jobs = apstar_jobs(read_table(catalog), cfg.release, out_dir, base_url=str(cfg.base_url))
     except InputError as exc:
         raise UserError(f"{catalog}: {exc}") from None
-    results = download_files(jobs, workers=workers or cfg.workers, retries=cfg.retries,
+    results = download_files(jobs, workers=cfg.workers, retries=cfg.retries,
                              backoff_s=cfg.backoff_s, timeout_s=cfg.timeout_s, deadline_s=cfg.deadline_s,
                              max_bytes=int(cfg.max_file_mb * 2**20),
                              allowed_hosts=(*cfg.allowed_hosts, *(allow_host or ())), progress=True)
@@ -105,9 +104,8 @@ def download_catalog(
     """Download a release's allStar catalog."""
     from apogeenet.io.sas import DownloadJob, allstar_url, download_files, validate_allstar
 
-    cfg = load_params(params).download
-    url = allstar_url(release or cfg.release, base_url=base_url or str(cfg.base_url))
-
+    cfg = configured(params, {"download.release": release, "download.base_url": base_url}).download
+    url = allstar_url(cfg.release, base_url=str(cfg.base_url))
     job = DownloadJob(url, out_dir / url.rsplit("/", 1)[-1])
     _report_downloads(download_files([job], workers=1, retries=cfg.retries, backoff_s=cfg.backoff_s,
                                      timeout_s=cfg.timeout_s, deadline_s=cfg.deadline_s, validate=validate_allstar,
@@ -137,12 +135,12 @@ def synth(
     from apogeenet.synth.files import SurveyFiles
     from apogeenet.synth.survey import make_survey
 
-    cfg = load_params(params)
+    cfg = configured(params, {"synth.n_stars": n_stars, "synth.seed": seed})
     if out_dir is None and cfg.paths.truth is None:
         raise UserError("paths.truth is null: a synthetic survey writes its truth table there (or give --out)")
     files = SurveyFiles.under(out_dir) if out_dir else SurveyFiles.of(cfg.paths)
-    _, report = make_survey(files, n_stars or cfg.synth.n_stars, cfg.synth.seed if seed is None else seed,
-                            cfg.synth.fractions, chunk=cfg.synth.chunk, progress=True)
+    _, report = make_survey(files, cfg.synth.n_stars, cfg.synth.seed, cfg.synth.fractions, chunk=cfg.synth.chunk,
+                            progress=True)
     out.print(f"{report.n_stars} stars {report.counts} in {report.seconds:.0f} s -> {files.allstar.parent}",
               soft_wrap=True)
 

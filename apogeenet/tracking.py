@@ -168,8 +168,7 @@ def tracked(experiment: str, run_name: str | None) -> Callable[[Callable[[Any, T
         def entry(cfg, *, progress: bool = False) -> StageResult:
             track = cfg.tracking.enabled
             if not track or run_name is None:
-                result = stage(cfg, Tracker(False, progress))
-                result = dataclasses.replace(result, register=None)
+                result = Tracker(False).log(stage(cfg, Tracker(False, progress)))
             else:
                 with mlflow_run(experiment, run_name):
                     result = Tracker(True, progress).log(stage(cfg, Tracker(True, progress)))
