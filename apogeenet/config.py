@@ -532,7 +532,7 @@ class Params(_Section):
         for key, value in overrides.items():
             section, _, name = key.partition(".")
             raw[section][name] = value
-        return _validated(raw, "overrides")
+        return _validated(raw, "the given settings")
 
 
 def _validated(raw: dict, source: object) -> Params:
