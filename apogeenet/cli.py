@@ -111,7 +111,7 @@ StoreDir = _path(help="Spectra store [params: paths.store]")
 ValidationDir = _path(help="Validation results that must have passed [params: paths.validation]")
 TruthFile = _path(help="True parameters of a synthetic survey, when it has them [params: paths.truth]")
 PayneFile = _path(help="Payne-format labels [params: paths.payne]")
-MembersFile = _path(help="Kounkel-format membership [params: paths.members]")
+MembersFile = _path(help="Kounkel-format membership or an ID list (.txt) [params: paths.members]")
 LabelsOut = _path("--out", help="Output directory [params: paths.labels]")
 ValidationOut = _path("--out", help="Results and Data Docs [params: paths.validation]")
 ModelOut = _path("--out", help="Output directory [params: paths.model]")
@@ -131,14 +131,18 @@ def label(
     allstar: AllstarFile = None,
     payne: PayneFile = None,
     members: MembersFile = None,
+    label_table: _path(help="Your own labels [params: paths.label_table]") = None,
+    store: _path(help="Spectra store: labels are kept for its stars [params: paths.store]") = None,
     out_dir: LabelsOut = None,
     track: TrackOption = None,
     params: ParamsOption = None,
 ) -> None:
-    """Build the training labels (paper §2.2-2.4): Payne, M-dwarf and YSO labels, splits, Table 1."""
+    """Build the training labels of labels.sources (paper §2.2-2.4 and your own table): labels,
+    splits, Table 1, and rejects.parquet with the reason of every input star left out."""
     from apogeenet.pipeline import label as stage
 
     _print(stage.run(configured(params, {"paths.allstar": allstar, "paths.payne": payne, "paths.members": members,
+                                          "paths.label_table": label_table, "paths.store": store,
                                           "paths.labels": out_dir, "tracking.enabled": track})))
 
 

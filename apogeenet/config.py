@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, fie
 
 from apogeenet.errors import UserFacingError
 
-__all__ = ["AdaptParams", "AdaptTraining", "Augment", "Baseline", "BaselinesParams", "ConfigError", "DaskParams", "ErrorReference", "FluxUnit", "Optimizer", "Params", "PredictParams", "Recipe", "Release",
+__all__ = ["AdaptParams", "AdaptTraining", "Augment", "Baseline", "BaselinesParams", "ConfigError", "DaskParams", "ErrorReference", "FluxUnit", "LabelRange", "LabelSource", "LabelTable", "LabelsParams", "Optimizer", "Params", "PredictParams", "Recipe", "Release",
            "Schedule", "SlurmParams", "StopOn", "TrainProfile", "Uncertainty", "YSONoise", "YSOParams", "load_params"]
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
@@ -97,13 +97,18 @@ class Release(StrEnum):
 class PathsParams(_Section):
     """Every file and directory a stage reads or writes; dvc.yaml templates the same keys."""
 
-    allstar: Path = Path("data/synth/allStar-synth.fits")
-    """allStar-like catalog: photometry, astrometry, fields (§2.3-2.4); under ``data/``, as every
-    raw input, it is versioned by ``data.dvc``."""
-    payne: Path = Path("data/synth/payne-synth.fits")
-    """Payne-format labels (§2.2)."""
-    members: Path = Path("data/synth/members-kounkel2019-synth.fits")
-    """Kounkel-format membership of young regions (§2.4)."""
+    allstar: Path | None = Path("data/synth/allStar-synth.fits")
+    """allStar (DR16 or DR17 column names) with the cross-matched photometry the M-dwarf and YSO
+    recipes need (README, "Inputs of each label source"); under ``data/``, as every raw input, it
+    is versioned by ``data.dvc``. Null: no M-dwarf or YSO labels."""
+    payne: Path | None = Path("data/synth/payne-synth.fits")
+    """Payne-format labels (§2.2); null: no Payne labels."""
+    members: Path | None = Path("data/synth/members-kounkel2019-synth.fits")
+    """Membership of young regions (§2.4): a Kounkel-format table or an ID list (one APOGEE_ID a
+    line); null: no YSO labels."""
+    label_table: Path | None = None
+    """Your own labels (labels source ``table``): any FITS/CSV/Parquet table with an ID column and
+    Teff, log g, [Fe/H] (names in ``labels.table``); null: none."""
     truth: Path | None = Path("data/synth/truth-synth.fits")
     """True parameters of a synthetic survey (null for real data): evaluate and predict compare
     against it when the file exists."""
@@ -186,11 +191,85 @@ class DownloadParams(_Section):
     """Hosts besides the SAS URL's own that redirects may lead to (a mirror)."""
 
 
+class LabelSource(StrEnum):
+    PAYNE = "payne"
+    MSTAR = "mstar"
+    YSO = "yso"
+    TABLE = "table"
+
+
+Interval = Annotated[tuple[float, float], Field(description="[low, high]")]
+
+
+class LabelRange(_Section):
+    """The labels a source may hold (the validation gate's ranges: K, dex, dex)."""
+
+    teff: Interval
+    logg: Interval
+    fe_h: Interval
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LabelRange:
+        for name in ("teff", "logg", "fe_h"):
+            low, high = getattr(self, name)
+            if not low < high:
+                raise ValueError(f"{name}: [low, high] with low < high, got [{low}, {high}]")
+        return self
+
+
+class LabelTable(_Section):
+    """How ``paths.label_table`` is read: the column of each quantity (any case)."""
+
+    description: str = Field("your labels", min_length=1, max_length=80)
+    """What the labels are (Birky et al. 2020, ASPCAP DR17, ...): written with every model trained
+    on them and in the catalog's header."""
+    id: str = Field("APOGEE_ID", min_length=1)
+    teff: str = Field("TEFF", min_length=1)
+    logg: str | None = "LOGG"
+    """Null: log g from Teff and [Fe/H] by eq. 3 (Veyette et al. 2017; M dwarfs only)."""
+    fe_h: str = Field("FE_H", min_length=1)
+    split: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    """Train, dev and test fractions (by a hash of each APOGEE_ID, §3)."""
+
+    @field_validator("split")
+    @classmethod
+    def _fractions(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if min(value) < 0 or abs(sum(value) - 1) > 1e-9 or value[0] == 0:
+            raise ValueError(f"train, dev, test fractions that sum to 1 with train > 0, got {list(value)}")
+        return value
+
+
 class LabelsParams(_Section):
+    sources: tuple[LabelSource, ...] = (LabelSource.PAYNE, LabelSource.MSTAR, LabelSource.YSO)
+    """The label sources in use: the paper's three (§2.2-2.4) and ``table`` (``paths.label_table``)."""
     recipe: Recipe = Recipe.RELEASED
     """M-dwarf relations: as the released catalog did them, or eqs. 1-3 as printed (§2.3)."""
     young_fields: tuple[str, ...] = ("ORIONA", "ORIONB", "IC348", "N1333", "N2264", "PLEIADES")
     """APOGEE fields of star-forming regions and young clusters, left out of the M-dwarf sample."""
+    table: LabelTable = LabelTable()
+    ranges: dict[LabelSource, LabelRange] = {
+        LabelSource.PAYNE: LabelRange(teff=(3000, 8000), logg=(-0.5, 5.5), fe_h=(-2.5, 1.0)),
+        LabelSource.MSTAR: LabelRange(teff=(2300, 4600), logg=(4.0, 5.8), fe_h=(-1.5, 0.8)),
+        LabelSource.YSO: LabelRange(teff=(2300, 11000), logg=(2.0, 5.2), fe_h=(-0.01, 0.01)),
+        LabelSource.TABLE: LabelRange(teff=(2000, 12000), logg=(-1.0, 6.0), fe_h=(-3.0, 1.5)),
+    }
+    """Physically plausible labels per source: the gate fails on any label outside them; rows of
+    ``table`` outside them are rejected by the label stage, each with its reason."""
+
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, value: tuple) -> tuple:
+        if not value or len(set(value)) != len(value):
+            raise ValueError("one or more distinct sources (payne, mstar, yso, table)")
+        return value
+
+    @field_validator("ranges")
+    @classmethod
+    def _every_source(cls, value: dict) -> dict:
+        missing = [s.value for s in LabelSource if s not in value]
+        if missing:
+            raise ValueError(f"a range for every source; missing {', '.join(missing)}")
+        return value
 
 
 class YSOParams(_Section):
@@ -525,6 +604,16 @@ class Params(_Section):
     ingest: IngestParams = IngestParams()
     download: DownloadParams = DownloadParams()
     tracking: TrackingParams = TrackingParams()
+
+    @model_validator(mode="after")
+    def _inputs_of_sources(self) -> Params:
+        needs = {LabelSource.PAYNE: ("payne",), LabelSource.MSTAR: ("allstar",), LabelSource.YSO: ("allstar", "members"),
+                 LabelSource.TABLE: ("label_table",)}
+        missing = sorted({f"paths.{path} (for labels.sources {source.value})" for source in self.labels.sources
+                          for path in needs[source] if getattr(self.paths, path) is None})
+        if missing:
+            raise ValueError(f"null but needed: {'; '.join(missing)}")
+        return self
 
     def with_overrides(self, overrides: dict[str, Any]) -> Params:
         """A copy with dotted keys replaced (``{"train.profile": "paper"}``), validated like the file."""

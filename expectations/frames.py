@@ -10,7 +10,7 @@ import pandas as pd
 
 from apogeenet.io.apstar import good_pixels
 from apogeenet.errors import UserFacingError
-from apogeenet.labels.catalog import DEFAULT_FRACTIONS, SPLITS, normalisation
+from apogeenet.labels.catalog import SOURCES, SPLITS, normalisation
 from apogeenet.labels.mdwarfs import find_columns
 from apogeenet.labels.payne import PAYNE_LOGG_MAX, PAYNE_TEFF_MIN
 from apogeenet.store import SpectraStore
@@ -18,7 +18,10 @@ from apogeenet.store import SpectraStore
 __all__ = ["build_frames"]
 
 
-def _mdwarf_frame(allstar: pd.DataFrame, mstar: pd.DataFrame) -> pd.DataFrame:
+def _mdwarf_frame(allstar: pd.DataFrame | None, mstar: pd.DataFrame) -> pd.DataFrame:
+    if allstar is None or not mstar["SELECTED"].any():  # no M-dwarf source: nothing to check
+        return pd.DataFrame({name: pd.Series(dtype=float) for name in ("J_K", "G_K", "M_K", "PARALLAX_OVER_ERROR")}
+                            | {"APOGEE_ID": pd.Series(dtype=str), "FIELD": pd.Series(dtype=str)})
     cols = find_columns(allstar, ("g", "J", "K", "parallax", "parallax_error", "field"))
     selected = mstar[mstar["SELECTED"]].merge(allstar, on="APOGEE_ID", how="left", suffixes=("", "_A"))
     return pd.DataFrame({
@@ -70,12 +73,12 @@ def _table1_frame(catalog: pd.DataFrame, table1_file: Path) -> pd.DataFrame:
                           "PROBLEM": ""} for key, value in expected.items()])
 
 
-def _split_frame(catalog: pd.DataFrame, split_sigmas: float) -> pd.DataFrame:
+def _split_frame(catalog: pd.DataFrame, split_sigmas: float, fractions: dict[str, tuple]) -> pd.DataFrame:
     """Per source and split: the fraction, its target and how far it lies beyond the binomial
     noise of a hash split (``split_sigmas`` × √(p(1 − p)/n)), which the suite holds to the tolerance."""
     rows = []
-    for source, group in catalog[catalog["SOURCE"].isin(list(DEFAULT_FRACTIONS))].groupby("SOURCE"):
-        for split, target in zip(SPLITS, DEFAULT_FRACTIONS[source]):
+    for source, group in catalog[catalog["SOURCE"].isin(list(fractions))].groupby("SOURCE"):
+        for split, target in zip(SPLITS, fractions[source]):
             fraction = float((group["SPLIT"] == split).mean())
             noise = split_sigmas * float(np.sqrt(target * (1 - target) / len(group)))
             rows.append({"SOURCE": source, "SPLIT": split, "N": len(group), "FRACTION": fraction,
@@ -92,18 +95,20 @@ def _store_frame(store: SpectraStore, batch: int = 512) -> pd.DataFrame:
                          "N_PIXELS": store.wavelength.size, "FINITE_FRACTION": finite})
 
 
-def build_frames(catalog: pd.DataFrame, mstar: pd.DataFrame, allstar: pd.DataFrame,
-                 store: SpectraStore, split_sigmas: float = 4.0, table1_file: Path | None = None) -> dict[str, pd.DataFrame]:
-    """suite name -> DataFrame, for :func:`expectations.suites.build_suites`."""
+def build_frames(catalog: pd.DataFrame, mstar: pd.DataFrame, allstar: pd.DataFrame | None,
+                 store: SpectraStore, *, split_sigmas: float, fractions: dict[str, tuple],
+                 table1_file: Path | None = None) -> dict[str, pd.DataFrame]:
+    """suite name -> DataFrame, for :func:`expectations.suites.build_suites` (``fractions``: the
+    target train, dev, test fractions per source)."""
     frames = {"catalog_schema": _schema_frame(catalog), "mdwarf_cuts": _mdwarf_frame(allstar, mstar)}
     catalog = _conformed(catalog)
-    for source in ("PAYNE", "MSTAR", "YSO"):
+    for source in SOURCES:
         part = catalog[catalog["SOURCE"] == source].copy()
         if source == "PAYNE":
             part["PASSES_PAYNE_CUT"] = (part["TEFF"] > PAYNE_TEFF_MIN) | (part["LOGG"] < PAYNE_LOGG_MAX)
         frames[f"labels_{source.lower()}"] = part
     frames["catalog_integrity"] = catalog
-    frames["split_fractions"] = _split_frame(catalog, split_sigmas)
+    frames["split_fractions"] = _split_frame(catalog, split_sigmas, fractions)
     if table1_file is not None:
         frames["table1"] = _table1_frame(catalog, table1_file)
     frames["spectra_store"] = _store_frame(store)

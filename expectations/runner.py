@@ -33,7 +33,8 @@ class ValidationReport:
                  f"({s['passed']}/{s['evaluated']} expectations, {s['rows']} rows)"
                  for name, s in self.suites.items()]
         for f in self.failures:
-            what = f"{f['expectation']}({f['column'] or ''})"
+            limits = f" [{f['min_value']}, {f['max_value']}]" if f.get("min_value") is not None else ""
+            what = f"{f['expectation']}({f['column'] or ''}){limits}"
             counts = f"{f['unexpected_count']} of {f['element_count']} rows unexpected" \
                 if f["unexpected_count"] is not None else "failed"
             examples = f"; e.g. {f['examples']}" if f["examples"] else ""
@@ -79,6 +80,8 @@ def run_suites(frames: dict[str, pd.DataFrame], suites: dict, out_dir: str | os.
                 report.failures.append({
                     "suite": name, "expectation": r.expectation_config.type,
                     "column": r.expectation_config.kwargs.get("column"),
+                    "min_value": r.expectation_config.kwargs.get("min_value"),
+                    "max_value": r.expectation_config.kwargs.get("max_value"),
                     "unexpected_count": info.get("unexpected_count"),
                     "element_count": info.get("element_count"),
                     "examples": [str(v) for v in (info.get("partial_unexpected_list") or [])[:3]],
@@ -91,18 +94,23 @@ def run_suites(frames: dict[str, pd.DataFrame], suites: dict, out_dir: str | os.
     return report
 
 
-def validate_project(labels_file: Path, mstar_file: Path, allstar_file: Path, store, cfg, young_fields,
+def validate_project(labels_file: Path, mstar_file: Path, allstar_file: Path | None, store, cfg, labels,
                      out_dir: str | os.PathLike, *, inputs: dict[str, str] | None = None) -> ValidationReport:
     """Build the frames (:mod:`expectations.frames`) and the suites (:mod:`expectations.suites`,
-    from the ``validation`` section ``cfg``) of a project's files and run them."""
+    from the ``validation`` section ``cfg`` and the ``labels`` section) of a project's files and
+    run them (``allstar_file`` None: no source reads an allStar)."""
     from apogeenet.io.tables import read_table
+    from apogeenet.labels.catalog import label_fractions
     from apogeenet.labels.files import TABLE1_FILE
+    from apogeenet.labels.inputs import normalise_allstar
     from expectations.frames import build_frames
     from expectations.suites import build_suites
 
-    frames = build_frames(read_table(labels_file), read_table(mstar_file), read_table(allstar_file), store,
-                          split_sigmas=cfg.split_sigmas, table1_file=Path(labels_file).parent / TABLE1_FILE)
-    suites = build_suites(young_fields=list(young_fields), store_ids=store.index["apogee_id"].tolist(),
+    allstar = normalise_allstar(read_table(allstar_file)) if allstar_file is not None else None
+    frames = build_frames(read_table(labels_file), read_table(mstar_file), allstar, store,
+                          split_sigmas=cfg.split_sigmas, fractions=label_fractions(labels),
+                          table1_file=Path(labels_file).parent / TABLE1_FILE)
+    suites = build_suites(young_fields=list(labels.young_fields), store_ids=store.index["apogee_id"].tolist(),
                           split_tolerance=cfg.split_tolerance, min_finite_fraction=cfg.min_finite_fraction,
-                          allow_duplicate_stars=cfg.allow_duplicate_stars)
+                          ranges=labels.ranges, allow_duplicate_stars=cfg.allow_duplicate_stars)
     return run_suites(frames, suites, out_dir, inputs=inputs)

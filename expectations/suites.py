@@ -2,7 +2,8 @@
 
 * ``mdwarf_cuts``: every selected M dwarf satisfies the §2.3 photometric and parallax cuts and
   is outside the young fields;
-* ``labels_payne``, ``labels_mstar``, ``labels_yso``: label ranges per source (and the §2.2 cut);
+* ``labels_payne``, ``labels_mstar``, ``labels_yso``, ``labels_table``: the label ranges of
+  ``labels.ranges`` per source (and the §2.2 cut);
 * ``catalog_integrity``: unique IDs, no missing values, known sources and splits, every star with
   a spectrum, split fractions within the tolerance of 80/10/10 and 60/20/20 beyond binomial noise;
 * ``catalog_schema``: the label catalog has APOGEE_ID, TEFF, LOGG, FE_H, SOURCE and SPLIT, the
@@ -18,16 +19,11 @@ from __future__ import annotations
 import great_expectations as gx
 from great_expectations import expectations as gxe
 
+from apogeenet.config import LabelRange, LabelSource
+from apogeenet.labels.catalog import SOURCES
 from apogeenet.labels.mdwarfs import MIN_PARALLAX_OVER_ERROR, SELECTION_BOX
 
-__all__ = ["LABEL_RANGES", "build_suites"]
-
-#: Physically plausible label ranges per source: (TEFF K, LOGG dex, FE_H dex).
-LABEL_RANGES = {
-    "payne": ((3000, 8000), (-0.5, 5.5), (-2.5, 1.0)),
-    "mstar": ((2300, 4600), (4.0, 5.8), (-1.5, 0.8)),
-    "yso": ((2300, 11000), (2.0, 5.2), (-0.01, 0.01)),
-}
+__all__ = ["build_suites"]
 
 
 def _between(column, lo, hi, *, strict=False, mostly=1.0):
@@ -36,7 +32,8 @@ def _between(column, lo, hi, *, strict=False, mostly=1.0):
 
 
 def build_suites(*, young_fields: list[str], store_ids: list[str], split_tolerance: float,
-                 min_finite_fraction: float, allow_duplicate_stars: bool = False) -> dict[str, gx.ExpectationSuite]:
+                 min_finite_fraction: float, ranges: dict[LabelSource, LabelRange],
+                 allow_duplicate_stars: bool = False) -> dict[str, gx.ExpectationSuite]:
     cuts = [_between(column, *SELECTION_BOX[key], strict=True)
             for column, key in (("J_K", "J-K"), ("G_K", "g-K"), ("M_K", "M_K"))]
     cuts += [gxe.ExpectColumnValuesToBeBetween(column="PARALLAX_OVER_ERROR",
@@ -45,16 +42,15 @@ def build_suites(*, young_fields: list[str], store_ids: list[str], split_toleran
     expectations = {"catalog_schema": [gxe.ExpectColumnValuesToBeInSet(column="PRESENT", value_set=[True]),
                                        gxe.ExpectColumnValuesToBeInSet(column="NUMERIC", value_set=[True])],
                     "mdwarf_cuts": cuts}
-    for source, (teff, logg, fe_h) in LABEL_RANGES.items():
-        ranges = [_between(column, lo, hi) for column, (lo, hi) in
-                  (("TEFF", teff), ("LOGG", logg), ("FE_H", fe_h))]
-        if source == "payne":
-            ranges.append(gxe.ExpectColumnValuesToBeInSet(column="PASSES_PAYNE_CUT", value_set=[True]))
-        expectations[f"labels_{source}"] = ranges
+    for source, limits in ranges.items():
+        checks = [_between(column, *getattr(limits, column.lower())) for column in ("TEFF", "LOGG", "FE_H")]
+        if source is LabelSource.PAYNE:
+            checks.append(gxe.ExpectColumnValuesToBeInSet(column="PASSES_PAYNE_CUT", value_set=[True]))
+        expectations[f"labels_{source.value}"] = checks
     expectations["catalog_integrity"] = [
         gxe.ExpectColumnValuesToBeUnique(column="APOGEE_ID"),
         *(gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("APOGEE_ID", "TEFF", "LOGG", "FE_H", "SOURCE", "SPLIT")),
-        gxe.ExpectColumnValuesToBeInSet(column="SOURCE", value_set=["PAYNE", "MSTAR", "YSO"]),
+        gxe.ExpectColumnValuesToBeInSet(column="SOURCE", value_set=list(SOURCES)),
         gxe.ExpectColumnValuesToBeInSet(column="SPLIT", value_set=["train", "dev", "test"]),
         gxe.ExpectColumnValuesToBeInSet(column="APOGEE_ID", value_set=list(store_ids)),
     ]

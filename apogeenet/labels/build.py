@@ -15,19 +15,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from apogeenet.config import Recipe, YSONoise, YSOParams
+from apogeenet.config import LabelRange, LabelSource, LabelsParams, Recipe, YSONoise, YSOParams
 from apogeenet.isochrones import Isochrones
-from apogeenet.labels.files import (LABELS_FILE, LABELS_FITS_FILE, METRICS_FILE, MSTAR_FILE, TABLE1_FILE,
-                                    YSO_FILE, YSO_NET_FILE)
-from apogeenet.labels.catalog import Normalisation, combine_labels, normalisation
+from apogeenet.labels.files import (LABELS_FILE, LABELS_FITS_FILE, METRICS_FILE, MSTAR_FILE, REJECTS_FILE,
+                                    TABLE1_FILE, YSO_FILE, YSO_NET_FILE)
+from apogeenet.labels.catalog import LABEL_COLUMNS, Normalisation, combine_labels, label_fractions, normalisation
+from apogeenet.labels.inputs import LabelInputs, table_labels
 from apogeenet.labels.mdwarfs import find_columns, mdwarf_labels, select_mdwarfs
 from apogeenet.labels.payne import payne_labels
 from apogeenet.labels.yso import (PhotometricNoise, YSOModel, features_from_catalog, synthetic_photometry,
                                   train_yso_net)
 from apogeenet.portable import TABLE_BITS, exact_sum, quantise_frame
 
-__all__ = ["LabelSet", "member_distances", "mstar_labels", "train_yso", "yso_labels",
-           "yso_noise", "build_labels"]
+__all__ = ["LabelSet", "build_labels", "member_distances", "mstar_labels", "train_yso",
+           "yso_labels", "yso_noise"]
 
 
 @dataclass
@@ -36,9 +37,10 @@ class LabelSet:
     table1: Normalisation
     mstar: pd.DataFrame          # every allStar row with its selection columns and labels
     yso: pd.DataFrame            # members with network predictions
-    yso_model: YSOModel
+    yso_model: YSOModel | None   # None: no YSO source
     yso_precision: dict[str, float]
     yso_history: list[dict]
+    rejects: pd.DataFrame        # APOGEE_ID, REASON of every input star without a label
 
 
 def mstar_labels(allstar: pd.DataFrame, *, recipe: Recipe, young_fields: set[str]) -> pd.DataFrame:
@@ -115,18 +117,85 @@ def yso_labels(members: pd.DataFrame, allstar: pd.DataFrame, model: YSOModel,
     return quantise_frame(out[has_g].reset_index(drop=True), TABLE_BITS)
 
 
-def build_labels(allstar: pd.DataFrame, payne: pd.DataFrame, members: pd.DataFrame,
-                 isochrones: Isochrones, *, recipe: Recipe, young_fields: set[str],
-                 yso: YSOParams, fractions=None, previous_splits: dict[str, str] | None = None,
+def _reasons(ids, reason) -> pd.DataFrame:
+    """One reject row per ID (``reason``: one text or one per ID)."""
+    ids = pd.Series(ids, dtype=object).astype(str).to_numpy()
+    return pd.DataFrame({"APOGEE_ID": ids, "REASON": np.broadcast_to(np.asarray(reason, dtype=object), ids.shape)})
+
+
+def _range_reasons(part: pd.DataFrame, source: str, limits: LabelRange) -> tuple[pd.DataFrame, np.ndarray]:
+    """The reasons rows of ``part`` cannot be labels (a label missing or outside ``limits``) and
+    the mask of those that can."""
+    reason = np.full(len(part), "", dtype=object)
+    for column in LABEL_COLUMNS:
+        values = part[column].to_numpy(float)
+        low, high = getattr(limits, column.lower())
+        reason = np.where(~np.isfinite(values) & (reason == ""), f"{source}: no {column}", reason)
+        outside = np.isfinite(values) & ((values < low) | (values > high)) & (reason == "")
+        shown = [f"{v:.6g}" for v in values]
+        reason = np.where(outside, [f"{source}: {column} {v} outside labels.ranges.{source.lower()} [{low:g}, {high:g}]"
+                                    for v in shown], reason)
+    ok = reason == ""
+    return _reasons(part["APOGEE_ID"][~ok], reason[~ok]), ok
+
+
+def _mstar_reasons(mstar: pd.DataFrame) -> pd.DataFrame:
+    """Why each allStar row is not a §2.3 M dwarf."""
+    out = mstar[~mstar["SELECTED"]]
+    reason = np.where(out["YOUNG_FIELD"], "MSTAR: in a young field (labels.young_fields)",
+                      np.where(~out["IN_BOX"], "MSTAR: outside the §2.3 colour and M_K box",
+                               "MSTAR: parallax/error <= 3 (§2.3)"))
+    return _reasons(out["APOGEE_ID"], reason)
+
+
+def build_labels(inputs: LabelInputs, isochrones: Isochrones, *, labels: LabelsParams, yso: YSOParams,
+                 store_ids: set[str] | None = None, previous_splits: dict[str, str] | None = None,
                  on_epoch=None) -> LabelSet:
-    """Everything of §2: the three label sources, the combined catalog with splits, Table 1."""
-    allstar = allstar.rename(columns={c: c.upper() for c in allstar.columns if c.lower() == "apogee_id"})
-    mstar = mstar_labels(allstar, recipe=recipe, young_fields=young_fields)
-    model, precision, history = train_yso(isochrones, yso, yso_noise(yso, allstar), on_epoch=on_epoch)
-    ysos = yso_labels(members, allstar, model, isochrones)
-    parts = {"PAYNE": payne_labels(payne), "MSTAR": mstar[mstar["SELECTED"]], "YSO": ysos[ysos["IN_GRID"]]}
-    catalog = combine_labels(parts, fractions, previous_splits)
-    return LabelSet(catalog, normalisation(catalog), mstar, ysos, model, precision, history)
+    """Everything of §2 for the sources ``labels.sources``: their labels, the combined catalog with
+    splits (of the stars with a spectrum in the store, when ``store_ids`` are given), Table 1, and
+    a reject row with its reason for every input star that got no label."""
+    sources, parts, rejects = set(labels.sources), {}, []
+    allstar = inputs.allstar
+    mstar = pd.DataFrame({"APOGEE_ID": pd.Series(dtype=str), "SELECTED": pd.Series(dtype=bool)})
+    ysos = pd.DataFrame({"APOGEE_ID": pd.Series(dtype=str), "IN_GRID": pd.Series(dtype=bool)})
+    model, precision, history = None, {}, []
+    if LabelSource.PAYNE in sources:
+        kept = payne_labels(inputs.payne)
+        payne = inputs.payne.rename(columns=str.upper)
+        rejects.append(_reasons(payne.loc[~payne["APOGEE_ID"].isin(kept["APOGEE_ID"]), "APOGEE_ID"],
+                                "PAYNE: Teff <= 4000 K and log g >= 3.5, or a label missing (§2.2)"))
+        parts["PAYNE"] = kept
+    if LabelSource.MSTAR in sources:
+        mstar = mstar_labels(allstar, recipe=labels.recipe, young_fields=set(labels.young_fields))
+        parts["MSTAR"] = mstar[mstar["SELECTED"]]
+        rejects.append(_mstar_reasons(mstar))
+    if LabelSource.YSO in sources:
+        members = inputs.members.rename(columns=str.upper)
+        fields = allstar.set_index("APOGEE_ID")[find_columns(allstar, ("field",))["field"]]
+        fields = fields[~fields.index.duplicated()]
+        region = members["REGION"].astype(str).replace("", np.nan)
+        members = members.assign(REGION=region.fillna(members["APOGEE_ID"].map(fields)).fillna("").astype(str))
+        model, precision, history = train_yso(isochrones, yso, yso_noise(yso, allstar), on_epoch=on_epoch)
+        ysos = yso_labels(members, allstar, model, isochrones)
+        parts["YSO"] = ysos[ysos["IN_GRID"]]
+        rejects.append(_reasons(members.loc[~members["APOGEE_ID"].isin(ysos["APOGEE_ID"]), "APOGEE_ID"],
+                                "YSO: not in the allStar, or no Gaia G or distance (§2.4)"))
+        rejects.append(_reasons(ysos.loc[~ysos["IN_GRID"], "APOGEE_ID"], "YSO: prediction outside the isochrone grid"))
+    if LabelSource.TABLE in sources:
+        table = table_labels(inputs.table, labels.table)
+        reasons, ok = _range_reasons(table, "TABLE", labels.ranges[LabelSource.TABLE])
+        parts["TABLE"] = table[ok]
+        rejects.append(reasons)
+    if store_ids is not None:
+        for source, part in parts.items():
+            has_spectrum = part["APOGEE_ID"].isin(store_ids).to_numpy()
+            rejects.append(_reasons(part.loc[~has_spectrum, "APOGEE_ID"], f"{source}: no spectrum in the store"))
+            parts[source] = part[has_spectrum]
+    catalog = combine_labels(parts, label_fractions(labels), previous_splits)
+    rejected = pd.concat(rejects, ignore_index=True) if rejects else _reasons([], "")
+    rejected = (rejected[~rejected["APOGEE_ID"].isin(catalog["APOGEE_ID"])]
+                .groupby("APOGEE_ID", sort=True)["REASON"].agg(lambda r: "; ".join(dict.fromkeys(r))).reset_index())
+    return LabelSet(catalog, normalisation(catalog), mstar, ysos, model, precision, history, rejected)
 
 
 def label_metrics(label_set: LabelSet) -> dict:
@@ -138,7 +207,8 @@ def label_metrics(label_set: LabelSet) -> dict:
         metrics[f"{source.lower()}_{split}"] = int(n)
     mstar = catalog[catalog["SOURCE"] == "MSTAR"]
     metrics["mstar_flagged"] = int((mstar["LABEL_FLAGS"] != 0).sum())
-    metrics["yso_outside_grid"] = int((~label_set.yso["IN_GRID"]).sum())
+    metrics["yso_outside_grid"] = int((~label_set.yso["IN_GRID"].astype(bool)).sum())
+    metrics["n_rejected"] = int(len(label_set.rejects))
     metrics.update({f"yso_net_{k}": round(v, 5) for k, v in label_set.yso_precision.items()})
     metrics["table1"] = {k: round(v, 4) for k, v in label_set.table1.to_dict().items()}
     return metrics
@@ -159,11 +229,13 @@ def save_label_set(label_set: LabelSet, out_dir) -> dict:
     units = {"TEFF": "K"}
     tables = ((label_set.catalog, LABELS_FILE, units), (label_set.catalog, LABELS_FITS_FILE, units),
               (label_set.mstar, MSTAR_FILE, {"TEFF": "K", "M_K": "mag"}),
-              (label_set.yso, YSO_FILE, {"TEFF": "K", "DISTANCE": "pc", "AGE": "Myr", "MASS": "solMass", "AV": "mag"}))
+              (label_set.yso, YSO_FILE, {"TEFF": "K", "DISTANCE": "pc", "AGE": "Myr", "MASS": "solMass", "AV": "mag"}),
+              (label_set.rejects, REJECTS_FILE, {}))
     for frame, name, table_units in tables:
         write_table(frame, out_dir / name, units=table_units, overwrite=True)
     metrics = label_metrics(label_set)
-    save_weights(label_set.yso_model.state(), out_dir / YSO_NET_FILE)
+    if label_set.yso_model is not None:
+        save_weights(label_set.yso_model.state(), out_dir / YSO_NET_FILE)
     for name, content in ((TABLE1_FILE, label_set.table1.to_dict()), (METRICS_FILE, metrics)):
         with atomic_path(out_dir / name) as tmp:
             tmp.write_text(json.dumps(content, indent=2) + "\n")
@@ -184,4 +256,4 @@ def read_splits(labels_file: Path) -> dict[str, str] | None:
 def label_counts(metrics: dict) -> dict[str, int]:
     """The per-source, per-split counts among :func:`label_metrics` (``payne_train``, ...)."""
     return {k: v for k, v in metrics.items()
-            if k.split("_")[0] in ("payne", "mstar", "yso") and k.split("_")[-1] in ("train", "dev", "test")}
+            if k.split("_")[0] in ("payne", "mstar", "yso", "table") and k.split("_")[-1] in ("train", "dev", "test")}

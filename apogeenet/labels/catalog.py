@@ -1,8 +1,9 @@
 """One label catalog with splits and the Table 1 normalisation (Olney et al. 2020, §2–§3.1).
 
-Sources are PAYNE (§2.2), MSTAR (§2.3) and YSO (§2.4); a star that qualifies twice keeps the
-label of the more specific procedure, YSO over MSTAR over PAYNE. Splits are 80/10/10 % for PAYNE
-and 60/20/20 % for MSTAR and YSO (§3): each star's from a SHA-256 of its own APOGEE ID within its
+Sources are PAYNE (§2.2), MSTAR (§2.3), YSO (§2.4) and TABLE (one's own labels); a star that
+qualifies twice keeps the label of the more specific procedure, TABLE (the user's word) over YSO
+over MSTAR over PAYNE. Splits are 80/10/10 % for PAYNE and 60/20/20 % for MSTAR and YSO (§3), and
+TABLE's ``labels.table.split``: each star's from a SHA-256 of its own APOGEE ID within its
 source, and kept from any earlier catalog, so neither adding stars nor another star's change of
 source moves a star. Table 1 is the mean and σ of each label over the training split of all
 sources (eq. 4 standardises with them), from correctly rounded sums; label values are quantised
@@ -17,17 +18,19 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from apogeenet.config import LabelsParams
 from apogeenet.errors import InputError
 from apogeenet.portable import TABLE_BITS, exact_mean_std, quantise
 
-__all__ = ["LABEL_COLUMNS", "SOURCES", "SPLITS", "Normalisation", "assign_splits", "combine_labels",
+__all__ = ["LABEL_COLUMNS", "SOURCES", "SPLITS", "Normalisation", "assign_splits", "combine_labels", "label_fractions",
            "normalisation", "stable_unit"]
 
-SOURCES = ("PAYNE", "MSTAR", "YSO")
+SOURCES = ("PAYNE", "MSTAR", "YSO", "TABLE")
 SPLITS = ("train", "dev", "test")
 LABEL_COLUMNS = ("TEFF", "LOGG", "FE_H")
-DEFAULT_FRACTIONS = {"PAYNE": (0.8, 0.1, 0.1), "MSTAR": (0.6, 0.2, 0.2), "YSO": (0.6, 0.2, 0.2)}
-_PRIORITY = {"YSO": 0, "MSTAR": 1, "PAYNE": 2}
+DEFAULT_FRACTIONS = {"PAYNE": (0.8, 0.1, 0.1), "MSTAR": (0.6, 0.2, 0.2), "YSO": (0.6, 0.2, 0.2),
+                     "TABLE": (0.6, 0.2, 0.2)}
+_PRIORITY = {"TABLE": -1, "YSO": 0, "MSTAR": 1, "PAYNE": 2}
 
 
 def stable_unit(apogee_id: str) -> float:
@@ -56,6 +59,11 @@ def assign_splits(apogee_ids, sources, fractions: dict[str, tuple[float, float, 
         edges = np.cumsum(fractions[source])
         out[i] = SPLITS[min(int(np.searchsorted(edges, stable_unit(apogee_id), side="right")), len(SPLITS) - 1)]
     return out
+
+
+def label_fractions(labels: LabelsParams) -> dict[str, tuple[float, float, float]]:
+    """Train, dev and test fractions per source: the paper's (§3) and ``labels.table.split``."""
+    return {**DEFAULT_FRACTIONS, "TABLE": tuple(labels.table.split)}
 
 
 def combine_labels(parts: dict[str, pd.DataFrame],

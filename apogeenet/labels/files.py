@@ -3,7 +3,7 @@ later stages read, without importing the machinery that makes them."""
 
 from __future__ import annotations
 
-__all__ = ["LABELS_FILE", "LABELS_FITS_FILE", "METRICS_FILE", "MSTAR_FILE", "TABLE1_FILE", "YSO_FILE",
+__all__ = ["LABELS_FILE", "LABELS_FITS_FILE", "METRICS_FILE", "MSTAR_FILE", "REJECTS_FILE", "TABLE1_FILE", "YSO_FILE",
            "YSO_NET_FILE"]
 
 LABELS_FILE = "labels.parquet"
@@ -13,3 +13,5 @@ YSO_NET_FILE = "yso_net.pt"
 METRICS_FILE = "metrics.json"
 MSTAR_FILE = "mstar_selection.parquet"
 YSO_FILE = "yso_members.parquet"
+REJECTS_FILE = "rejects.parquet"
+"""APOGEE_ID and REASON of every input star that got no label."""

@@ -26,7 +26,7 @@ import pandas as pd
 from apogeenet.config import Recipe
 from apogeenet.errors import InputError
 
-__all__ = ["LabelFlag", "SELECTION_BOX", "absolute_k", "find_columns", "hejazi_feh", "label_table",
+__all__ = ["COLUMN_ALIASES", "LabelFlag", "SELECTION_BOX", "absolute_k", "find_columns", "hejazi_feh", "label_table",
            "mann_teff_feh", "mann_teff_printed", "mdwarf_labels", "select_mdwarfs", "veyette_logg"]
 
 
@@ -52,7 +52,7 @@ class LabelFlag(IntFlag):
 
 
 # Accepted column names, in order of preference (exact case first).
-_ALIASES = {
+COLUMN_ALIASES = {
     "g": ("g", "PS1_G", "gmag", "g_mag"), "r": ("r", "PS1_R", "rmag", "r_mag"),
     "J": ("J", "J_app", "Jmag", "J_MAG"), "H": ("H", "H_app", "Hmag", "H_MAG"),
     "K": ("K", "K_app", "Ks", "Kmag", "K_MAG"),
@@ -63,14 +63,14 @@ _ALIASES = {
 
 
 def find_columns(frame: pd.DataFrame, names: tuple[str, ...]) -> dict[str, str]:
-    """Map each of ``names`` to a column of ``frame`` through :data:`_ALIASES`.
+    """Map each of ``names`` to a column of ``frame`` through :data:`COLUMN_ALIASES`.
 
     Raises ValueError naming every column that is missing.
     """
     found, missing = {}, []
     lower = {c.lower(): c for c in frame.columns}
     for name in names:
-        options = _ALIASES.get(name, (name,))
+        options = COLUMN_ALIASES.get(name, (name,))
         hit = next((c for c in options if c in frame.columns), None)
         if hit is None:  # case-insensitive, but never let 'g' match Gaia 'G'
             hit = next((lower[c.lower()] for c in options if len(c) > 1 and c.lower() in lower), None)

@@ -3,7 +3,7 @@ and the store (:mod:`expectations.runner`); ``passed`` is False when a suite fai
 
 from __future__ import annotations
 
-from apogeenet.config import Params
+from apogeenet.config import LabelSource, Params
 from apogeenet.gate import SUMMARY_FILE
 from apogeenet.labels.files import LABELS_FILE, MSTAR_FILE
 from apogeenet.locks import one_writer
@@ -25,8 +25,9 @@ def run(cfg: Params, tracker: Tracker) -> StageResult:
         if not needed.exists():
             raise StageError(f"{needed} is missing: run `apogeenet label` first")
     with one_writer(cfg.paths.validation, "validate"):
-        report = validate_project(labels, mstars, cfg.paths.allstar, SpectraStore(cfg.paths.store), cfg.validation,
-                                  cfg.labels.young_fields, cfg.paths.validation,
+        allstar = cfg.paths.allstar if {LabelSource.MSTAR, LabelSource.YSO} & set(cfg.labels.sources) else None
+        report = validate_project(labels, mstars, allstar, SpectraStore(cfg.paths.store), cfg.validation,
+                                  cfg.labels, cfg.paths.validation,
                                   inputs=validated_inputs(labels, cfg.paths.store))
     metrics = {f"{name}/passed": int(s["success"]) for name, s in report.suites.items()}
     return StageResult("validate", metrics, stage_params(cfg, "validation", "labels"),

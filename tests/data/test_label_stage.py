@@ -45,7 +45,7 @@ def test_a_failing_gate_stops_with_a_readable_summary(project):
     result = CliRunner().invoke(app, ["validate", "--params", str(bad)])
     assert result.exit_code == 1
     assert "spectra_store: FAILED" in result.output
-    assert "expect_column_values_to_be_between(FINITE_FRACTION): 120 of 120 rows unexpected" in result.output
+    assert "expect_column_values_to_be_between(FINITE_FRACTION) [0.99, 1.0]: 120 of 120 rows unexpected" in result.output
     summary = json.loads((project / "strict-validation" / "summary.json").read_text())
     assert summary["success"] is False and summary["failures"][0]["suite"] == "spectra_store"
     # the gate cannot be skipped: nothing trains on labels that failed it
