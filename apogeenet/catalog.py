@@ -12,7 +12,15 @@ type) with units; ``FLAGS`` marks rows the paper left out instead of dropping th
   allStar's primary entry);
 * bit 4 ``OUT_OF_DOMAIN``: the spectrum is unlike the training set's (``DOMAIN_DIST`` above the
   threshold stored with the model, :mod:`apogeenet.domain`): the network's number means nothing;
-* bit 5 ``LARGE_SIGMA``: a calibrated σ above ``predict.max_sigma``.
+* bit 5 ``LARGE_SIGMA``: a calibrated σ above ``predict.max_sigma``;
+* bit 6 ``ZERO_SIGMA``: the method's σ is 0 (pixel errors too small to move the prediction);
+* bit 7 ``UNCALIBRATED``: the model carries no σ calibration for the method (its dev split was
+  too small to fit one, ``calibration.min_stars``): ``*_ERR`` is the method's pixel-noise σ alone
+  and says nothing of the network's own error, so the row is not clean.
+
+``FLAG_NAMES`` spells each row's bits out (``OUT_OF_DOMAIN,LARGE_SIGMA``); the FITS header
+lists the bits (``FLAGB0``…) and describes every column (``TCOMMn``, which TOPCAT shows), and
+records the model (its registry version, the SHA-256 of its weights) and what it was trained on.
 
 σ: ``*_ERR`` is the calibrated σ (:mod:`apogeenet.calibration`, the model's fit of the error the
 method misses), ``*_ERR_MC`` the method's own (the §3.5 Monte Carlo, or the delta method; header
@@ -36,11 +44,11 @@ from astropy.utils.exceptions import AstropyUserWarning
 from apogeenet.atomic import atomic_path, atomic_paths
 from apogeenet.calibration import SigmaCalibration
 from apogeenet.kiel import YSO_POLYGON, in_yso_polygon
-from apogeenet.plotting import pyplot, save
+from apogeenet.plotting import SOURCE_COLOURS, pyplot, save
 from apogeenet.labels.catalog import LABEL_COLUMNS
 from apogeenet.store import primary_rows
 
-__all__ = ["SUMMARY_FILE", "header_meta", "AGE_BINS", "FLAG_BITS", "YSO_POLYGON", "age_bins", "build_catalog", "catalog_summary", "catalog_table",
+__all__ = ["SUMMARY_FILE", "header_meta", "AGE_BINS", "FLAG_BITS", "FLAG_MEANINGS", "flag_header", "flag_names", "YSO_POLYGON", "age_bins", "build_catalog", "catalog_summary", "catalog_table",
            "in_yso_polygon", "kiel_by_type_plot", "product_paths", "sigma_snr_plot", "write_catalog", "write_products",
            "yso_selection_plot"]
 
@@ -50,27 +58,41 @@ SUMMARY_FILE = "summary.md"
 AGE_BINS = ((-np.inf, 3.6, "<~1 Myr"), (3.6, 3.8, "1-2 Myr"), (3.8, 4.0, "2-3 Myr"),
             (4.0, 4.2, "3-5 Myr"), (4.2, np.inf, ">~5 Myr"))
 FLAG_BITS = {"HOT": 1, "UNPHYSICAL": 2, "FEW_PIXELS": 4, "DUPLICATE": 8, "OUT_OF_DOMAIN": 16, "LARGE_SIGMA": 32,
-             "ZERO_SIGMA": 64}
+             "ZERO_SIGMA": 64, "UNCALIBRATED": 128}
+FLAG_MEANINGS = {
+    "HOT": "predicted Teff above predict.hot_teff (Sect. 3.6)",
+    "UNPHYSICAL": "a prediction outside predict.bounds (SNR ~ 0, Sect. 3.6)",
+    "FEW_PIXELS": "fewer good pixels than predict.min_good_pixels",
+    "DUPLICATE": "a higher-SNR file of the same star exists",
+    "OUT_OF_DOMAIN": "spectrum unlike the training set (DOMAIN_DIST above the model's threshold)",
+    "LARGE_SIGMA": "calibrated sigma above predict.max_sigma",
+    "ZERO_SIGMA": "the method's sigma is 0 (pixel errors too small to move the prediction)",
+    "UNCALIBRATED": "no sigma calibration in the model: *_ERR is pixel noise only, not the model's error",
+}
+"""What each FLAGS bit means (header FLAGBn, the FLAGS column's description, README)."""
 _UNITS = {"RA": u.deg, "DEC": u.deg, "TEFF": u.K, "TEFF_LABEL": u.K, "TEFF_ERR": u.K, "TEFF_ERR_MC": u.K,
           "LOGG": u.dex, "LOGG_LABEL": u.dex, "LOGG_ERR": u.dex, "LOGG_ERR_MC": u.dex,
           "FE_H": u.dex, "FE_H_LABEL": u.dex, "FE_H_ERR": u.dex, "FE_H_ERR_MC": u.dex}
 _DESCRIPTIONS = {
-    "TEFF": "APOGEE Net prediction", "TEFF_LABEL": "training label (NaN: none)",
+    "TEFF": "APOGEE Net prediction of Teff", "TEFF_LABEL": "training label of Teff (NaN: none)",
     "TEFF_ERR": "calibrated sigma (the method's and the model's missing error)",
-    "TEFF_ERR_MC": "the method's sigma: Monte Carlo (Sect. 3.5) or delta method (header SIGMA)",
+    "TEFF_ERR_MC": "the method's sigma (Monte Carlo, Sect. 3.5, or delta: header SIGMA)",
     "SNR": "apStar SNR",
-    "DATA_SET": "train/dev/test/none", "DATA_TYPE": "PAYNE/MSTAR/YSO/none",
-    "FLAGS": "bit 0 HOT (Teff > 6700 K), bit 1 UNPHYSICAL (outside predict.bounds), bit 2 FEW_PIXELS, "
-             "bit 3 DUPLICATE (a higher-SNR file of the same star exists), bit 4 OUT_OF_DOMAIN (DOMAIN_DIST "
-             "above the model's threshold), bit 5 LARGE_SIGMA (calibrated sigma above predict.max_sigma), "
-             "bit 6 ZERO_SIGMA (the method's sigma is 0: pixel errors too small to move the prediction)",
-    "DOMAIN_DIST": "Mahalanobis distance of the network's penultimate activations from the training set's",
+    "DATA_SET": "train/dev/test/none", "DATA_TYPE": "label source: PAYNE/MSTAR/YSO/TABLE/none",
+    "FLAGS": "bitmask, 0 = clean; bits: header FLAGB0-FLAGB7, names: FLAG_NAMES",
+    "FLAG_NAMES": "the names of the FLAGS bits set, comma-separated (empty: clean)",
+    "DOMAIN_DIST": "Mahalanobis distance of the activations from the training set",
     "N_GOOD_PIXELS": "pixels with data (finite flux, 0 < error < 1e10)",
     "YSO_CANDIDATE": "inside the Sect. 4.1 (Teff, log g) triangle", "AGE_BIN": "from log g (Sect. 4.1)",
+    "APOGEE_ID": "2MASS-style APOGEE identifier", "RA": "right ascension (J2000) of the apStar header",
+    "DEC": "declination (J2000) of the apStar header",
 }
+for _name, _what in (("LOGG", "log g"), ("FE_H", "[Fe/H]")):
+    _DESCRIPTIONS.update({_name: f"APOGEE Net prediction of {_what}", f"{_name}_LABEL": f"training label of {_what} (NaN: none)",
+                          f"{_name}_ERR": _DESCRIPTIONS["TEFF_ERR"], f"{_name}_ERR_MC": _DESCRIPTIONS["TEFF_ERR_MC"]})
 COLUMNS = ["APOGEE_ID", "RA", "DEC", "LOGG_LABEL", "LOGG", "LOGG_ERR", "LOGG_ERR_MC", "TEFF_LABEL", "TEFF",
            "TEFF_ERR", "TEFF_ERR_MC", "FE_H_LABEL", "FE_H", "FE_H_ERR", "FE_H_ERR_MC", "SNR", "N_GOOD_PIXELS",
-           "DOMAIN_DIST", "DATA_SET", "DATA_TYPE", "FLAGS", "YSO_CANDIDATE", "AGE_BIN"]
+           "DOMAIN_DIST", "DATA_SET", "DATA_TYPE", "FLAGS", "FLAG_NAMES", "YSO_CANDIDATE", "AGE_BIN"]
 
 
 def age_bins(logg: np.ndarray) -> np.ndarray:
@@ -125,12 +147,29 @@ def build_catalog(index: pd.DataFrame, prediction: np.ndarray, sigma: np.ndarray
     for name, bound in (max_sigma or {}).items():
         large |= frame[f"{name.upper()}_ERR"].to_numpy(float) > bound
     flags |= np.where(large, FLAG_BITS["LARGE_SIGMA"], 0)
-    zero = (frame[[f"{name}_ERR_MC" for name in LABEL_COLUMNS]].to_numpy(float) <= 0).any(axis=1)
-    flags |= np.where(zero, FLAG_BITS["ZERO_SIGMA"], 0)
+    method_sigma = frame[[f"{name}_ERR_MC" for name in LABEL_COLUMNS]].to_numpy(float)
+    flags |= np.where((method_sigma <= 0).any(axis=1), FLAG_BITS["ZERO_SIGMA"], 0)
+    if calibration is None:  # a σ of pixel noise alone is not an uncertainty of the network's number
+        flags |= np.where(np.isfinite(method_sigma).any(axis=1), FLAG_BITS["UNCALIBRATED"], 0)
     frame["FLAGS"] = flags.astype(np.int16)
+    frame["FLAG_NAMES"] = flag_names(frame["FLAGS"].to_numpy())
     frame["YSO_CANDIDATE"] = in_yso_polygon(frame["TEFF"], frame["LOGG"]) & (frame["FLAGS"] == 0)
     frame["AGE_BIN"] = np.where(frame["YSO_CANDIDATE"], age_bins(frame["LOGG"]), "")
     return frame[COLUMNS]
+
+
+def flag_names(flags: np.ndarray) -> np.ndarray:
+    """Each FLAGS value spelled out: the names of its bits, comma-separated ('' when clean)."""
+    names = np.full(len(flags), "", dtype=object)
+    for name, bit in FLAG_BITS.items():
+        names = np.where(flags & bit, np.where(names == "", name, names + "," + name), names)
+    return names.astype(str)
+
+
+def flag_header(hot_teff: float) -> dict[str, str]:
+    """FLAGB0…FLAGB7: each bit's name and meaning, for the catalog header."""
+    return {f"FLAGB{bit.bit_length() - 1}": f"{name}: " + FLAG_MEANINGS[name].replace(
+        "predict.hot_teff", f"{hot_teff:g} K") for name, bit in FLAG_BITS.items()}
 
 
 def catalog_table(frame: pd.DataFrame, meta: dict | None = None) -> Table:
@@ -145,10 +184,11 @@ def catalog_table(frame: pd.DataFrame, meta: dict | None = None) -> Table:
     return table
 
 
-def _write_missing_units(path: Path, table: Table) -> None:
-    """TUNITn for every column whose unit astropy would not write (dex, as APOGEE's allStar says).
-    Added after ``Table.write`` rather than building the HDU by hand, which would lose the column
-    descriptions astropy serialises into the header."""
+def _write_units_and_comments(path: Path, table: Table) -> None:
+    """TUNITn for every column whose unit astropy would not write (dex, as APOGEE's allStar says)
+    and TCOMMn with each column's description (what TOPCAT and fv show). Added after
+    ``Table.write`` rather than building the HDU by hand, which would lose the column metadata
+    astropy serialises into the header."""
     from astropy.io import fits
 
     with fits.open(path, mode="update") as hdul:
@@ -156,20 +196,29 @@ def _write_missing_units(path: Path, table: Table) -> None:
         for number, column in enumerate(table.columns.values(), start=1):
             if column.unit is not None and f"TUNIT{number}" not in header:
                 header.insert(f"TFORM{number}", (f"TUNIT{number}", column.unit.to_string()), after=True)
+            if column.description:
+                header.insert(f"TFORM{number}", (f"TCOMM{number}", column.description), after=True)
 
 
 CATALOG_KINDS = ("fits", "parquet", "csv")
 
 
-def header_meta(model: str, predict, predictor) -> dict:
+def header_meta(model: str, predict, predictor, *, version: str = "", weights_sha256: str = "") -> dict:
     """The catalog header's record of how it was made (FITS keywords, Parquet metadata): the model
-    as the user named it, the σ settings (``predict``, a :class:`~apogeenet.config.PredictParams`)
-    and the calibration and domain threshold the model carries."""
+    as the user named it, its registry ``version`` and the SHA-256 of its weights file, what it
+    was trained on (the model's provenance), the σ settings (``predict``, a
+    :class:`~apogeenet.config.PredictParams`), the calibration and domain threshold the model
+    carries, and the meaning of each FLAGS bit."""
     calibration = predictor.calibrations.get(str(predict.uncertainty))
-    return {"model": model, "draws": predict.draws, "seed": predict.seed, "errcap": predict.error_cap,
+    trained = predictor.provenance
+    return {"model": model, "modelver": version or "none (a model file)", "weights": weights_sha256,
+            "trained": trained.get("trained_on", "unknown"), "labsrc": trained.get("label_sources", "unknown"),
+            **({"labtable": trained["label_table"]} if "label_table" in trained else {}),
+            "dataver": trained.get("data_version", "unknown"), "labsha": trained.get("labels_sha256", "unknown"),
+            "draws": predict.draws, "seed": predict.seed, "errcap": predict.error_cap,
             "errref": str(predict.error_reference), "sigma": str(predict.uncertainty),
             "sigcal": f"{calibration.method} vs {calibration.reference}" if calibration else "none",
-            "domthr": predictor.domain.threshold if predictor.domain else "none"}
+            "domthr": predictor.domain.threshold if predictor.domain else "none", **flag_header(predict.hot_teff)}
 
 
 def product_paths(out_dir: Path, name: str = "catalog") -> list[Path]:
@@ -190,7 +239,7 @@ def write_catalog(frames: dict[str, pd.DataFrame], out_dir: Path, meta: dict | N
             with warnings.catch_warnings():  # 'dex' is not a FITS-standard unit: astropy leaves TUNIT out
                 warnings.filterwarnings("ignore", message=".*dex.*", category=AstropyUserWarning)
                 table.write(fits_tmp, format="fits")
-            _write_missing_units(fits_tmp, table)
+            _write_units_and_comments(fits_tmp, table)
             table.write(parquet_tmp, format="parquet")
             csv = frame.rename(columns={c: f"{c} [{unit}]" for c, unit in _UNITS.items()})
             csv.to_csv(csv_tmp, index=False, float_format="%.6g")
@@ -238,14 +287,14 @@ def write_products(frame: pd.DataFrame, out_dir: Path, meta: dict, *, truth: pd.
     return metrics, summary
 
 
-_COLOURS = {"PAYNE": "tab:blue", "MSTAR": "tab:red", "YSO": "tab:green", "none": "0.6"}
+_COLOURS = {**SOURCE_COLOURS, "none": "0.6"}
 
 
 def kiel_by_type_plot(frame: pd.DataFrame, path: Path) -> Path:
     """Fig. 3 (bottom): Kiel diagram of the predictions coloured by data type."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 5.5))
-    for kind in ("none", "PAYNE", "MSTAR", "YSO"):
+    for kind in _COLOURS:
         part = frame[frame["DATA_TYPE"] == kind]
         if len(part):
             ax.scatter(part["TEFF"], part["LOGG"], s=4, alpha=0.6, c=_COLOURS[kind], label=f"{kind} ({len(part)})")

@@ -254,7 +254,47 @@ def info(
                   soft_wrap=True)
 
 
+def init(
+    directory: Annotated[Path, typer.Argument(help="The new workspace (a new or empty folder).")],
+    spectra: Annotated[Optional[Path], typer.Option(help="Tree of your apStar files (read where it is).")] = None,
+    labels: Annotated[Optional[Path], typer.Option(
+        help="Your label table (FITS/CSV/Parquet): an ID column and Teff, log g, [Fe/H] (copied into data/).")] = None,
+    id_column: Annotated[Optional[str], typer.Option(help="Its APOGEE ID column [default APOGEE_ID]")] = None,
+    teff_column: Annotated[Optional[str], typer.Option(help="Its Teff column [default TEFF]")] = None,
+    logg_column: Annotated[Optional[str], typer.Option(
+        help="Its log g column [default LOGG]; 'none': log g from Teff and [Fe/H] by eq. 3 (M dwarfs)")] = None,
+    feh_column: Annotated[Optional[str], typer.Option(help="Its [Fe/H] column [default FE_H]")] = None,
+    description: Annotated[Optional[str], typer.Option(
+        help="What the labels are (e.g. 'Birky et al. 2020'): kept with the model and in the catalog header.")] = None,
+    allstar: Annotated[Optional[Path], typer.Option(
+        help="allStar with cross-matched photometry: the paper's M-dwarf (and with --members YSO) labels.")] = None,
+    payne: Annotated[Optional[Path], typer.Option(help="Payne-format labels: the paper's §2.2 source.")] = None,
+    members: Annotated[Optional[Path], typer.Option(help="Young-region members: a table or an ID list (.txt).")] = None,
+    synthetic: Annotated[bool, typer.Option(help="The demo instead: a workspace that makes the synthetic survey.")] = False,
+    profile: Annotated[Optional[str], typer.Option(help="Training profile [params: train.profile]")] = None,
+    init_model: Annotated[Optional[str], typer.Option(
+        "--init-model", help="Fine-tune this model (model.pt or MLflow URI) instead of training from scratch "
+                             "[params: train.init_model]")] = None,
+) -> None:
+    """Make a workspace for your own apStar files and labels (or --synthetic, the demo): params.yaml,
+    dvc.yaml, .dvcignore, README.md and a DVC repository; then `cd DIR && dvc repro`."""
+    from apogeenet.workspace import init_workspace
+
+    columns = {"id": id_column, "teff": teff_column, "fe_h": feh_column, "description": description,
+               "logg": None if logg_column and logg_column.lower() == "none" else logg_column}
+    columns = {k: v for k, v in columns.items() if v is not None or (k == "logg" and logg_column)}
+    if labels is None and any(v is not None for k, v in columns.items()):
+        raise UserError("the column options describe --labels TABLE: give it too")
+    cfg = init_workspace(directory, synthetic=synthetic, spectra=spectra, label_table=labels, table_columns=columns,
+                         allstar=allstar, payne=payne, members=members,
+                         overrides={k: v for k, v in {"train.profile": profile, "train.init_model": init_model}.items()
+                                    if v is not None})
+    out.print(f"workspace {directory}: label sources {', '.join(cfg.labels.sources)}; next: cd {directory} && dvc repro",
+              soft_wrap=True)
+
+
 COMMANDS = {
+    "init": init,
     "inspect": inspect,
     "download": download,
     "download-catalog": download_catalog,

@@ -616,11 +616,15 @@ class Params(_Section):
         return self
 
     def with_overrides(self, overrides: dict[str, Any]) -> Params:
-        """A copy with dotted keys replaced (``{"train.profile": "paper"}``), validated like the file."""
+        """A copy with dotted keys of any depth replaced (``{"train.profile": "paper"}``,
+        ``{"labels.table.teff": "TEFF_BIRKY"}``), validated like the file."""
         raw = self.model_dump(mode="json")
         for key, value in overrides.items():
-            section, _, name = key.partition(".")
-            raw[section][name] = value
+            *path, name = key.split(".")
+            target = raw
+            for part in path:
+                target = target[part]
+            target[name] = value
         return _validated(raw, "the given settings")
 
 

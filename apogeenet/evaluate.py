@@ -17,14 +17,16 @@ import numpy as np
 import pandas as pd
 
 from apogeenet.labels.catalog import LABEL_COLUMNS, SPLITS, Normalisation
-from apogeenet.plotting import pyplot, save
+from apogeenet.plotting import SOURCE_COLOURS, pyplot, save
 
 __all__ = ["COMPARISON_FILE", "EVALUATION_FILES", "METRICS_FILE", "PREDICTIONS_FILE", "QUALITY_FILE", "TABLES_FILE", "GROUPS", "PAPER_TABLE3", "PARAMETERS", "adaptation_effect",
            "adaptation_markdown", "comparison_markdown", "comparison_table", "evaluation_tables", "kiel_plot", "label_vs_prediction_plot",
            "metrics_from_tables", "predictions_frame", "quality_bar", "quality_markdown", "quality_metrics",
            "robust_sigma", "tables_markdown", "truth_metrics", "write_assessment", "write_evaluation"]
 
-GROUPS = {"full": None, "payne": ("PAYNE",), "mstar": ("MSTAR",), "yso": ("YSO",)}
+GROUPS = {"full": None, "payne": ("PAYNE",), "mstar": ("MSTAR",), "yso": ("YSO",), "table": ("TABLE",)}
+"""The groups of Tables 2/3: all stars and each label source (a table holds the groups whose
+source has stars in the catalog judged, :func:`groups_of`)."""
 PARAMETERS = {column: column.lower() for column in LABEL_COLUMNS}
 #: The paper's Table 3 (train, dev, test scatter of prediction − label; it has no Payne group).
 PAPER_TABLE3 = {
@@ -36,6 +38,11 @@ PAPER_TABLE3 = {
     ("yso", "fe_h"): (0.0616, 0.0669, 0.0879),
 }
 _UNITS = {"teff": "K", "logg": "dex", "fe_h": "dex"}
+
+
+def _rms(values: np.ndarray) -> float:
+    """Root mean square; NaN for no values."""
+    return float(np.sqrt(np.mean(values**2))) if len(values) else float("nan")
 
 
 def robust_sigma(residuals: np.ndarray) -> float:
@@ -56,7 +63,7 @@ def evaluation_tables(frame: pd.DataFrame, table1: Normalisation) -> tuple[pd.Da
     preds = frame[[f"PRED_{c}" for c in LABEL_COLUMNS]].to_numpy(float)
     z_err = (preds - labels) / table1.std
     rows2, rows3 = {}, []
-    for group in GROUPS:
+    for group in groups_of(frame):
         in_group = _in_group(frame, group)
         rows2[group] = {}
         stats = {}
@@ -90,6 +97,12 @@ def metrics_from_tables(table2: pd.DataFrame, table3: pd.DataFrame) -> dict[str,
     return metrics
 
 
+def groups_of(frame: pd.DataFrame) -> list[str]:
+    """The groups with stars in ``frame``: "full" and each source present."""
+    present = set(frame["SOURCE"])
+    return [group for group, sources in GROUPS.items() if sources is None or present & set(sources)]
+
+
 def _in_group(frame: pd.DataFrame, group: str) -> np.ndarray:
     sources = GROUPS[group]
     return np.ones(len(frame), bool) if sources is None else frame["SOURCE"].isin(sources).to_numpy()
@@ -110,17 +123,17 @@ def quality_bar(frame: pd.DataFrame, min_gain: dict[str, float], split: str = "t
     """
     train = (frame["SPLIT"] == "train").to_numpy()
     rows = []
-    for group in GROUPS:
+    for group in groups_of(frame):
         pick = _in_group(frame, group) & (frame["SPLIT"] == split).to_numpy()
         for column, parameter in PARAMETERS.items():
             label = frame.loc[pick, column].to_numpy(float)
             train_mean = frame.loc[train, column].mean()
-            baseline = float(np.sqrt(np.mean((label - train_mean) ** 2)))
-            rms = float(np.sqrt(np.mean((frame.loc[pick, f"PRED_{column}"].to_numpy(float) - label) ** 2)))
-            gain = baseline / rms if rms > 0 else np.inf
+            baseline = _rms(label - train_mean)
+            rms = _rms(frame.loc[pick, f"PRED_{column}"].to_numpy(float) - label)
+            gain = baseline / rms if rms > 0 else np.inf if rms == 0 else np.nan
             row = {"group": group, "parameter": parameter, "n": int(pick.sum()), "mean_rms": baseline,
                    "rms": rms, "gain": gain, "required": min_gain[parameter],
-                   "passed": bool(gain >= min_gain[parameter])}
+                   "passed": bool(gain >= min_gain[parameter])}  # no test star: NaN, not passed
             paper = PAPER_TABLE3.get((group, parameter))
             row["paper_rms"] = paper[list(SPLITS).index(split)] if paper else np.nan
             row["vs_paper"] = rms / row["paper_rms"] if paper else np.nan
@@ -166,7 +179,7 @@ def tables_markdown(table2: pd.DataFrame, table3: pd.DataFrame) -> str:
     lines += ["", "Table 3. Scatter of prediction − label (RMS; robust σ = 1.4826 MAD)", "",
               "| group | parameter | train | dev | test | robust σ train | robust σ dev | robust σ test |",
               "|---|---|---|---|---|---|---|---|"]
-    for group in GROUPS:
+    for group in table2.index:
         for parameter in PARAMETERS.values():
             rms, rob = table3.loc[(group, parameter, "scatter")], table3.loc[(group, parameter, "robust_sigma")]
             fmt = "{:.0f}" if parameter == "teff" else "{:.3f}"
@@ -180,10 +193,12 @@ def label_vs_prediction_plot(frame: pd.DataFrame, path: str | Path, split: str =
     """Fig. 4 (left): label against prediction per parameter, one row per group."""
     plt = pyplot()
     data = frame[frame["SPLIT"] == split]
-    groups = [g for g in ("payne", "mstar", "yso") if (data["SOURCE"] == g.upper()).any()]
-    fig, axes = plt.subplots(len(groups), 3, figsize=(12, 3.6 * len(groups)), squeeze=False)
+    groups = [g for g in groups_of(data) if g != "full"]
+    fig, axes = plt.subplots(max(len(groups), 1), 3, figsize=(12, 3.6 * max(len(groups), 1)), squeeze=False)
+    if not groups:
+        axes[0, 1].text(0.5, 0.5, f"no stars in the {split} split", transform=axes[0, 1].transAxes, ha="center")
     for i, group in enumerate(groups):
-        part = data[data["SOURCE"] == group.upper()]
+        part = data[_in_group(data, group)]
         for j, column in enumerate(LABEL_COLUMNS):
             ax = axes[i, j]
             ax.scatter(part[column], part[f"PRED_{column}"], s=6, alpha=0.6)
@@ -200,9 +215,8 @@ def kiel_plot(frame: pd.DataFrame, path: str | Path) -> Path:
     """Fig. 3: Kiel diagrams (Teff, log g) of the labels and of the predictions, by source."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharex=True, sharey=True)
-    colours = {"PAYNE": "tab:blue", "MSTAR": "tab:red", "YSO": "tab:green"}
     for ax, prefix, title in ((axes[0], "", "labels"), (axes[1], "PRED_", "APOGEE Net predictions")):
-        for source, colour in colours.items():
+        for source, colour in SOURCE_COLOURS.items():
             part = frame[frame["SOURCE"] == source]
             ax.scatter(part[f"{prefix}TEFF"], part[f"{prefix}LOGG"], s=4, alpha=0.6, c=colour, label=source)
         ax.set_title(title)
@@ -255,7 +269,7 @@ def write_evaluation(frame: pd.DataFrame, table1: Normalisation, out_dir: Path,
 
 def quality_metrics(quality: pd.DataFrame) -> dict[str, float]:
     """The quality bar's numbers under ``quality/…`` (gains, passed as 0/1, Table 3 ratios)."""
-    metrics = {f"quality/{g}/{p}_gain": float(v) for (g, p), v in quality["gain"].items()}
+    metrics = {f"quality/{g}/{p}_gain": float(v) for (g, p), v in quality["gain"].items() if np.isfinite(v)}
     metrics["quality/passed"] = int(quality["passed"].all())
     if "reachable" in quality:  # the criteria a perfect model could meet, given the labels' errors
         metrics["quality/passed_reachable"] = int(quality.loc[quality["reachable"], "passed"].all())
@@ -278,6 +292,10 @@ def quality_markdown(quality: pd.DataFrame, model: str) -> str:
                         f"{int(quality['reachable'].sum())} reachable ones "
                         f"{int(quality.loc[quality['reachable'], 'passed'].sum())} passed. Against the truth "
                         f"(gain_truth) {int(against_truth.sum())} of {len(quality)} pass.")
+    unjudged = sorted({group for (group, _), n in quality["n"].items() if n == 0})
+    if unjudged:
+        sections.append(f"\n\nNo test stars in group(s) {', '.join(unjudged)}: their criteria cannot pass "
+                        "(too few labelled stars to judge them).")
     compared = quality["vs_paper"].dropna()
     sections.append(f"\n\nTest scatter (RMS of prediction − label) at or below the paper's Table 3 in "
                     f"{int((compared <= 1).sum())} of {len(compared)} cells (paper_rms, vs_paper).")
@@ -296,7 +314,7 @@ def truth_metrics(frame: pd.DataFrame, truth: pd.DataFrame, split: str = "test")
     (``{split}/{group}/{parameter}_scatter_truth``): what a synthetic survey can say and real
     data cannot."""
     metrics = {}
-    for group in GROUPS:
+    for group in groups_of(frame):
         pick = _in_group(frame, group) & (frame["SPLIT"] == split).to_numpy()
         for column, parameter in PARAMETERS.items():
             true = truth[column].reindex(frame.loc[pick, "APOGEE_ID"]).to_numpy(float)
@@ -322,7 +340,9 @@ def comparison_table(frames: dict[str, pd.DataFrame], truth: pd.DataFrame | None
     table = pd.DataFrame(columns)
     against = "truth" if truth is not None else "labels"
     judged = table[[f"{name} vs {against}" for name in frames]]
-    table["best"] = judged.idxmin(axis=1).str.removesuffix(f" vs {against}")
+    measured = judged.notna().any(axis=1)  # a group without test stars has no best model
+    table["best"] = ""
+    table.loc[measured, "best"] = judged[measured].idxmin(axis=1).str.removesuffix(f" vs {against}")
     return table
 
 

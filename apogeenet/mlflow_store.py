@@ -9,12 +9,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["CHAMPION_URI", "MODEL_NAME", "tracking_lock", "tracking_root", "tracking_uri"]
+__all__ = ["CHAMPION_URI", "LOCAL_STORE", "MODEL_NAME", "tracking_lock", "tracking_root", "tracking_uri"]
 
 MODEL_NAME = "apogeenet"
 """The registered model's name."""
 CHAMPION_URI = f"models:/{MODEL_NAME}@champion"
 """The registry's best version (by dev loss): what predict and adapt use by default."""
+
+
+LOCAL_STORE = "mlruns/mlflow.db"
+"""The local SQLite store, relative to the working directory (without $MLFLOW_TRACKING_URI)."""
 
 
 def tracking_root(root: str | os.PathLike = "mlruns") -> Path:
@@ -40,4 +44,4 @@ def tracking_uri(root: str | os.PathLike = "mlruns") -> str:
     """``$MLFLOW_TRACKING_URI`` or SQLite under ``root`` (created if missing)."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{tracking_root(root) / 'mlflow.db'}"
+    return f"sqlite:///{tracking_root(root) / Path(LOCAL_STORE).name}"

@@ -15,8 +15,16 @@ def open_model(spec: str) -> Predictor:
     (``models:/apogeenet@champion``, ``runs:/…``; read through :mod:`apogeenet.registry`, which
     loads only the weights file). A bad name or file raises :class:`ModelFileError`."""
     if "://" in spec or spec.startswith(("models:/", "runs:/")):
+        import os
+
         import mlflow
 
+        from apogeenet.mlflow_store import LOCAL_STORE
+
+        if not os.environ.get("MLFLOW_TRACKING_URI") and not Path(LOCAL_STORE).exists():
+            raise ModelFileError(f"{spec}: no model registry here ({LOCAL_STORE} does not exist in {Path.cwd()}); "
+                                 "give a model file (--model path/to/model.pt), or run where `dvc repro` trained "
+                                 "one (a workspace from `apogeenet init`)")
         from apogeenet.registry import load_predictor
 
         try:
@@ -24,7 +32,7 @@ def open_model(spec: str) -> Predictor:
         except (mlflow.exceptions.MlflowException, OSError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelFileError(f"{spec}: cannot load this model ({reason}); `apogeenet models` lists "
-                                 "the registered versions") from None
+                                 "the registered versions, or give a model file (--model path/to/model.pt)") from None
     if not Path(spec).exists():
         raise ModelFileError(f"{spec}: no such model file (give a model.pt or an MLflow URI such as "
                              "models:/apogeenet@champion)")

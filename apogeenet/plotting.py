@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["pyplot", "save"]
+__all__ = ["SOURCE_COLOURS", "pyplot", "save"]
+
+SOURCE_COLOURS = {"PAYNE": "tab:blue", "MSTAR": "tab:red", "YSO": "tab:green", "TABLE": "tab:purple"}
+"""One colour per label source, in every figure."""
 
 
 def pyplot():

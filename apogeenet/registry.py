@@ -28,7 +28,8 @@ from apogeenet.serving import Predictor
 from apogeenet.mlflow_store import MODEL_NAME, tracking_lock
 from apogeenet.weights import MODEL_FILE, ModelFileError
 
-__all__ = ["MODEL_NAME", "ApogeeNetPyfunc", "load_predictor", "log_and_register", "registered_versions"]
+__all__ = ["MODEL_NAME", "ApogeeNetPyfunc", "load_predictor", "log_and_register", "registered_versions",
+           "resolve_version"]
 
 
 
@@ -102,6 +103,20 @@ def log_and_register(predictor: Predictor, example_flux: np.ndarray, *, dev_loss
             "champion_version": version if promoted else str(champion.version),
             "champion_dev_loss": dev_loss if promoted else champion_loss,
             **({"replaced_unusable_champion": f"version {champion.version}: {unusable}"} if unusable else {})}
+
+
+def resolve_version(uri: str) -> str:
+    """The version number behind ``models:/NAME@alias`` or ``models:/NAME/N`` ('' when unknown)."""
+    from apogeenet.mlflow_store import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())
+    name, _, which = uri.removeprefix("models:/").partition("@")
+    try:
+        if which:
+            return str(mlflow.MlflowClient().get_model_version_by_alias(name, which).version)
+        return name.split("/")[1] if "/" in name else ""
+    except mlflow.exceptions.MlflowException:
+        return ""
 
 
 def registered_versions() -> list[dict]:

@@ -33,6 +33,9 @@ class Predictor:
     """The missing-error model of each uncertainty method (:mod:`apogeenet.calibration`), by method."""
     domain: DomainReference | None = None
     """The training set's activations, for the out-of-domain distance (:mod:`apogeenet.domain`)."""
+    provenance: dict[str, str] = field(default_factory=dict)
+    """What the model was trained on (:func:`apogeenet.pipeline.common.provenance`): the label
+    catalog's SHA-256, the data version, synthetic or real, the label sources."""
 
     def predict(self, flux: np.ndarray, batch_size: int = 16) -> pd.DataFrame:
         """TEFF [K], LOGG, FE_H for prepared raw flux (n, 8575) (bad pixels already 0)."""
@@ -57,7 +60,8 @@ class Predictor:
         (atomically: a kill leaves the old file)."""
         path = Path(path)
         weights = {k: v.cpu() for k, v in self.model.state_dict().items()}
-        extra = {"calibrations": {k: c.to_dict() for k, c in self.calibrations.items()}}
+        extra = {"calibrations": {k: c.to_dict() for k, c in self.calibrations.items()},
+                 "provenance": dict(self.provenance)}
         if self.domain is not None:
             extra["domain"] = self.domain.to_dict()
         return save_weights({"model": weights, "table1": self.table1.to_dict(), "flux_scale": self.flux_scale,
@@ -76,11 +80,24 @@ class Predictor:
             calibrations = {str(k): SigmaCalibration.from_dict(c) for k, c in saved.get("calibrations", {}).items()}
             domain = DomainReference.from_dict(saved["domain"]) if "domain" in saved else None
             flux_scale = saved.get("flux_scale", 1.0)
+            provenance = saved.get("provenance", {})
             _check_contents(table1, flux_scale, calibrations, domain)
+            _check_provenance(provenance)
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
             raise ModelFileError(f"{path}: not an apogeenet model.pt ({type(exc).__name__}: "
                                  f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
-        return cls(model.to(device).eval(), table1, flux_scale, calibrations, domain)
+        return cls(model.to(device).eval(), table1, flux_scale, calibrations, domain, provenance)
+
+
+MAX_PROVENANCE = 32
+"""Entries of a model's provenance; each key and value at most 256 characters."""
+
+
+def _check_provenance(provenance) -> None:
+    """A model's provenance is a small mapping of text to text (ValueError otherwise)."""
+    if not isinstance(provenance, dict) or len(provenance) > MAX_PROVENANCE or not all(
+            isinstance(k, str) and isinstance(v, str) and len(k) <= 256 and len(v) <= 256 for k, v in provenance.items()):
+        raise ValueError(f"provenance must be at most {MAX_PROVENANCE} short texts by name")
 
 
 def _check_contents(table1: Normalisation, flux_scale, calibrations: dict[str, SigmaCalibration],

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from apogeenet.atomic import process_alive
+from apogeenet.errors import UserFacingError
 from apogeenet.mlflow_store import tracking_lock, tracking_uri
 
 __all__ = ["Registration", "StageResult", "Tracker", "data_version", "flat_params", "mlflow_run", "tracked"]
@@ -205,6 +206,21 @@ def _close_killed_runs(experiment_id: str) -> None:
             client.set_terminated(run.info.run_id, status="KILLED")
 
 
+def _check_artifacts_inside(experiment, root: Path) -> None:
+    """A tracking store copied with its workspace still names the original's artifact folder
+    (MLflow stores it absolute): refuse to write there rather than mix two workspaces' runs."""
+    from urllib.parse import unquote, urlparse
+
+    location = urlparse(experiment.artifact_location)
+    if location.scheme != "file":
+        return
+    folder = Path(unquote(location.path)).resolve()
+    if not folder.is_relative_to(root):
+        raise UserFacingError(f"the tracking store {root} was copied from another workspace: its experiment "
+                              f"{experiment.name!r} keeps artifacts in {folder}; remove {root} in this copy (or "
+                              "set MLFLOW_TRACKING_URI) so that runs here are logged here")
+
+
 @contextmanager
 def mlflow_run(experiment: str, run_name: str, *, root: str | os.PathLike = "mlruns",
                tags: dict[str, str] | None = None) -> Iterator[object]:
@@ -224,7 +240,9 @@ def mlflow_run(experiment: str, run_name: str, *, root: str | os.PathLike = "mlr
         if found is None:
             artifacts = (Path(root).resolve() / "artifacts").as_uri()
             mlflow.create_experiment(experiment, artifact_location=artifacts, tags=_EXPERIMENT_TAGS)
-        elif any(found.tags.get(k) != v for k, v in _EXPERIMENT_TAGS.items()):  # made by an older version
+        elif not os.environ.get("MLFLOW_TRACKING_URI"):
+            _check_artifacts_inside(found, Path(root).resolve())
+        if found is not None and any(found.tags.get(k) != v for k, v in _EXPERIMENT_TAGS.items()):  # an older version's
             for key, value in _EXPERIMENT_TAGS.items():
                 mlflow.MlflowClient().set_experiment_tag(found.experiment_id, key, value)
         experiment_id = mlflow.set_experiment(experiment).experiment_id

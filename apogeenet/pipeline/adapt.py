@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from apogeenet.config import Params
 from apogeenet.locks import one_writer
-from apogeenet.pipeline.common import data_tags, stage_params, training_data
+from apogeenet.pipeline.common import data_tags, provenance, stage_params, training_data
 from apogeenet.pipeline.train import write_model
 from apogeenet.tracking import StageResult, Tracker, tracked
 from apogeenet.weights import MODEL_FILE
@@ -42,6 +42,7 @@ def run(cfg: Params, tracker: Tracker) -> StageResult:
                    "rounds": len(result.rounds)}
         headline = (f"{len(result.rounds)} rounds; MSTAR+YSO dev loss {result.initial_focus_loss:.4f} -> "
                     f"{result.best_focus_loss:.4f} (best round {result.best_round})")
-        return write_model(data, Predictor(result.model, data.table1, start.flux_scale), out_dir, stage="adapt",
+        return write_model(data, Predictor(result.model, data.table1, start.flux_scale,
+                                                          provenance=provenance(cfg, data)), out_dir, stage="adapt",
                            params=params, tags={**data_tags(cfg), "init_model": init_model}, headline=headline,
                            summary=summary, summary_in_file=True)

@@ -3,13 +3,15 @@ tag and the gated training set."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from apogeenet.config import Params
 from apogeenet.dataset import LabelledSpectra
 from apogeenet.errors import UserFacingError
 from apogeenet.labels.files import LABELS_FILE, TABLE1_FILE
 from apogeenet.tracking import data_version, flat_params
 
-__all__ = ["StageError", "data_tags", "stage_params", "training_data"]
+__all__ = ["StageError", "data_tags", "file_sha256", "provenance", "stage_params", "training_data"]
 
 
 class StageError(UserFacingError):
@@ -24,6 +26,33 @@ def stage_params(cfg: Params, *sections: str) -> dict:
 def data_tags(cfg: Params) -> dict[str, str]:
     """The ``data_version`` tag of the runs that read the label catalog."""
     return {"data_version": data_version(cfg.paths.labels / LABELS_FILE)}
+
+
+def provenance(cfg: Params, data: LabelledSpectra) -> dict[str, str]:
+    """What a model trained (or adapted) on ``data`` was trained on, stored in its file and
+    written in every catalog's header: the label catalog's SHA-256 (predict joins only those
+    labels), the data version, a synthetic survey or real spectra, the label sources."""
+    from apogeenet.labels.catalog import SOURCES
+
+    labels_file = cfg.paths.labels / LABELS_FILE
+    present = set(data.catalog["SOURCE"])
+    out = {"labels_sha256": file_sha256(labels_file), "data_version": data_version(labels_file),
+           "trained_on": "synthetic survey" if cfg.paths.truth is not None and cfg.paths.truth.exists() else "real spectra",
+           "label_sources": ",".join(s for s in SOURCES if s in present)}
+    if "TABLE" in present:
+        out["label_table"] = cfg.labels.table.description
+    return out
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes (hex)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def training_data(cfg: Params) -> LabelledSpectra:

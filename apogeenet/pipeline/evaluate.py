@@ -29,7 +29,9 @@ def run(cfg: Params, tracker: Tracker) -> StageResult:
     trained = cfg.paths.model / MODEL_FILE
     baseline = cfg.evaluate.baseline or (str(trained) if trained.exists() else None)
     with one_writer(out_dir, "evaluate"):
-        before = (baseline, predictions_frame(data, open_model(baseline))) if baseline not in (None, model) else None
+        adapted = bool({"MSTAR", "YSO"} & set(data.catalog["SOURCE"]))  # §3.4 adapts to these sources only
+        before = (baseline, predictions_frame(data, open_model(baseline))) \
+            if adapted and baseline not in (None, model) else None
         others = {str(name): pd.read_parquet(path) for name in cfg.baselines.models
                   if (path := cfg.paths.baselines / name / PREDICTIONS_FILE).exists()}
         predictor, truth = open_model(model), read_truth(cfg.paths.truth)

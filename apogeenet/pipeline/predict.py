@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from apogeenet.config import Params
+from apogeenet.config import Params, Uncertainty
 from apogeenet.locks import one_writer
-from apogeenet.pipeline.common import StageError, stage_params
+from apogeenet.pipeline.common import StageError, file_sha256, stage_params
 from apogeenet.shards import ShardPlan
 from apogeenet.tracking import StageResult, Tracker, tracked
 
@@ -71,20 +71,41 @@ def _catalog(cfg: Params, planned: ShardPlan) -> StageResult:
     prediction, sigma, distance = merge_parts(planned)
     predictor = Predictor.load(planned.model)
     labels_file = cfg.paths.labels / LABELS_FILE
+    trained_on = predictor.provenance.get("labels_sha256")
+    if labels_file.exists() and trained_on and file_sha256(labels_file) != trained_on:
+        raise StageError(f"{labels_file} holds other labels than {cfg.predict.model} was trained on (SHA-256 "
+                         f"{file_sha256(labels_file)[:12]}… vs {trained_on[:12]}…): its LABEL columns and splits would "
+                         "be wrong; train on these labels (`dvc repro`) or give --labels the model's own")
     index = planned.index()
+    calibration = predictor.calibrations.get(str(p.uncertainty))
     frame = build_catalog(index, prediction, sigma, read_table(labels_file) if labels_file.exists() else None,
                           hot_teff=p.hot_teff, bounds={k: tuple(v) for k, v in p.bounds.items()},
                           n_good_pixels=index["n_good_pixels"].to_numpy(), min_good_pixels=p.min_good_pixels,
-                          calibration=predictor.calibrations.get(str(p.uncertainty)), domain_distance=distance,
+                          calibration=calibration, domain_distance=distance,
                           domain_threshold=predictor.domain.threshold if predictor.domain else np.inf,
                           max_sigma=p.max_sigma)
-    metrics, summary = write_products(frame, out_dir, header_meta(cfg.predict.model, p, predictor),
-                                      truth=read_truth(cfg.paths.truth), source=planned.store, name=name)
+    meta = header_meta(cfg.predict.model, p, predictor, version=registry_version(cfg.predict.model),
+                       weights_sha256=file_sha256(planned.model))
+    metrics, summary = write_products(frame, out_dir, meta, truth=read_truth(cfg.paths.truth), source=planned.store,
+                                      name=name)
+    if calibration is None and p.uncertainty is not Uncertainty.NONE:
+        summary += (f"\nwarning: {cfg.predict.model} has no sigma calibration for {p.uncertainty} (its dev split was "
+                    "too small, calibration.min_stars): *_ERR is pixel noise only and every row is flagged "
+                    "UNCALIBRATED, so the clean view is empty\n")
     report = (f"{summary}\ncatalog: {out_dir}/{name}.fits (.parquet, .csv), clean view {name}_clean.*, "
               f"plots kiel_by_type.png, sigma_vs_snr.png, yso_selection.png ({len(frame)} spectra)")
     tags = {"model": cfg.predict.model, "store": planned.store}
     return StageResult("predict", metrics, {**stage_params(cfg, "predict"), "shards": planned.n_shards},
                        report, {out_dir: "catalog"}, tags)
+
+
+def registry_version(spec: str) -> str:
+    """The registry version a ``models:/`` name stands for ('' for a file or a run URI)."""
+    if not spec.startswith("models:/"):
+        return ""
+    from apogeenet.registry import resolve_version
+
+    return resolve_version(spec)
 
 
 def listed(files: list[Path]) -> list[Path]:

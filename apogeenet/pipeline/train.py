@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from apogeenet.config import FluxUnit, Params
 from apogeenet.locks import one_writer
-from apogeenet.pipeline.common import data_tags, stage_params, training_data
+from apogeenet.pipeline.common import data_tags, provenance, stage_params, training_data
 from apogeenet.tracking import StageResult, Tracker, tracked
 
 __all__ = ["run", "write_model"]
@@ -35,7 +35,8 @@ def run(cfg: Params, tracker: Tracker) -> StageResult:
                              progress=tracker.progress, on_epoch=lambda r: tracker.log_step(
                                  {k: r[k] for k in ("train_loss", "dev_loss", "samples_per_s")}, r["epoch"]))
         headline = f"best dev loss {result.best_dev_loss:.4f} at epoch {result.best_epoch} (profile {cfg.train.profile})"
-        return write_model(data, Predictor(result.model, data.table1, flux_scale), out_dir, stage="train",
+        return write_model(data, Predictor(result.model, data.table1, flux_scale,
+                                                          provenance=provenance(cfg, data)), out_dir, stage="train",
                            params=params, tags=data_tags(cfg), headline=headline,
                            summary={"best_dev_loss": result.best_dev_loss, "best_epoch": result.best_epoch},
                            summary_in_file=False)
