@@ -75,19 +75,30 @@ def download(
     workers: Annotated[Optional[int], typer.Option(min=1, help="Concurrent downloads.")] = None,
     allow_host: Annotated[Optional[list[str]], typer.Option(
         help="Host that redirects may lead to besides the SAS URL's own [params: download.allowed_hosts]")] = None,
+    ids: Annotated[Optional[Path], typer.Option(help="Only these stars: a file of APOGEE IDs, one a line.")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="At most this many rows (after --ids).")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Print the URLs and the expected total size; fetch nothing.")] = False,
     params: ParamsOption = None,
 ) -> None:
     """Download the apStar files of a catalog from the SDSS Science Archive Server (files stay
     inside --out; unsafe catalog rows, cross-host redirects and oversized bodies are refused)."""
-    from apogeenet.io.sas import apstar_jobs, download_files
+    from apogeenet.io.sas import apstar_jobs, download_files, estimated_bytes, select_rows
     from apogeenet.io.tables import read_table
+    from apogeenet.labels.inputs import read_id_list
 
     cfg = configured(params, {"download.release": release, "download.base_url": base_url,
                               "download.workers": workers}).download
     try:
-        jobs = apstar_jobs(read_table(catalog), cfg.release, out_dir, base_url=str(cfg.base_url))
+        rows = select_rows(read_table(catalog), read_id_list(ids) if ids else None, limit)
+        jobs = apstar_jobs(rows, cfg.release, out_dir, base_url=str(cfg.base_url))
     except InputError as exc:
         raise UserError(f"{catalog}: {exc}") from None
+    if dry_run:
+        for job in jobs:
+            out.print(job.refused and f"refused: {job.url}: {job.refused}" or job.url, soft_wrap=True, highlight=False)
+        out.print(f"{sum(not j.refused for j in jobs)} files, about {estimated_bytes(rows) / 1e9:.2f} GB "
+                  "(from NVISITS and real apStar sizes); nothing fetched (--dry-run)", soft_wrap=True)
+        return
     results = download_files(jobs, workers=cfg.workers, retries=cfg.retries,
                              backoff_s=cfg.backoff_s, timeout_s=cfg.timeout_s, deadline_s=cfg.deadline_s,
                              max_bytes=int(cfg.max_file_mb * 2**20),

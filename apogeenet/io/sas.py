@@ -50,6 +50,8 @@ __all__ = [
     "apstar_url",
     "download_files",
     "validate_allstar",
+    "estimated_bytes",
+    "select_rows",
 ]
 
 SAS_BASE_URL = "https://data.sdss.org/sas"
@@ -143,6 +145,33 @@ class DownloadResult:
     status: Literal["downloaded", "skipped", "failed"]
     attempts: int
     error: str = ""
+
+
+APSTAR_HEADER_BYTES, APSTAR_ROW_BYTES = 43_000, 229_500
+"""apStar size ≈ 43 kB + 229.5 kB per spectrum row (NVISITS + 2 rows, 1 for a single visit):
+a least-squares fit to the 19 real DR13 files (276 kB for 1 visit to 2.3 MB for 8)."""
+
+
+def estimated_bytes(catalog) -> int:
+    """The expected size of the apStar files of ``catalog``'s rows, from NVISITS (5 rows, 3
+    visits, where a row has no NVISITS)."""
+    import numpy as np
+
+    table = catalog.rename(columns=str.upper)
+    visits = table["NVISITS"].to_numpy(float) if "NVISITS" in table else np.full(len(table), 3.0)
+    visits = np.where(np.isfinite(visits) & (visits >= 1), visits, 3.0)
+    rows = np.where(visits == 1, 1, visits + 2)
+    return int(APSTAR_HEADER_BYTES * len(rows) + APSTAR_ROW_BYTES * rows.sum())
+
+
+def select_rows(catalog, ids: list[str] | None = None, limit: int | None = None):
+    """The rows of ``catalog`` whose APOGEE_ID is in ``ids`` (all without), then the first ``limit``."""
+    table = catalog.rename(columns={c: "APOGEE_ID" for c in catalog.columns if c.lower() == "apogee_id"})
+    if ids is not None:
+        if "APOGEE_ID" not in table:
+            raise InputError("catalog lacks column(s) APOGEE_ID")
+        table = table[table["APOGEE_ID"].astype(str).str.strip().isin({i.strip() for i in ids})]
+    return table.head(limit) if limit is not None else table
 
 
 def apstar_jobs(catalog, release: str, out_dir: str | os.PathLike, *,

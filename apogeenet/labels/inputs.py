@@ -27,7 +27,7 @@ from apogeenet.errors import InputError
 from apogeenet.labels.mdwarfs import COLUMN_ALIASES, veyette_logg
 from apogeenet.labels.yso import CATALOG_COLUMNS
 
-__all__ = ["ALLSTAR_NAMES", "ID_LIST_SUFFIXES", "LabelInputs", "read_inputs", "read_members", "table_labels"]
+__all__ = ["ALLSTAR_NAMES", "ID_LIST_SUFFIXES", "LabelInputs", "read_id_list", "read_inputs", "read_members", "table_labels"]
 
 #: DR16 (Gaia DR2) and DR17 (Gaia EDR3) allStar names -> the names the recipes use.
 ALLSTAR_NAMES = {
@@ -72,13 +72,18 @@ def read_members(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if path.suffix.lower() not in ID_LIST_SUFFIXES:
         return read_table(path).rename(columns=str.upper)
+    return pd.DataFrame({"APOGEE_ID": read_id_list(path), "REGION": ""})
+
+
+def read_id_list(path: str | os.PathLike) -> list[str]:
+    """The APOGEE IDs of a text file, one a line (the first word; blank and # lines skipped)."""
+    path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     if path.stat().st_size > MAX_ID_LIST_BYTES:
         raise InputError(f"{path}: larger than {MAX_ID_LIST_BYTES >> 20} MB; not an ID list")
-    ids = [line.split()[0] for line in path.read_text(errors="replace").splitlines()
-           if line.strip() and not line.lstrip().startswith("#")]
-    return pd.DataFrame({"APOGEE_ID": ids, "REGION": ""})
+    return [line.split()[0] for line in path.read_text(errors="replace").splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
 
 
 def table_labels(table: pd.DataFrame, spec: LabelTable) -> pd.DataFrame:

@@ -216,7 +216,7 @@ TABLE4_SCHEMA = [
     ("TEFF", "D", "K"), ("TEFF_ERR", "D", "K"), ("TEFF_ERR_MC", "D", "K"), ("FE_H_LABEL", "D", "dex"),
     ("FE_H", "D", "dex"), ("FE_H_ERR", "D", "dex"), ("FE_H_ERR_MC", "D", "dex"), ("SNR", "D", ""),
     ("N_GOOD_PIXELS", "J", ""), ("DOMAIN_DIST", "D", ""), ("DATA_SET", "{A}", ""), ("DATA_TYPE", "{A}", ""),
-    ("FLAGS", "I", ""), ("YSO_CANDIDATE", "L", ""), ("AGE_BIN", "{A}", "")]
+    ("FLAGS", "I", ""), ("FLAG_NAMES", "{A}", ""), ("YSO_CANDIDATE", "L", ""), ("AGE_BIN", "{A}", "")]
 
 
 def test_table4_column_schema_is_pinned(catalog_rows, tmp_path):
@@ -227,7 +227,10 @@ def test_table4_column_schema_is_pinned(catalog_rows, tmp_path):
     with fits.open(written) as hdul:
         columns = hdul[1].columns
         schema = [(c.name, "{A}" if c.format.endswith("A") else str(c.format), c.unit or "") for c in columns]
+        header = hdul[1].header
     assert schema == TABLE4_SCHEMA
+    # every column described where TOPCAT looks (TCOMMn, one card each), the flag bits spelled out
+    assert all(header.get(f"TCOMM{n}") and len(header[f"TCOMM{n}"]) <= 68 for n in range(1, len(schema) + 1))
 
 
 def test_calibration_reports_sigma_against_snr_and_z():
