@@ -240,7 +240,7 @@ def mlflow_run(experiment: str, run_name: str, *, root: str | os.PathLike = "mlr
         if found is None:
             artifacts = (Path(root).resolve() / "artifacts").as_uri()
             mlflow.create_experiment(experiment, artifact_location=artifacts, tags=_EXPERIMENT_TAGS)
-        elif not os.environ.get("MLFLOW_TRACKING_URI"):
+        elif tracking_uri(root) == f"sqlite:///{Path(root).resolve() / 'mlflow.db'}":  # this folder's own store
             _check_artifacts_inside(found, Path(root).resolve())
         if found is not None and any(found.tags.get(k) != v for k, v in _EXPERIMENT_TAGS.items()):  # an older version's
             for key, value in _EXPERIMENT_TAGS.items():

@@ -132,7 +132,9 @@ def run_files(cfg: Params, paths: list[Path], destination: Path, *, progress: bo
 
     from apogeenet.catalog import product_paths
     from apogeenet.ingest import ingest_files
+    from apogeenet.model_uri import require_registry
 
+    require_registry(cfg.predict.model)  # before any file is read or any run logged
     out_dir, name = ((destination.parent, destination.stem) if destination.suffix == ".fits"
                      else (destination, cfg.predict.catalog_name))
     inputs = {p.resolve() for p in paths if p.exists()}

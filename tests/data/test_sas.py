@@ -141,3 +141,19 @@ def test_cli_downloads_a_catalog_concurrently(fake_sas, multi_visit_file, single
     assert "6 downloaded, 0 skipped, 0 failed" in result.output
     assert sorted(p.name for p in (tmp_path / "out" / "apo25m" / "120-45").iterdir()) == \
         sorted(f"apStar-dr17-{i}.fits" for i in ids)
+
+
+def test_the_expected_size_of_a_download_matches_real_apstar_files(multi_visit_file, single_visit_file):
+    """--dry-run's estimate from NVISITS, against the real DR13 files shipped as examples."""
+    import pandas as pd
+    from astropy.io import fits
+
+    from apogeenet.io.sas import estimated_bytes, select_rows
+
+    for path in (multi_visit_file, single_visit_file):
+        visits = fits.getheader(path, 0)["NVISITS"]
+        estimate = estimated_bytes(pd.DataFrame({"APOGEE_ID": ["x"], "NVISITS": [visits]}))
+        assert abs(estimate - path.stat().st_size) < 0.02 * path.stat().st_size, (visits, estimate)
+    catalog = pd.DataFrame({"apogee_id": ["a", "b", "c", "d"], "NVISITS": [1, 3, 3, 8]})
+    assert select_rows(catalog, ["c", " b"], 1)["APOGEE_ID"].tolist() == ["b"]
+    assert len(select_rows(catalog, None, 3)) == 3 and len(select_rows(catalog)) == 4

@@ -137,3 +137,30 @@ def test_calibration_against_the_labels_where_a_survey_has_no_truth(trained):
     truth = cfg.calibration.model_copy(update={"reference": "truth"})
     with pytest.raises(InputError, match="no truth table"):
         calibrate_predictor(predictor, data, cfg.predict, truth, None)
+
+
+@pytest.mark.slow
+def test_predict_joins_only_the_labels_the_model_was_trained_on(trained, tmp_path):
+    """The model carries the SHA-256 of its label catalog: other labels are refused (one line),
+    never joined as if the model had learned them; the catalog's header says what it learned from."""
+    import shutil
+
+    from apogeenet.pipeline.common import StageError
+
+    root, _ = trained
+    cfg = load_params(root / "params.yaml")
+    model = str(cfg.paths.calibrated / "model.pt")
+    assert Predictor.load(model).provenance["labels_sha256"]
+    other = tmp_path / "other_labels"
+    shutil.copytree(cfg.paths.labels, other)
+    labels = pd.read_parquet(other / "labels.parquet")
+    labels.loc[0, "TEFF"] += 100.0
+    labels.to_parquet(other / "labels.parquet")
+    run = settings(cfg, model=model, out_dir=tmp_path / "cat", draws=3, track=False).with_overrides(
+        {"paths.labels": str(other)})
+    with pytest.raises(StageError, match="other labels than .* was trained on"):
+        predict.run(run)
+    predict.run(settings(cfg, model=model, out_dir=tmp_path / "cat", draws=3, track=False))
+    header = Table.read(tmp_path / "cat" / "catalog.fits").meta
+    assert header["TRAINED"] == "synthetic survey" and header["LABSRC"] == "PAYNE,MSTAR,YSO"
+    assert header["MODELVER"].startswith("none") and len(header["WEIGHTS"]) == 64

@@ -71,3 +71,19 @@ def test_table_2_is_the_mse_of_standardised_targets_per_group_and_split():
     assert table2.loc["mstar", "test"] == pytest.approx(0.2 ** 2)
     assert table2.loc["full", "dev"] == pytest.approx(np.mean([0.1 ** 2, 0.2 ** 2, 0.3 ** 2]))
     assert table3.loc[("yso", "teff", "scatter"), "train"] == pytest.approx(0.3 * TABLE1.teff_std)
+
+
+def test_a_group_without_test_stars_is_not_judged_and_breaks_nothing(tmp_path):
+    """A small real sample: the YSO group has no test star (and no truth table exists)."""
+    from apogeenet.evaluate import comparison_table, quality_markdown
+
+    frame = _frame({"PAYNE": 0.01, "MSTAR": 0.01, "YSO": 0.01})
+    frame = frame[~((frame["SOURCE"] == "YSO") & (frame["SPLIT"] == "test"))]
+    bar = quality_bar(frame, GAINS)
+    assert bar.loc[("yso", "teff"), "n"] == 0 and np.isnan(bar.loc[("yso", "teff"), "gain"])
+    assert not bar.loc[("yso", "teff"), "passed"] and bar.loc[("payne", "teff"), "passed"]
+    assert "No test stars in group(s) yso" in quality_markdown(bar, "m")
+    comparison = comparison_table({"apogeenet": frame, "ridge": frame}, None)
+    assert comparison.loc[("yso", "teff"), "best"] == "" and comparison.loc[("payne", "teff"), "best"] == "apogeenet"
+    # only the sources present are groups: no "table" group without TABLE stars
+    assert {g for g, _ in bar.index} == {"full", "payne", "mstar", "yso"}
