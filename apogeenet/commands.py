@@ -75,8 +75,10 @@ def download(
     workers: Annotated[Optional[int], typer.Option(min=1, help="Concurrent downloads.")] = None,
     allow_host: Annotated[Optional[list[str]], typer.Option(
         help="Host that redirects may lead to besides the SAS URL's own [params: download.allowed_hosts]")] = None,
-    ids: Annotated[Optional[Path], typer.Option(help="Only these stars: a file of APOGEE IDs, one a line.")] = None,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="At most this many rows (after --ids).")] = None,
+    ids: Annotated[Optional[Path], typer.Option(
+        help="Only these stars: a file of APOGEE IDs, one a line [params: download.ids]")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="At most this many rows, after --ids "
+                                                             "[params: download.limit]")] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the URLs and the expected total size; fetch nothing.")] = False,
     params: ParamsOption = None,
 ) -> None:
@@ -87,9 +89,9 @@ def download(
     from apogeenet.labels.inputs import read_id_list
 
     cfg = configured(params, {"download.release": release, "download.base_url": base_url,
-                              "download.workers": workers}).download
+                              "download.workers": workers, "download.ids": ids, "download.limit": limit}).download
     try:
-        rows = select_rows(read_table(catalog), read_id_list(ids) if ids else None, limit)
+        rows = select_rows(read_table(catalog), read_id_list(cfg.ids) if cfg.ids else None, cfg.limit)
         jobs = apstar_jobs(rows, cfg.release, out_dir, base_url=str(cfg.base_url))
     except InputError as exc:
         raise UserError(f"{catalog}: {exc}") from None
@@ -281,14 +283,22 @@ def init(
         help="allStar with cross-matched photometry: the paper's M-dwarf (and with --members YSO) labels.")] = None,
     payne: Annotated[Optional[Path], typer.Option(help="Payne-format labels: the paper's §2.2 source.")] = None,
     members: Annotated[Optional[Path], typer.Option(help="Young-region members: a table or an ID list (.txt).")] = None,
+    sources: Annotated[Optional[str], typer.Option(
+        help="Label sources, comma-separated (payne, mstar, yso, table) [default: from the files given]")] = None,
+    ids: Annotated[Optional[Path], typer.Option(help="With --allstar and no --spectra: download only these "
+                                                     "stars (a file of APOGEE IDs) [params: download.ids]")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="... and at most this many [params: download.limit]")] = None,
+    release: Annotated[Optional[str], typer.Option(help="dr14, dr16 or dr17 [params: download.release]")] = None,
+    base_url: Annotated[Optional[str], typer.Option(help="SAS root URL [params: download.base_url]")] = None,
     synthetic: Annotated[bool, typer.Option(help="The demo instead: a workspace that makes the synthetic survey.")] = False,
     profile: Annotated[Optional[str], typer.Option(help="Training profile [params: train.profile]")] = None,
     init_model: Annotated[Optional[str], typer.Option(
         "--init-model", help="Fine-tune this model (model.pt or MLflow URI) instead of training from scratch "
                              "[params: train.init_model]")] = None,
 ) -> None:
-    """Make a workspace for your own apStar files and labels (or --synthetic, the demo): params.yaml,
-    dvc.yaml, .dvcignore, README.md and a DVC repository; then `cd DIR && dvc repro`."""
+    """Make a workspace for your own apStar files (--spectra, or --allstar to download them) and
+    labels (or --synthetic, the demo): params.yaml, dvc.yaml, .dvcignore, README.md and a DVC
+    repository; then `cd DIR && dvc repro`."""
     from apogeenet.workspace import init_workspace
 
     columns = {"id": id_column, "teff": teff_column, "fe_h": feh_column, "description": description,
@@ -297,9 +307,11 @@ def init(
     if labels is None and any(v is not None for k, v in columns.items()):
         raise UserError("the column options describe --labels TABLE: give it too")
     cfg = init_workspace(directory, synthetic=synthetic, spectra=spectra, label_table=labels, table_columns=columns,
-                         allstar=allstar, payne=payne, members=members,
-                         overrides={k: v for k, v in {"train.profile": profile, "train.init_model": init_model}.items()
-                                    if v is not None})
+                         allstar=allstar, payne=payne, members=members, ids=ids,
+                         sources=[x.strip() for x in sources.split(",")] if sources else None,
+                         overrides={k: v for k, v in {"train.profile": profile, "train.init_model": init_model,
+                                                      "download.limit": limit, "download.release": release,
+                                                      "download.base_url": base_url}.items() if v is not None})
     out.print(f"workspace {directory}: label sources {', '.join(cfg.labels.sources)}; next: cd {directory} && dvc repro",
               soft_wrap=True)
 

@@ -189,6 +189,10 @@ class DownloadParams(_Section):
     """Largest allStar file accepted by ``download-catalog`` (DR17's is a few GB)."""
     allowed_hosts: tuple[str, ...] = ()
     """Hosts besides the SAS URL's own that redirects may lead to (a mirror)."""
+    ids: Path | None = None
+    """Only the stars of this file of APOGEE IDs (one a line); null: every row of the catalog."""
+    limit: int | None = Field(None, ge=1)
+    """At most this many catalog rows (after ``ids``); null: all."""
 
 
 class LabelSource(StrEnum):

@@ -29,9 +29,8 @@ def _stage(cmd: str, deps: list[str], params: list[str], outs: list[str], metric
            plots: list[str] = (), persist: tuple[str, ...] = (), uncached: tuple[str, ...] = ()) -> dict:
     """One dvc.yaml stage; ``persist`` outs survive a rerun, ``uncached`` outs stay out of the cache."""
     def entry(path: str):
-        if path in persist:
-            return {path: {"persist": True}}
-        return {path: {"cache": False}} if path in uncached else path
+        options = {**({"persist": True} if path in persist else {}), **({"cache": False} if path in uncached else {})}
+        return {path: options} if options else path
 
     stage = {"cmd": cmd, "deps": deps, "params": params, "outs": [entry(o) for o in outs]}
     if metrics:
@@ -45,9 +44,10 @@ _TABLES = ("tables.md", "table2.csv", "table3.csv")
 _PLOTS = ("label_vs_prediction.png", "kiel.png")
 
 
-def dvc_stages(cfg: Params, *, synthetic: bool) -> dict[str, dict]:
+def dvc_stages(cfg: Params, *, synthetic: bool, download: bool = False) -> dict[str, dict]:
     """The stages of a workspace with ``cfg``'s label sources (``synthetic``: a ``synth`` stage
-    makes the survey and its truth table judges the models)."""
+    makes the survey and its truth table judges the models; ``download``: a stage fetches the
+    spectra of ``paths.allstar``, the selection ``download.ids``/``download.limit``)."""
     sources = set(cfg.labels.sources)
     adapt = bool(sources & {LabelSource.MSTAR, LabelSource.YSO})
     truth = " --truth ${paths.truth}" if synthetic else ""
@@ -62,6 +62,12 @@ def dvc_stages(cfg: Params, *, synthetic: bool) -> dict[str, dict]:
     if synthetic:
         stages["synth"] = _stage("apogeenet synth", [], ["synth"],
                                  ["${paths.spectra}", "${paths.allstar}", "${paths.payne}", "${paths.members}", "${paths.truth}"])
+    if download:
+        spectra = "${paths.spectra}"
+        stages["download"] = _stage("apogeenet download --catalog ${paths.allstar} --out " + spectra,
+                                    ["${paths.allstar}"] + (["${download.ids}"] if cfg.download.ids else []),
+                                    [f"download.{k}" for k in ("release", "base_url", "ids", "limit")], [spectra],
+                                    persist=(spectra,), uncached=(spectra,))  # a rerun fetches only what is missing
     stages["ingest"] = _stage("apogeenet ingest ${paths.spectra} ${paths.store}", ["${paths.spectra}"],
                               ["ingest.workers", "ingest.segment_rows"], [store], persist=(store,))
     label_outs = [f"{labels}/{name}" for name in ("labels.parquet", "labels.fits", "table1.json", "mstar_selection.parquet",
@@ -142,7 +148,7 @@ _README = """# {name}: an apogeenet workspace
 Made by `apogeenet init` ({what}). Everything that runs is in `dvc.yaml`; every setting is in
 `params.yaml` (its keys are described in apogeenet's README and `apogeenet info`).
 
-    dvc repro                 # ingest -> label -> validate -> train{adapt} -> calibrate -> evaluate -> predict
+    dvc repro                 # {download}ingest -> label -> validate -> train{adapt} -> calibrate -> evaluate -> predict
     apogeenet report          # the reports: labels, gates, Tables 2/3, quality bar, catalog
     mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db
 
@@ -155,39 +161,48 @@ FLAG_NAMES spelled out; the clean view `catalog_clean.*` keeps FLAGS == 0).
 def init_workspace(directory: Path, *, synthetic: bool = False, spectra: Path | None = None,
                    label_table: Path | None = None, table_columns: dict[str, str | None] | None = None,
                    allstar: Path | None = None, payne: Path | None = None, members: Path | None = None,
+                   sources: list[str] | None = None, ids: Path | None = None,
                    overrides: dict | None = None) -> Params:
     """Make the workspace ``directory`` (new or empty) and return its parameters; see the module
-    docstring. ``table_columns`` maps labels.table keys (id, teff, logg, fe_h, description) to
-    the user's names; ``overrides`` are further dotted settings (``train.profile``)."""
+    docstring. Without ``spectra`` the workspace downloads those of ``allstar`` (the rows of
+    ``ids`` when given). ``sources`` default: ``table`` with a label table, ``payne`` with a Payne
+    table, ``yso`` with members, ``mstar`` with an allStar and no other labels.
+    ``table_columns`` maps labels.table keys (id, teff, logg, fe_h, description) to the user's
+    names; ``overrides`` are further dotted settings (``train.profile``, ``download.limit``)."""
     from dvc.repo import Repo
 
     directory = Path(directory)
     if directory.exists() and any(directory.iterdir()):
         raise WorkspaceError(f"{directory} is not empty: give a new or empty folder")
-    if synthetic and any(p is not None for p in (spectra, label_table, allstar, payne, members)):
+    if synthetic and any(p is not None for p in (spectra, label_table, allstar, payne, members, ids)):
         raise WorkspaceError("--synthetic makes its own survey: give it no --spectra, --labels or catalogs")
-    if not synthetic and spectra is None:
-        raise WorkspaceError("give --spectra DIR (a tree of apStar files), or --synthetic for the demo survey")
-    for given in (spectra, label_table, allstar, payne, members):
+    if not synthetic and spectra is None and allstar is None:
+        raise WorkspaceError("give --spectra DIR (a tree of apStar files) or --allstar FILE (to download its "
+                             "spectra), or --synthetic for the demo survey")
+    download = not synthetic and spectra is None
+    for given in (spectra, label_table, allstar, payne, members, ids):
         if given is not None and not Path(given).exists():
             raise WorkspaceError(f"{given}: no such file or folder")
     settings = dict(overrides or {})
     if not synthetic:
-        sources = ([LabelSource.TABLE.value] if label_table else []) + ([LabelSource.PAYNE.value] if payne else [])
-        sources += [LabelSource.MSTAR.value] if allstar else []
-        sources += [LabelSource.YSO.value] if allstar and members else []
+        if sources is None:
+            sources = ([LabelSource.TABLE.value] if label_table else []) + ([LabelSource.PAYNE.value] if payne else [])
+            sources += [LabelSource.MSTAR.value] if allstar and not (label_table or payne) else []
+            sources += [LabelSource.YSO.value] if members else []
         if not sources:
             raise WorkspaceError("no labels to train on: give --labels TABLE (your own), or --payne and/or "
                                  "--allstar (with --members) for the paper's recipes")
-        settings |= {"paths.truth": None, "paths.spectra": str(Path(spectra).resolve()), "labels.sources": sources,
+        settings |= {"paths.truth": None, "labels.sources": sources,
+                     "paths.spectra": str(Path(spectra).resolve()) if spectra else "data/apStar",
                      "paths.allstar": None, "paths.payne": None, "paths.members": None,
-                     "calibration.model": None if allstar else str(Params().paths.model / "model.pt")}
+                     "calibration.model": None if {"mstar", "yso"} & set(sources) else str(Params().paths.model / "model.pt")}
         data = directory / "data"
-        for key, given in (("allstar", allstar), ("payne", payne), ("members", members), ("label_table", label_table)):
+        for key, given in (("paths.allstar", allstar), ("paths.payne", payne), ("paths.members", members),
+                           ("paths.label_table", label_table), ("download.ids", ids)):
             if given is not None:  # catalogs are small: the workspace keeps (and versions) its own copy
                 data.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(given, data / Path(given).name)
-                settings[f"paths.{key}"] = f"data/{Path(given).name}"
+                settings[key] = f"data/{Path(given).name}"
         for key, value in (table_columns or {}).items():
             settings[f"labels.table.{key}"] = value
     cfg = Params().with_overrides(settings)
@@ -195,12 +210,14 @@ def init_workspace(directory: Path, *, synthetic: bool = False, spectra: Path | 
     (directory / "params.yaml").write_text(
         "# apogeenet workspace settings (apogeenet init); see apogeenet's README for every key\n"
         + yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    stages = dvc_stages(cfg, synthetic=synthetic)
+    stages = dvc_stages(cfg, synthetic=synthetic, download=download)
     (directory / "dvc.yaml").write_text("# made by apogeenet init: the stages of this workspace's label sources\n"
                                         + yaml.safe_dump({"stages": stages}, sort_keys=False))
     (directory / ".dvcignore").write_text("mlruns/\n")
-    what = "the synthetic demo survey" if synthetic else f"spectra {spectra}, labels {', '.join(cfg.labels.sources)}"
+    what = "the synthetic demo survey" if synthetic else \
+        f"spectra {spectra or f'of {allstar}, downloaded'}, labels {', '.join(cfg.labels.sources)}"
     (directory / "README.md").write_text(_README.format(name=directory.name, what=what,
+                                                        download="download -> " if download else "",
                                                         adapt=" -> adapt" if "adapt" in stages else ""))
     Repo.init(str(directory), no_scm=True)
     return cfg

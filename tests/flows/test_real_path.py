@@ -1,7 +1,7 @@
 """The real-data path as an astronomer walks it: a DR17-style allStar built from the headers of the
-19 real DR13 apStar files, the files fetched from a local SAS with `apogeenet download`, the labels
-of Birky et al. (2020) (Teff and [Fe/H]; log g from eq. 3), `apogeenet init` fine-tuning the
-synthetic survey's model, and `dvc repro` end to end with no edit; the catalog is honest about what
+19 real DR13 apStar files served by a local SAS, the labels of Birky et al. (2020) (Teff and [Fe/H]; log g from eq. 3), `apogeenet init` from the allStar
+(its spectra downloaded by the workspace's first stage) fine-tuning the synthetic survey's model,
+and `dvc repro` end to end with no edit; the catalog is honest about what
 so small a training set knows."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from astropy.io import fits
 from astropy.table import Table
 
@@ -45,23 +46,20 @@ def test_real_files_and_a_plain_label_table_run_end_to_end(trained, real_apstar_
               "--limit", 5, cwd=tmp_path)
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.count("/stars/apo25m/") == 5 and "5 files, about" in dry.stdout and not spectra.exists()
-    fetched = run("download", "--catalog", allstar, "--out", spectra, "--base-url", fake_sas.url, cwd=tmp_path,
-                  timeout=300)
-    assert fetched.returncode == 0, fetched.stderr
-    assert len(list(spectra.rglob("apStar-dr17-*.fits"))) == len(ids) == 19
-
     labels = real_apstar_dir.parent / "labels" / "birky2020_full_sample_results.fits.gz"
     workspace = tmp_path / "mine"
     synthetic = trained[0] / "calibrated" / "model.pt"  # the synthetic survey's model, fine-tuned on real labels
-    made = run("init", workspace, "--spectra", spectra, "--labels", labels, "--logg-column", "none",
-               "--description", "Birky et al. 2020", "--init-model", synthetic, cwd=tmp_path)
+    made = run("init", workspace, "--allstar", allstar, "--base-url", fake_sas.url, "--labels", labels,
+               "--logg-column", "none", "--description", "Birky et al. 2020", "--init-model", synthetic, cwd=tmp_path)
     assert made.returncode == 0, made.stderr
-    assert "truth" not in (workspace / "dvc.yaml").read_text()
+    stages = yaml.safe_load((workspace / "dvc.yaml").read_text())["stages"]
+    assert list(stages)[:2] == ["download", "ingest"] and "truth" not in (workspace / "dvc.yaml").read_text()
     env = {**os.environ, "MLFLOW_TRACKING_URI": ""}
     env.pop("MLFLOW_TRACKING_URI")
     dvc = Path(sys.executable).parent / "dvc"
     repro = subprocess.run([str(dvc), "repro"], cwd=workspace, capture_output=True, text=True, timeout=1500, env=env)
     assert repro.returncode == 0, repro.stdout[-3000:] + repro.stderr[-3000:]
+    assert len(list((workspace / "data" / "apStar").rglob("apStar-dr17-*.fits"))) == len(ids) == 19
 
     # every one of the 14 827 table rows without a label has its reason
     catalog = pd.read_parquet(workspace / "derived" / "labels" / "labels.parquet")
