@@ -280,7 +280,8 @@ def init(
     description: Annotated[Optional[str], typer.Option(
         help="What the labels are (e.g. 'Birky et al. 2020'): kept with the model and in the catalog header.")] = None,
     allstar: Annotated[Optional[Path], typer.Option(
-        help="allStar with cross-matched photometry: the paper's M-dwarf (and with --members YSO) labels.")] = None,
+        help="allStar (DR16/DR17): without --spectra its spectra are downloaded; without other labels its "
+             "cross-matched photometry gives the paper's M-dwarf labels (with --members also YSO).")] = None,
     payne: Annotated[Optional[Path], typer.Option(help="Payne-format labels: the paper's §2.2 source.")] = None,
     members: Annotated[Optional[Path], typer.Option(help="Young-region members: a table or an ID list (.txt).")] = None,
     sources: Annotated[Optional[str], typer.Option(
@@ -299,8 +300,11 @@ def init(
     """Make a workspace for your own apStar files (--spectra, or --allstar to download them) and
     labels (or --synthetic, the demo): params.yaml, dvc.yaml, .dvcignore, README.md and a DVC
     repository; then `cd DIR && dvc repro`."""
+    from apogeenet.model_uri import is_uri
     from apogeenet.workspace import init_workspace
 
+    if init_model and not is_uri(init_model):  # the workspace runs in its own folder: name the file absolutely
+        init_model = str(Path(init_model).resolve())
     columns = {"id": id_column, "teff": teff_column, "fe_h": feh_column, "description": description,
                "logg": None if logg_column and logg_column.lower() == "none" else logg_column}
     columns = {k: v for k, v in columns.items() if v is not None or (k == "logg" and logg_column)}

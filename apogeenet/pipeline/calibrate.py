@@ -41,6 +41,10 @@ def run(cfg: Params, tracker: Tracker) -> StageResult:
     report = (f"{source}: sigma calibration of {', '.join(fitted) or 'no method (too few dev stars)'} against the "
               f"{cfg.calibration.reference} reference, domain threshold {metrics['domain_threshold']:.3g} "
               f"-> {out_dir / MODEL_FILE}")
+    if not fitted:
+        report += (f"\nwarning: {len(data.select(split='dev'))} dev stars, fewer than calibration.min_stars "
+                   f"({cfg.calibration.min_stars}): no sigma calibration, so every catalog row of this model will be "
+                   "flagged UNCALIBRATED (its sigma is pixel noise only)")
     dev = data.select(split="dev")
     offer = Registration(predictor, data.prepared(dev[:2]), lambda candidate: data.predictor_loss(candidate, dev))
     return StageResult("calibrate", metrics, {**stage_params(cfg, "calibration", "predict"), "model": source},

@@ -54,9 +54,10 @@ def test_real_files_and_a_plain_label_table_run_end_to_end(trained, real_apstar_
     assert made.returncode == 0, made.stderr
     stages = yaml.safe_load((workspace / "dvc.yaml").read_text())["stages"]
     assert list(stages)[:2] == ["download", "ingest"] and "truth" not in (workspace / "dvc.yaml").read_text()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": ""}
-    env.pop("MLFLOW_TRACKING_URI")
-    dvc = Path(sys.executable).parent / "dvc"
+    bin_dir = Path(sys.executable).parent  # as after `source .venv/bin/activate`
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    dvc = bin_dir / "dvc"
     repro = subprocess.run([str(dvc), "repro"], cwd=workspace, capture_output=True, text=True, timeout=1500, env=env)
     assert repro.returncode == 0, repro.stdout[-3000:] + repro.stderr[-3000:]
     assert len(list((workspace / "data" / "apStar").rglob("apStar-dr17-*.fits"))) == len(ids) == 19
