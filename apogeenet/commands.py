@@ -101,6 +101,7 @@ def download(
         out.print(f"{sum(not j.refused for j in jobs)} files, about {estimated_bytes(rows) / 1e9:.2f} GB "
                   "(from NVISITS and real apStar sizes); nothing fetched (--dry-run)", soft_wrap=True)
         return
+    out.print(f"{len(jobs)} files, about {estimated_bytes(rows) / 1e9:.2f} GB -> {out_dir}", soft_wrap=True)
     results = download_files(jobs, workers=cfg.workers, retries=cfg.retries,
                              backoff_s=cfg.backoff_s, timeout_s=cfg.timeout_s, deadline_s=cfg.deadline_s,
                              max_bytes=int(cfg.max_file_mb * 2**20),

@@ -218,6 +218,8 @@ def kiel_plot(frame: pd.DataFrame, path: str | Path) -> Path:
     for ax, prefix, title in ((axes[0], "", "labels"), (axes[1], "PRED_", "APOGEE Net predictions")):
         for source, colour in SOURCE_COLOURS.items():
             part = frame[frame["SOURCE"] == source]
+            if part.empty:  # no legend entry for a source without stars
+                continue
             ax.scatter(part[f"{prefix}TEFF"], part[f"{prefix}LOGG"], s=4, alpha=0.6, c=colour, label=source)
         ax.set_title(title)
         ax.set_xlabel("Teff (K)")

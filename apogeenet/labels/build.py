@@ -193,8 +193,10 @@ def build_labels(inputs: LabelInputs, isochrones: Isochrones, *, labels: LabelsP
             parts[source] = part[has_spectrum]
     catalog = combine_labels(parts, label_fractions(labels), previous_splits)
     rejected = pd.concat(rejects, ignore_index=True) if rejects else _reasons([], "")
-    rejected = (rejected[~rejected["APOGEE_ID"].isin(catalog["APOGEE_ID"])]
-                .groupby("APOGEE_ID", sort=True)["REASON"].agg(lambda r: "; ".join(dict.fromkeys(r))).reset_index())
+    rejected = rejected[~rejected["APOGEE_ID"].isin(catalog["APOGEE_ID"])].drop_duplicates()
+    several = rejected["APOGEE_ID"].duplicated(keep=False)  # joined only where a star has several reasons
+    joined = rejected[several].groupby("APOGEE_ID", sort=False)["REASON"].agg("; ".join).reset_index()
+    rejected = pd.concat([rejected[~several], joined]).sort_values("APOGEE_ID", kind="stable").reset_index(drop=True)
     return LabelSet(catalog, normalisation(catalog), mstar, ysos, model, precision, history, rejected)
 
 

@@ -93,3 +93,13 @@ def test_table_columns_are_found_in_any_case():
     frame = table_labels(pd.DataFrame({"apogee_id": [" A "], "TEFF": ["3100"], "logg": [5.0], "feh": [0.1]}),
                          cfg.labels.table)
     assert frame.iloc[0].to_dict() == {"APOGEE_ID": "A", "TEFF": 3100.0, "LOGG": 5.0, "FE_H": 0.1, "LABEL_FLAGS": 0}
+
+
+def test_a_star_rejected_by_two_sources_has_both_reasons():
+    cfg = Params().with_overrides({"labels.sources": ["payne", "table"], "paths.label_table": "mine.csv"})
+    payne = pd.DataFrame({"APOGEE_ID": ["Z", "B"], "TEFF": [3500.0, 5000.0], "LOGG": [4.8, 2.5], "FE_H": [0.0, 0.0]})
+    mine = pd.DataFrame({"APOGEE_ID": ["Z", "A"], "TEFF": [1000.0, 3000.0], "LOGG": [4.8, 5.0], "FE_H": [0.0, 0.0]})
+    label_set = build_labels(LabelInputs(payne=payne, table=mine), shipped_parsec(), labels=cfg.labels, yso=cfg.yso)
+    assert sorted(label_set.catalog["APOGEE_ID"]) == ["A", "B"]
+    [reason] = label_set.rejects.loc[label_set.rejects["APOGEE_ID"] == "Z", "REASON"]
+    assert reason.startswith("PAYNE: Teff <= 4000 K") and reason.endswith("TABLE: TEFF 1000 outside labels.ranges.table [2000, 12000]")
