@@ -9,7 +9,7 @@ from pathlib import Path
 
 from apogeenet.errors import UserFacingError
 
-__all__ = ["GateError", "SUMMARY_FILE", "require_validation", "validated_inputs"]
+__all__ = ["GateError", "SUMMARY_FILE", "file_sha256", "require_validation", "validated_inputs"]
 
 SUMMARY_FILE = "summary.json"
 
@@ -18,11 +18,20 @@ class GateError(UserFacingError):
     """The labels or the store have not passed validation as they are now."""
 
 
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes (hex), read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def validated_inputs(labels_file: Path, store_dir: Path) -> dict[str, str]:
     """SHA-256 of the label catalog and of the store's index: what a validation run vouches for."""
     from apogeenet.store import INDEX_FILE
 
-    return {name: hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "missing"
+    return {name: file_sha256(path) if path.exists() else "missing"
             for name, path in (("labels", Path(labels_file)), ("store_index", Path(store_dir) / INDEX_FILE))}
 
 

@@ -81,12 +81,12 @@ def flat_params(section: Any, prefix: str = "") -> dict[str, Any]:
 def data_version(labels_file: Path, dvc_file: Path = Path("data.dvc")) -> str:
     """The DVC hash of the raw inputs (``data.dvc``) and a hash of the label catalog: the
     ``data_version`` tag of training and evaluation runs."""
-    import hashlib
-
     import yaml
 
+    from apogeenet.gate import file_sha256
+
     raw = yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"] if dvc_file.exists() else "untracked"
-    label_hash = hashlib.sha256(labels_file.read_bytes()).hexdigest()[:12] if labels_file.exists() else "none"
+    label_hash = file_sha256(labels_file)[:12] if labels_file.exists() else "none"
     return f"data={raw};labels={label_hash}"
 
 

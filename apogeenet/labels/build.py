@@ -19,7 +19,8 @@ from apogeenet.config import LabelRange, LabelSource, LabelsParams, Recipe, YSON
 from apogeenet.isochrones import Isochrones
 from apogeenet.labels.files import (LABELS_FILE, LABELS_FITS_FILE, METRICS_FILE, MSTAR_FILE, REJECTS_FILE,
                                     TABLE1_FILE, YSO_FILE, YSO_NET_FILE)
-from apogeenet.labels.catalog import LABEL_COLUMNS, Normalisation, combine_labels, label_fractions, normalisation
+from apogeenet.labels.catalog import (LABEL_COLUMNS, SOURCES, SPLITS, Normalisation, combine_labels, label_fractions,
+                                      normalisation)
 from apogeenet.labels.inputs import LabelInputs, table_labels
 from apogeenet.labels.mdwarfs import find_columns, mdwarf_labels, select_mdwarfs
 from apogeenet.labels.payne import payne_labels
@@ -132,9 +133,8 @@ def _range_reasons(part: pd.DataFrame, source: str, limits: LabelRange) -> tuple
         low, high = getattr(limits, column.lower())
         reason = np.where(~np.isfinite(values) & (reason == ""), f"{source}: no {column}", reason)
         outside = np.isfinite(values) & ((values < low) | (values > high)) & (reason == "")
-        shown = [f"{v:.6g}" for v in values]
-        reason = np.where(outside, [f"{source}: {column} {v} outside labels.ranges.{source.lower()} [{low:g}, {high:g}]"
-                                    for v in shown], reason)
+        reason[outside] = [f"{source}: {column} {v:.6g} outside labels.ranges.{source.lower()} [{low:g}, {high:g}]"
+                           for v in values[outside]]
     ok = reason == ""
     return _reasons(part["APOGEE_ID"][~ok], reason[~ok]), ok
 
@@ -258,4 +258,4 @@ def read_splits(labels_file: Path) -> dict[str, str] | None:
 def label_counts(metrics: dict) -> dict[str, int]:
     """The per-source, per-split counts among :func:`label_metrics` (``payne_train``, ...)."""
     return {k: v for k, v in metrics.items()
-            if k.split("_")[0] in ("payne", "mstar", "yso", "table") and k.split("_")[-1] in ("train", "dev", "test")}
+            if k.split("_")[0] in {source.lower() for source in SOURCES} and k.split("_")[-1] in SPLITS}

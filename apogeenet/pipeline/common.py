@@ -3,15 +3,13 @@ tag and the gated training set."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from apogeenet.config import Params
 from apogeenet.dataset import LabelledSpectra
 from apogeenet.errors import UserFacingError
 from apogeenet.labels.files import LABELS_FILE, TABLE1_FILE
 from apogeenet.tracking import data_version, flat_params
 
-__all__ = ["StageError", "data_tags", "file_sha256", "provenance", "stage_params", "training_data"]
+__all__ = ["StageError", "data_tags", "provenance", "stage_params", "training_data"]
 
 
 class StageError(UserFacingError):
@@ -32,6 +30,7 @@ def provenance(cfg: Params, data: LabelledSpectra) -> dict[str, str]:
     """What a model trained (or adapted) on ``data`` was trained on, stored in its file and
     written in every catalog's header: the label catalog's SHA-256 (predict joins only those
     labels), the data version, a synthetic survey or real spectra, the label sources."""
+    from apogeenet.gate import file_sha256
     from apogeenet.labels.catalog import SOURCES
 
     labels_file = cfg.paths.labels / LABELS_FILE
@@ -42,17 +41,6 @@ def provenance(cfg: Params, data: LabelledSpectra) -> dict[str, str]:
     if "TABLE" in present:
         out["label_table"] = cfg.labels.table.description
     return out
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file's bytes (hex)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def training_data(cfg: Params) -> LabelledSpectra:

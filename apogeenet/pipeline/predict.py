@@ -11,7 +11,8 @@ from pathlib import Path
 
 from apogeenet.config import Params, Uncertainty
 from apogeenet.locks import one_writer
-from apogeenet.pipeline.common import StageError, file_sha256, stage_params
+from apogeenet.gate import file_sha256
+from apogeenet.pipeline.common import StageError, stage_params
 from apogeenet.shards import ShardPlan
 from apogeenet.tracking import StageResult, Tracker, tracked
 
@@ -72,9 +73,10 @@ def _catalog(cfg: Params, planned: ShardPlan) -> StageResult:
     predictor = Predictor.load(planned.model)
     labels_file = cfg.paths.labels / LABELS_FILE
     trained_on = predictor.provenance.get("labels_sha256")
-    if labels_file.exists() and trained_on and file_sha256(labels_file) != trained_on:
+    given = file_sha256(labels_file) if labels_file.exists() and trained_on else trained_on
+    if given != trained_on:
         raise StageError(f"{labels_file} holds other labels than {cfg.predict.model} was trained on (SHA-256 "
-                         f"{file_sha256(labels_file)[:12]}… vs {trained_on[:12]}…): its LABEL columns and splits would "
+                         f"{given[:12]}… vs {trained_on[:12]}…): its LABEL columns and splits would "
                          "be wrong; train on these labels (`dvc repro`) or give --labels the model's own")
     index = planned.index()
     calibration = predictor.calibrations.get(str(p.uncertainty))
