@@ -61,6 +61,11 @@ class Augment(StrEnum):
     NOISE = "noise"  # each epoch a fresh draw of noise from each spectrum's own (capped) errors
 
 
+class Engine(StrEnum):
+    FAST = "fast"    # the training kernels of apogeenet.train_kernels, the split held in memory
+    EAGER = "eager"  # the Conv1d stack, batches read from the store: the reference
+
+
 class Recipe(StrEnum):
     RELEASED = "released"  # the M-dwarf relations as the paper's released catalog applied them
     PAPER = "paper"        # eqs. 1-3 as printed (§2.3)
@@ -334,6 +339,10 @@ class TrainProfile(_Section):
     error (the §3.5 cap; training's own key, so the predict settings never touch training)."""
     weight_decay: float = Field(0.0, ge=0)
     """L2 penalty of the optimiser (Adam: decoupled, AdamW)."""
+    engine: Engine = Engine.FAST
+    """How the steps run: ``fast`` (on a CPU the kernels of apogeenet/train_kernels.py, fused
+    optimiser steps, the training split read once into memory) or ``eager`` (the Conv1d stack with
+    batches read from the store, the reference); the same numbers to float32 rounding."""
 
 
 class AdaptTraining(TrainProfile):

@@ -10,13 +10,14 @@ import pandas as pd
 import torch
 
 from apogeenet.errors import InputError
+from apogeenet.io.apstar import APSTAR_NPIX
 from apogeenet.labels.catalog import LABEL_COLUMNS, Normalisation
 from apogeenet.model import prepare_flux, scale_flux
 from apogeenet.serving import Predictor
 from apogeenet.store import SpectraStore, primary_rows
 from apogeenet.uncertainty import perturbation_sigma
 
-__all__ = ["LabelledSpectra", "best_device", "standardised_mse"]
+__all__ = ["LabelledSpectra", "StagedSplit", "best_device", "standardised_mse"]
 
 
 class LabelledSpectra:
@@ -101,6 +102,58 @@ class LabelledSpectra:
         that models with other units compare on this catalog)."""
         physical = predictor.predict(self.prepared(positions)).to_numpy()
         return standardised_mse(self, positions, (physical - self.table1.mean) / self.table1.std)
+
+
+class StagedSplit:
+    """The stars of one split read from the store once and held where training runs (memory, or
+    the GPU): their prepared flux and, for noise augmentation, their capped pixel σ, so that an
+    epoch does no per-batch reading or bad-pixel work. :meth:`batch` gives what
+    :meth:`LabelledSpectra.batch` gives for the same stars and noise generator (on a GPU the draws
+    are made there from a seed instead)."""
+
+    CHUNK = 1024  # stars read from the store at a time while staging
+
+    def __init__(self, data: LabelledSpectra, positions: np.ndarray, device: torch.device | str = "cpu",
+                 *, noise_cap: float | None = None) -> None:
+        self.data, self.device = data, torch.device(device)
+        self.slot = np.full(len(data), -1, np.int64)
+        self.slot[positions] = np.arange(len(positions))
+        flux, sigma = [], []
+        for start in range(0, len(positions), self.CHUNK):
+            spectra = data.store.read(data.rows[positions[start:start + self.CHUNK]])
+            flux.append(torch.from_numpy(prepare_flux(spectra.flux, spectra.error)).to(self.device))
+            if noise_cap is not None:
+                sigma.append(torch.from_numpy(perturbation_sigma(spectra.flux, spectra.error, noise_cap))
+                             .to(self.device))
+        empty = torch.empty((0, APSTAR_NPIX), device=self.device)
+        self.flux = torch.cat(flux) if flux else empty
+        self.sigma = (torch.cat(sigma) if sigma else empty) if noise_cap is not None else None
+        self.targets = torch.from_numpy(data.targets[positions]).to(self.device)
+
+    @staticmethod
+    def nbytes(data: LabelledSpectra, positions: np.ndarray, noise: bool) -> int:
+        """Memory a staged split of these stars takes (float32 flux, and σ with noise)."""
+        return len(positions) * APSTAR_NPIX * 4 * (2 if noise else 1)
+
+    def batch(self, positions: np.ndarray, noise: np.random.Generator | int | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Network input and standardised targets of these stars (positions into the catalog, all
+        staged); ``noise``: a numpy generator (the draws of :meth:`LabelledSpectra.batch`) or,
+        on a GPU, an integer seed for a generator there."""
+        slots = torch.from_numpy(self.slot[positions]).to(self.device)
+        if (slots < 0).any():
+            raise ValueError("a batch asks for stars that were not staged")
+        flux = self.flux[slots]
+        if noise is not None:
+            if self.sigma is None:
+                raise ValueError("a noise draw needs a split staged with its noise cap")
+            if isinstance(noise, np.random.Generator):
+                draw = torch.from_numpy(noise.standard_normal(tuple(flux.shape), np.float32)).to(self.device)
+            else:
+                generator = torch.Generator(self.device).manual_seed(int(noise))
+                draw = torch.randn(flux.shape, generator=generator, device=self.device)
+            flux = flux + draw * self.sigma[slots]
+        return scale_flux(flux, self.data.flux_scale), self.targets[slots]
 
 
 def standardised_mse(data: LabelledSpectra, positions: np.ndarray, prediction: np.ndarray) -> float:

@@ -6,7 +6,12 @@ saved, five epochs without improvement stop training (patience is a parameter). 
 learning rate and momentum are parameters: the paper's profile is SGD at 1e-3, batch 128; the
 demo profile uses Adam, which converges on a few thousand stars (see params.yaml).
 
-Batches stream from the spectra store (memory-mapped rows), never from FITS files. Training
+Two engines compute the same steps (to float32 rounding; bench/train.py measures both): ``fast``
+(the default) holds the training and dev splits in memory (or on the GPU) once
+(:class:`apogeenet.dataset.StagedSplit`), runs the convolutions on a CPU with the kernels of
+:mod:`apogeenet.train_kernels` and steps a fused optimiser; ``eager``, the reference, streams each
+batch from the spectra store (memory-mapped rows) through the Conv1d stack. Neither reads FITS
+files. A split too large to hold is streamed by the fast engine as well. Training
 resumes from ``last.pt`` in the checkpoint directory after an interruption (only if that
 checkpoint has the same configuration, apart from patience (and max_epochs for a constant rate),
 and data sizes); ``best.pt`` holds the best weights so far. CUDA is used when present (optionally
@@ -27,10 +32,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from apogeenet.config import Augment, Optimizer, Schedule, TrainProfile
-from apogeenet.dataset import LabelledSpectra, best_device, standardised_mse
+from apogeenet.config import Augment, Engine, Optimizer, Schedule, TrainProfile
+from apogeenet.dataset import LabelledSpectra, StagedSplit, best_device, standardised_mse
 from apogeenet.errors import UserFacingError
 from apogeenet.model import ApogeeNet
+from apogeenet.train_kernels import fast_forward, fast_supported
 from apogeenet.weights import ModelFileError, load_weights, save_weights
 
 __all__ = ["TrainResult", "TrainingDiverged", "load_checkpoint", "predict_standardised", "train_model"]
@@ -52,12 +58,44 @@ class TrainResult:
 
 
 def _optimizer(model: nn.Module, cfg: TrainProfile) -> torch.optim.Optimizer:
+    """The profile's optimiser; one fused kernel over all parameters for the fast engine."""
+    fused = {"fused": True} if cfg.engine is Engine.FAST else {}
     if cfg.optimizer is Optimizer.SGD:
         return torch.optim.SGD(model.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum,
-                               weight_decay=cfg.weight_decay)
+                               weight_decay=cfg.weight_decay, **fused)
     if cfg.weight_decay > 0:
-        return torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+        return torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay, **fused)
+    return torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, **fused)
+
+
+def _forward(model: nn.Module, cfg: TrainProfile) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The network's forward pass as the engine runs it (the fast kernels only for float32 on a CPU)."""
+    if cfg.engine is Engine.EAGER:
+        return model
+    return lambda flux: fast_forward(model, flux) if fast_supported(flux) else model(flux)
+
+
+def _staging_budget(device: torch.device) -> int:
+    """Bytes a staged split may take: half the GPU's free memory, a quarter of the machine's."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] // 2
+    import os
+
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+
+
+def _stage(data: LabelledSpectra, train_positions: np.ndarray, dev_positions: np.ndarray,
+           cfg: TrainProfile, device: torch.device) -> tuple[StagedSplit | None, StagedSplit | None]:
+    """The fast engine's staged training and dev splits (None: streamed from the store)."""
+    if cfg.engine is Engine.EAGER:
+        return None, None
+    noise = cfg.augment is Augment.NOISE
+    size = StagedSplit.nbytes(data, train_positions, noise) + StagedSplit.nbytes(data, dev_positions, False)
+    if size > _staging_budget(device):
+        _log.info("the training split (%.1f GB) is streamed from the store", size / 1e9)
+        return None, None
+    return (StagedSplit(data, train_positions, device, noise_cap=cfg.augment_error_cap if noise else None),
+            StagedSplit(data, dev_positions, device))
 
 
 def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainProfile, steps_per_epoch: int):
@@ -72,23 +110,28 @@ def _autocast(device: torch.device, amp: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
 
 
-def predict_standardised(model: nn.Module, data: LabelledSpectra, positions: np.ndarray,
-                         chunk: int = 256, device: torch.device | None = None) -> np.ndarray:
-    """Standardised predictions (len(positions), 3) in eval mode, ``chunk`` spectra at a time."""
+def predict_standardised(model: nn.Module, data: LabelledSpectra | StagedSplit, positions: np.ndarray,
+                         chunk: int = 256, device: torch.device | None = None,
+                         forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> np.ndarray:
+    """Standardised predictions (len(positions), 3) in eval mode, ``chunk`` spectra at a time,
+    from the store or a staged split, through ``forward`` (default: the model)."""
     device = device or next(model.parameters()).device
+    forward = forward or model
     model.eval()
     out = np.empty((len(positions), 3), np.float32)
     with torch.no_grad():
         for start in range(0, len(positions), chunk):
-            flux, _ = data.batch(positions[start:start + chunk], device)
-            out[start:start + len(flux)] = model(flux).float().cpu().numpy()
+            part = positions[start:start + chunk]
+            flux, _ = data.batch(part) if isinstance(data, StagedSplit) else data.batch(part, device)
+            out[start:start + len(flux)] = forward(flux).float().cpu().numpy()
     return out
 
 
-def _dev_loss(model, data, positions, batch_size, device) -> float:
+def _dev_loss(model, data, positions, device, staged: StagedSplit | None, forward) -> float:
     if len(positions) == 0:
         return math.nan
-    return standardised_mse(data, positions, predict_standardised(model, data, positions, batch_size, device))
+    source = data if staged is None else staged
+    return standardised_mse(data, positions, predict_standardised(model, source, positions, 256, device, forward))
 
 
 def _inputs_hash(data: LabelledSpectra, train_positions: np.ndarray, dev_positions: np.ndarray) -> str:
@@ -183,7 +226,9 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
         state = saved["state"]
     elif init_state is not None:
         model.load_state_dict(init_state)
-    measure = dev_loss or (lambda net: _dev_loss(net, data, dev_positions, 256, device))
+    forward = _forward(model, cfg)
+    staged, staged_dev = _stage(data, train_positions, dev_positions, cfg, device)
+    measure = dev_loss or (lambda net: _dev_loss(net, data, dev_positions, device, staged_dev, forward))
     if saved is None and init_state is not None:  # the starting point is the best so far
         state.update(best_dev_loss=measure(model), best_epoch=-1)
         save_weights({"model": model.state_dict(), "config": config, "epoch": -1}, best_path)
@@ -198,11 +243,15 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
             for start in range(0, len(order), cfg.batch_size):
                 noise = (np.random.default_rng([seed, state["epoch"], start]) if cfg.augment is Augment.NOISE
                          else None)  # a function of (seed, epoch, batch): a resumed run draws the same
-                flux, target = data.batch(order[start:start + cfg.batch_size], device, noise,
-                                           noise_cap=cfg.augment_error_cap)
+                batch = order[start:start + cfg.batch_size]
+                if staged is None:
+                    flux, target = data.batch(batch, device, noise, noise_cap=cfg.augment_error_cap)
+                else:  # on a GPU the draws are made there, from a seed of the same generator
+                    flux, target = staged.batch(batch, noise if noise is None or device.type == "cpu"
+                                                else int(noise.integers(2**62)))
                 optimizer.zero_grad(set_to_none=True)
                 with _autocast(device, cfg.amp):
-                    loss = loss_fn(model(flux).float(), target)
+                    loss = loss_fn(forward(flux).float(), target)
                 loss.backward()
                 if cfg.grad_clip > 0:
                     nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
