@@ -140,9 +140,10 @@ class StagedSplit:
         """Network input and standardised targets of these stars (positions into the catalog, all
         staged); ``noise``: a numpy generator (the draws of :meth:`LabelledSpectra.batch`) or,
         on a GPU, an integer seed for a generator there."""
-        slots = torch.from_numpy(self.slot[positions]).to(self.device)
+        slots = self.slot[positions]
         if (slots < 0).any():
             raise ValueError("a batch asks for stars that were not staged")
+        slots = torch.from_numpy(slots).to(self.device)
         flux = self.flux[slots]
         if noise is not None:
             if self.sigma is None:

@@ -258,9 +258,10 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
                 optimizer.step()
                 if scheduler is not None:
                     scheduler.step()
-                total += float(loss.detach()) * len(flux)
+                total += loss.detach().double() * len(flux)  # on the device: no wait for each step
                 seen += len(flux)
                 bar.advance()
+        total = float(total)
         if not math.isfinite(total):
             raise TrainingDiverged(f"training diverged: the loss is {total} in epoch {state['epoch']} "
                                    f"({cfg.optimizer}, learning rate {cfg.learning_rate}); lower the learning "
