@@ -109,7 +109,7 @@ class StagedSplit:
     the GPU): their prepared flux and, for noise augmentation, their capped pixel σ, so that an
     epoch does no per-batch reading or bad-pixel work. :meth:`batch` gives what
     :meth:`LabelledSpectra.batch` gives for the same stars and noise generator (on a GPU the draws
-    are made there from a seed instead)."""
+    are made there, from a seed that generator gives)."""
 
     CHUNK = 1024  # stars read from the store at a time while staging
 
@@ -118,28 +118,26 @@ class StagedSplit:
         self.data, self.device = data, torch.device(device)
         self.slot = np.full(len(data), -1, np.int64)
         self.slot[positions] = np.arange(len(positions))
-        flux, sigma = [], []
-        for start in range(0, len(positions), self.CHUNK):
-            spectra = data.store.read(data.rows[positions[start:start + self.CHUNK]])
-            flux.append(torch.from_numpy(prepare_flux(spectra.flux, spectra.error)).to(self.device))
-            if noise_cap is not None:
-                sigma.append(torch.from_numpy(perturbation_sigma(spectra.flux, spectra.error, noise_cap))
-                             .to(self.device))
-        empty = torch.empty((0, APSTAR_NPIX), device=self.device)
-        self.flux = torch.cat(flux) if flux else empty
-        self.sigma = (torch.cat(sigma) if sigma else empty) if noise_cap is not None else None
+        self.flux = torch.empty((len(positions), APSTAR_NPIX), device=self.device)
+        self.sigma = None if noise_cap is None else torch.empty_like(self.flux)
+        for start in range(0, len(positions), self.CHUNK):  # filled in place: no second copy at the peak
+            part = slice(start, start + self.CHUNK)
+            spectra = data.store.read(data.rows[positions[part]])
+            self.flux[part] = torch.from_numpy(prepare_flux(spectra.flux, spectra.error))
+            if self.sigma is not None:
+                self.sigma[part] = torch.from_numpy(perturbation_sigma(spectra.flux, spectra.error, noise_cap))
         self.targets = torch.from_numpy(data.targets[positions]).to(self.device)
 
     @staticmethod
-    def nbytes(data: LabelledSpectra, positions: np.ndarray, noise: bool) -> int:
+    def nbytes(positions: np.ndarray, noise: bool) -> int:
         """Memory a staged split of these stars takes (float32 flux, and σ with noise)."""
         return len(positions) * APSTAR_NPIX * 4 * (2 if noise else 1)
 
-    def batch(self, positions: np.ndarray, noise: np.random.Generator | int | None = None
+    def batch(self, positions: np.ndarray, noise: np.random.Generator | None = None
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """Network input and standardised targets of these stars (positions into the catalog, all
-        staged); ``noise``: a numpy generator (the draws of :meth:`LabelledSpectra.batch`) or,
-        on a GPU, an integer seed for a generator there."""
+        staged); with ``noise`` plus its draws (:meth:`LabelledSpectra.batch`'s on a CPU; on a GPU
+        a generator there, seeded from ``noise``)."""
         slots = self.slot[positions]
         if (slots < 0).any():
             raise ValueError("a batch asks for stars that were not staged")
@@ -148,10 +146,10 @@ class StagedSplit:
         if noise is not None:
             if self.sigma is None:
                 raise ValueError("a noise draw needs a split staged with its noise cap")
-            if isinstance(noise, np.random.Generator):
-                draw = torch.from_numpy(noise.standard_normal(tuple(flux.shape), np.float32)).to(self.device)
+            if self.device.type == "cpu":
+                draw = torch.from_numpy(noise.standard_normal(tuple(flux.shape), np.float32))
             else:
-                generator = torch.Generator(self.device).manual_seed(int(noise))
+                generator = torch.Generator(self.device).manual_seed(int(noise.integers(2**62)))
                 draw = torch.randn(flux.shape, generator=generator, device=self.device)
             flux = flux + draw * self.sigma[slots]
         return scale_flux(flux, self.data.flux_scale), self.targets[slots]

@@ -86,16 +86,17 @@ def _staging_budget(device: torch.device) -> int:
 
 def _stage(data: LabelledSpectra, train_positions: np.ndarray, dev_positions: np.ndarray,
            cfg: TrainProfile, device: torch.device) -> tuple[StagedSplit | None, StagedSplit | None]:
-    """The fast engine's staged training and dev splits (None: streamed from the store)."""
+    """The fast engine's staged training and dev splits (None: streamed from the store; no dev
+    split for an empty ``dev_positions``)."""
     if cfg.engine is Engine.EAGER:
         return None, None
     noise = cfg.augment is Augment.NOISE
-    size = StagedSplit.nbytes(data, train_positions, noise) + StagedSplit.nbytes(data, dev_positions, False)
+    size = StagedSplit.nbytes(train_positions, noise) + StagedSplit.nbytes(dev_positions, False)
     if size > _staging_budget(device):
         _log.info("the training split (%.1f GB) is streamed from the store", size / 1e9)
         return None, None
     return (StagedSplit(data, train_positions, device, noise_cap=cfg.augment_error_cap if noise else None),
-            StagedSplit(data, dev_positions, device))
+            StagedSplit(data, dev_positions, device) if len(dev_positions) else None)
 
 
 def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainProfile, steps_per_epoch: int):
@@ -227,7 +228,8 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
     elif init_state is not None:
         model.load_state_dict(init_state)
     forward = _forward(model, cfg)
-    staged, staged_dev = _stage(data, train_positions, dev_positions, cfg, device)
+    staged, staged_dev = _stage(data, train_positions, dev_positions if dev_loss is None else dev_positions[:0],
+                                cfg, device)
     measure = dev_loss or (lambda net: _dev_loss(net, data, dev_positions, device, staged_dev, forward))
     if saved is None and init_state is not None:  # the starting point is the best so far
         state.update(best_dev_loss=measure(model), best_epoch=-1)
@@ -244,11 +246,8 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
                 noise = (np.random.default_rng([seed, state["epoch"], start]) if cfg.augment is Augment.NOISE
                          else None)  # a function of (seed, epoch, batch): a resumed run draws the same
                 batch = order[start:start + cfg.batch_size]
-                if staged is None:
-                    flux, target = data.batch(batch, device, noise, noise_cap=cfg.augment_error_cap)
-                else:  # on a GPU the draws are made there, from a seed of the same generator
-                    flux, target = staged.batch(batch, noise if noise is None or device.type == "cpu"
-                                                else int(noise.integers(2**62)))
+                flux, target = (data.batch(batch, device, noise, noise_cap=cfg.augment_error_cap) if staged is None
+                                else staged.batch(batch, noise))
                 optimizer.zero_grad(set_to_none=True)
                 with _autocast(device, cfg.amp):
                     loss = loss_fn(forward(flux).float(), target)

@@ -124,10 +124,10 @@ def fast_forward(model: nn.Module, flux: torch.Tensor) -> torch.Tensor:
 def fast_features(model: nn.Module, flux: torch.Tensor) -> torch.Tensor:
     """``model.features(flux.unsqueeze(1))`` flattened, (n, 64·133), for training on a CPU: the
     same values and gradients (to float32 rounding) with the fast kernels above."""
-    convs = [layer for layer in model.features if isinstance(layer, nn.Conv1d)]
-    pooled = {i for i, layer in enumerate(model.features) if isinstance(layer, nn.MaxPool1d)}
-    pooled_after = {sum(isinstance(layer, nn.Conv1d) for layer in model.features[:i]) - 1 for i in pooled}
+    layers = list(model.features)  # Conv1d, ReLU[, MaxPool1d], Conv1d, ...
     x = flux.unsqueeze(-1)
-    for i, conv in enumerate(convs):
-        x = _ConvBlock.apply(x, conv.weight, conv.bias, i in pooled_after)
+    for i, layer in enumerate(layers):
+        if isinstance(layer, nn.Conv1d):
+            pooled = isinstance(layers[i + 2] if i + 2 < len(layers) else None, nn.MaxPool1d)
+            x = _ConvBlock.apply(x, layer.weight, layer.bias, pooled)
     return x.transpose(1, 2).reshape(len(flux), -1)
