@@ -19,6 +19,7 @@ model's (None: no guard); a round in which no epoch qualifies keeps the model it
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +30,9 @@ from apogeenet.config import AdaptParams, StopOn
 from apogeenet.errors import InputError
 from apogeenet.model import ApogeeNet
 from apogeenet.dataset import LabelledSpectra, standardised_mse
-from apogeenet.train import predict_standardised, train_model
+from apogeenet.train import member_directory, predict_standardised, train_model
 
-__all__ = ["AdaptResult", "adapt_model", "focus_loss", "rms_per_parameter"]
+__all__ = ["AdaptResult", "adapt_ensemble", "adapt_model", "focus_loss", "rms_per_parameter"]
 
 FOCUS_SOURCES = ("MSTAR", "YSO")
 
@@ -119,3 +120,18 @@ def _stopping_criterion(start: ApogeeNet, data: LabelledSpectra, cfg: AdaptParam
         return focus_loss(net, data, stop_dev)
 
     return criterion
+
+
+def adapt_ensemble(data: LabelledSpectra, init_states: list[dict], cfg: AdaptParams, checkpoint_dir: str | Path, *,
+                   on_round: Callable[[int, dict, list[dict]], None] | None = None) -> list[AdaptResult]:
+    """:func:`adapt_model` for each member of an ensemble, on its own: the same Payne draws per
+    round, training seeds of its own (member m's round k: ``training.seed + m·max_rounds + k``),
+    checkpoints under ``member<m>/`` (a single network: the directory itself);
+    ``on_round(member, record, history)``."""
+    results = []
+    for m, state in enumerate(init_states):
+        training = cfg.training.model_copy(update={"seed": cfg.training.seed + m * cfg.max_rounds})
+        results.append(adapt_model(data, state, cfg.model_copy(update={"training": training}),
+                                   member_directory(checkpoint_dir, m, len(init_states)),
+                                   on_round=None if on_round is None else functools.partial(on_round, m)))
+    return results

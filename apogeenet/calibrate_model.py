@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pandas as pd
 
 from apogeenet.calibration import PARAMETERS, TooFewStars, fit_calibration
@@ -21,7 +23,12 @@ def calibrate_predictor(predictor, data, predict: PredictParams, params: Calibra
     dev split of ``data``, a :class:`apogeenet.dataset.LabelledSpectra`) and the domain reference
     (training split's activations, dev split's threshold) and attach them to ``predictor``;
     returns the fitted terms as metrics (``…/fitted`` 0 where the dev split is too small: that
-    method then stays uncalibrated)."""
+    method then stays uncalibrated).
+
+    The σ calibrated is the total of pixel noise and, for an ensemble, the members' spread
+    (:attr:`apogeenet.uncertainty.MCResult.total_sigma`); an ensemble's metrics also hold the
+    terms fitted to its pixel-noise σ alone (``…_a_pixel_only``, ``…_b_pixel_only``): how much
+    of the inflation its spread makes unnecessary."""
     dev, train = data.select(split="dev"), data.select(split="train")
     ids = data.catalog["APOGEE_ID"].to_numpy()[dev]
     use_truth = params.reference == CalibrationReference.TRUTH or (
@@ -35,19 +42,22 @@ def calibrate_predictor(predictor, data, predict: PredictParams, params: Calibra
     for method in params.methods:
         result = predict_store(predictor, data.store, predict.model_copy(update={"uncertainty": method}),
                                rows=data.rows[dev])
+        fit = functools.partial(fit_calibration, result.prediction, reference=reference, method=str(method),
+                                reference_name="truth" if use_truth else "labels", sources=sources,
+                                clip=params.clip, min_stars=params.min_stars)
         try:
-            fitted = fit_calibration(result.prediction, result.sigma, reference, method=str(method),
-                                     reference_name="truth" if use_truth else "labels", sources=sources,
-                                     clip=params.clip, min_stars=params.min_stars)
-        except TooFewStars:  # a small project: the catalog's *_ERR is the method's σ
+            fitted = fit(result.total_sigma)
+        except TooFewStars:  # a small project: the catalog's *_ERR is the uncalibrated σ
             metrics[f"sigma_calibration/{method}/fitted"] = 0
             continue
         predictor.calibrations[str(method)] = fitted
         metrics[f"sigma_calibration/{method}/fitted"] = 1
-        for region, terms in fitted.terms.items():
-            for name, (a, b, _) in terms.items():
-                metrics[f"sigma_calibration/{method}/{region}/{name.lower()}_a"] = a
-                metrics[f"sigma_calibration/{method}/{region}/{name.lower()}_b"] = b
+        fits = {"": fitted, "_pixel_only": fit(result.sigma) if len(predictor.members) > 1 else None}
+        for suffix, calibration in fits.items():
+            for region, terms in (calibration.terms.items() if calibration else ()):
+                for name, (a, b, _) in terms.items():
+                    metrics[f"sigma_calibration/{method}/{region}/{name.lower()}_a{suffix}"] = a
+                    metrics[f"sigma_calibration/{method}/{region}/{name.lower()}_b{suffix}"] = b
     single = predict.model_copy(update={"uncertainty": Uncertainty.NONE})  # both through the inference path
     dev_hidden = predict_store(predictor, data.store, single, rows=data.rows[dev]).hidden
     train_hidden = predict_store(predictor, data.store, single, rows=data.rows[train]).hidden

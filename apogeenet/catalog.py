@@ -22,10 +22,11 @@ type) with units; ``FLAGS`` marks rows the paper left out instead of dropping th
 lists the bits (``FLAGB0``…) and describes every column (``TCOMMn``, which TOPCAT shows), and
 records the model (its registry version, the SHA-256 of its weights) and what it was trained on.
 
-σ: ``*_ERR`` is the calibrated σ (:mod:`apogeenet.calibration`, the model's fit of the error the
-method misses), ``*_ERR_MC`` the method's own (the §3.5 Monte Carlo, or the delta method; header
-``SIGMA``); a model without a calibration for the method gives ``*_ERR`` = ``*_ERR_MC`` (header
-``SIGCAL`` 'none'). The clean view keeps ``FLAGS == 0``. §4.1 products: ``YSO_CANDIDATE`` inside the (Teff, log g)
+σ: ``*_ERR_MC`` is the method's (pixel noise: the §3.5 Monte Carlo, or the delta method; header
+``SIGMA``), ``*_ERR_MODEL`` the spread of an ensemble's members (the model's own error; NaN for a
+single network), ``*_ERR`` the calibrated total (:mod:`apogeenet.calibration`: the fit of the
+error both miss, applied to √(ERR_MC² + ERR_MODEL²)); a model without a calibration for the
+method gives ``*_ERR`` = that total (header ``SIGCAL`` 'none'). The clean view keeps ``FLAGS == 0``. §4.1 products: ``YSO_CANDIDATE`` inside the (Teff, log g)
 triangle (2200, 4.4), (4500, 3.9), (3200, 1.7), and ``AGE_BIN`` from log g for those
 (< 3.6, 3.6–3.8, 3.8–4.0, 4.0–4.2, > 4.2 dex ↔ ≲ 1, 1–2, 2–3, 3–5, ≳ 5 Myr).
 """
@@ -47,6 +48,7 @@ from apogeenet.kiel import YSO_POLYGON, in_yso_polygon
 from apogeenet.plotting import SOURCE_COLOURS, pyplot, save
 from apogeenet.labels.catalog import LABEL_COLUMNS
 from apogeenet.store import primary_rows
+from apogeenet.uncertainty import total_sigma
 
 __all__ = ["SUMMARY_FILE", "header_meta", "AGE_BINS", "FLAG_BITS", "FLAG_MEANINGS", "flag_header", "flag_names", "YSO_POLYGON", "age_bins", "build_catalog", "catalog_summary", "catalog_table",
            "in_yso_polygon", "kiel_by_type_plot", "product_paths", "sigma_snr_plot", "write_catalog", "write_products",
@@ -70,13 +72,14 @@ FLAG_MEANINGS = {
     "UNCALIBRATED": "no sigma calibration in the model: *_ERR is pixel noise only, not the model's error",
 }
 """What each FLAGS bit means (header FLAGBn, the FLAGS column's description, README)."""
-_UNITS = {"RA": u.deg, "DEC": u.deg, "TEFF": u.K, "TEFF_LABEL": u.K, "TEFF_ERR": u.K, "TEFF_ERR_MC": u.K,
-          "LOGG": u.dex, "LOGG_LABEL": u.dex, "LOGG_ERR": u.dex, "LOGG_ERR_MC": u.dex,
-          "FE_H": u.dex, "FE_H_LABEL": u.dex, "FE_H_ERR": u.dex, "FE_H_ERR_MC": u.dex}
+_UNITS = {"RA": u.deg, "DEC": u.deg, **{f"{name}{suffix}": unit for name, unit in
+                                        (("TEFF", u.K), ("LOGG", u.dex), ("FE_H", u.dex))
+                                        for suffix in ("", "_LABEL", "_ERR", "_ERR_MC", "_ERR_MODEL")}}
 _DESCRIPTIONS = {
     "TEFF": "APOGEE Net prediction of Teff", "TEFF_LABEL": "training label of Teff (NaN: none)",
-    "TEFF_ERR": "calibrated sigma (the method's and the model's missing error)",
-    "TEFF_ERR_MC": "the method's sigma (Monte Carlo, Sect. 3.5, or delta: header SIGMA)",
+    "TEFF_ERR": "calibrated total sigma: pixel noise, model spread, missing error",
+    "TEFF_ERR_MC": "pixel-noise sigma (Monte Carlo, Sect. 3.5, or delta: header SIGMA)",
+    "TEFF_ERR_MODEL": "ensemble members' spread: the model's own error (NaN: one network)",
     "SNR": "apStar SNR",
     "DATA_SET": "train/dev/test/none", "DATA_TYPE": "label source: PAYNE/MSTAR/YSO/TABLE/none",
     "FLAGS": "bitmask, 0 = clean; bits: header FLAGB0-FLAGB7, names: FLAG_NAMES",
@@ -89,9 +92,11 @@ _DESCRIPTIONS = {
 }
 for _name, _what in (("LOGG", "log g"), ("FE_H", "[Fe/H]")):
     _DESCRIPTIONS.update({_name: f"APOGEE Net prediction of {_what}", f"{_name}_LABEL": f"training label of {_what} (NaN: none)",
-                          f"{_name}_ERR": _DESCRIPTIONS["TEFF_ERR"], f"{_name}_ERR_MC": _DESCRIPTIONS["TEFF_ERR_MC"]})
-COLUMNS = ["APOGEE_ID", "RA", "DEC", "LOGG_LABEL", "LOGG", "LOGG_ERR", "LOGG_ERR_MC", "TEFF_LABEL", "TEFF",
-           "TEFF_ERR", "TEFF_ERR_MC", "FE_H_LABEL", "FE_H", "FE_H_ERR", "FE_H_ERR_MC", "SNR", "N_GOOD_PIXELS",
+                          **{f"{_name}{suffix}": _DESCRIPTIONS[f"TEFF{suffix}"]
+                             for suffix in ("_ERR", "_ERR_MC", "_ERR_MODEL")}})
+COLUMNS = ["APOGEE_ID", "RA", "DEC", "LOGG_LABEL", "LOGG", "LOGG_ERR", "LOGG_ERR_MC", "LOGG_ERR_MODEL", "TEFF_LABEL",
+           "TEFF", "TEFF_ERR", "TEFF_ERR_MC", "TEFF_ERR_MODEL", "FE_H_LABEL", "FE_H", "FE_H_ERR", "FE_H_ERR_MC",
+           "FE_H_ERR_MODEL", "SNR", "N_GOOD_PIXELS",
            "DOMAIN_DIST", "DATA_SET", "DATA_TYPE", "FLAGS", "FLAG_NAMES", "YSO_CANDIDATE", "AGE_BIN"]
 
 
@@ -109,10 +114,11 @@ def build_catalog(index: pd.DataFrame, prediction: np.ndarray, sigma: np.ndarray
                   bounds: dict[str, tuple[float, float]], n_good_pixels: np.ndarray,
                   min_good_pixels: int, calibration: SigmaCalibration | None = None,
                   domain_distance: np.ndarray | None = None, domain_threshold: float = np.inf,
-                  max_sigma: dict[str, float] | None = None) -> pd.DataFrame:
+                  max_sigma: dict[str, float] | None = None, model_sigma: np.ndarray | None = None) -> pd.DataFrame:
     """Table 4 rows for the store ``index`` (apogee_id, ra, dec, snr) with predictions, the
-    method's σ (each (n, 3): TEFF, LOGG, FE_H) and the σ of ``calibration`` (by each star's label
-    source, :mod:`apogeenet.calibration`; without one the method's), each spectrum's count of good
+    method's σ and the ensemble's spread ``model_sigma`` (each (n, 3): TEFF, LOGG, FE_H; None or
+    NaN: one network), the σ of ``calibration`` on their total (by each star's label source,
+    :mod:`apogeenet.calibration`; without one the total itself), each spectrum's count of good
     pixels and out-of-domain distance, labels joined by APOGEE_ID, flags and the §4.1 columns."""
     index = index.reset_index(drop=True)
     frame = pd.DataFrame({"APOGEE_ID": index["apogee_id"].to_numpy(), "RA": index["ra"].to_numpy(float),
@@ -128,11 +134,14 @@ def build_catalog(index: pd.DataFrame, prediction: np.ndarray, sigma: np.ndarray
         for name in LABEL_COLUMNS:
             frame[f"{name}_LABEL"] = np.nan
         frame["DATA_SET"], frame["DATA_TYPE"] = "none", "none"
-    calibrated = sigma if calibration is None else calibration.apply(prediction, sigma, frame["DATA_TYPE"].to_numpy())
+    model_sigma = np.full(sigma.shape, np.nan) if model_sigma is None else model_sigma
+    total = total_sigma(sigma, model_sigma)
+    calibrated = total if calibration is None else calibration.apply(prediction, total, frame["DATA_TYPE"].to_numpy())
     for k, name in enumerate(LABEL_COLUMNS):
         frame[name] = prediction[:, k]
         frame[f"{name}_ERR"] = calibrated[:, k]
         frame[f"{name}_ERR_MC"] = sigma[:, k]
+        frame[f"{name}_ERR_MODEL"] = model_sigma[:, k]
     frame["DOMAIN_DIST"] = np.full(len(frame), np.nan) if domain_distance is None else domain_distance
     flags = np.where(frame["TEFF"] > hot_teff, FLAG_BITS["HOT"], 0)
     outside = np.zeros(len(frame), bool)
@@ -206,7 +215,7 @@ CATALOG_KINDS = ("fits", "parquet", "csv")
 def header_meta(model: str, predict, predictor, *, version: str = "", weights_sha256: str = "") -> dict:
     """The catalog header's record of how it was made (FITS keywords, Parquet metadata): the model
     as the user named it, its registry ``version`` and the SHA-256 of its weights file, what it
-    was trained on (the model's provenance), the σ settings (``predict``, a
+    was trained on (the model's provenance), its ensemble's size, the σ settings (``predict``, a
     :class:`~apogeenet.config.PredictParams`), the calibration and domain threshold the model
     carries, and the meaning of each FLAGS bit."""
     calibration = predictor.calibrations.get(str(predict.uncertainty))
@@ -215,7 +224,7 @@ def header_meta(model: str, predict, predictor, *, version: str = "", weights_sh
             "trained": trained.get("trained_on", "unknown"), "labsrc": trained.get("label_sources", "unknown"),
             **({"labtable": trained["label_table"]} if "label_table" in trained else {}),
             "dataver": trained.get("data_version", "unknown"), "labsha": trained.get("labels_sha256", "unknown"),
-            "draws": predict.draws, "seed": predict.seed, "errcap": predict.error_cap,
+            "members": len(predictor.members), "draws": predict.draws, "seed": predict.seed, "errcap": predict.error_cap,
             "errref": str(predict.error_reference), "sigma": str(predict.uncertainty),
             "sigcal": f"{calibration.method} vs {calibration.reference}" if calibration else "none",
             "domthr": predictor.domain.threshold if predictor.domain else "none", **flag_header(predict.hot_teff)}
@@ -260,7 +269,7 @@ def catalog_summary(frame: pd.DataFrame, truth: pd.DataFrame | None, source: str
              + ", ".join(f"{metrics[f'n_{flag.lower()}']} {flag}" for flag in FLAG_BITS)
              + f", {metrics['n_yso_candidates']} YSO candidates\n"]
     for name in LABEL_COLUMNS:
-        for suffix in ("_ERR", "_ERR_MC"):
+        for suffix in ("_ERR", "_ERR_MC", "_ERR_MODEL"):
             metrics[f"median_sigma{suffix.lower()[4:]}/{name.lower()}"] = (
                 float(np.median(clean[f"{name}{suffix}"])) if len(clean) else np.nan)
     found, text = write_calibration(frame, truth, out_dir)

@@ -343,6 +343,9 @@ class TrainProfile(_Section):
     """How the steps run: ``fast`` (on a CPU the kernels of apogeenet/train_kernels.py, fused
     optimiser steps, the training split read once into memory) or ``eager`` (the Conv1d stack with
     batches read from the store, the reference); the same numbers to float32 rounding."""
+    members: int = Field(1, ge=1, le=32)
+    """Networks of the deep ensemble, member k trained with seed + k (1: the paper's single
+    network); the model predicts their mean, their spread is its own error (*_ERR_MODEL)."""
 
 
 class AdaptTraining(TrainProfile):
@@ -403,6 +406,9 @@ class AdaptParams(_Section):
     def _flux_unit_is_the_models(self) -> AdaptParams:
         if self.training.flux_unit is not None:
             raise ValueError("training.flux_unit: the adapted model keeps its starting model's flux unit; "
+                             "remove the key")
+        if self.training.members != 1:
+            raise ValueError("training.members: each member of the starting model is adapted on its own; "
                              "remove the key")
         return self
 

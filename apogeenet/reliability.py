@@ -25,21 +25,23 @@ __all__ = ["BAR_MIN_STARS", "BAR_ROBUST_SIGMA", "BAR_WITHIN_1SIGMA", "calibratio
 
 
 def split_uncertainties(predictor, data, predict, split: str = "test") -> pd.DataFrame:
-    """Table 4 columns (predictions, the method's σ ``*_ERR_MC``, the calibrated σ ``*_ERR``,
-    labels, SNR, DATA_SET, DATA_TYPE) for the stars of one split of ``data`` (a
-    :class:`apogeenet.dataset.LabelledSpectra`), σ by the ``predict`` settings."""
+    """Table 4 columns (predictions, the method's σ ``*_ERR_MC``, the ensemble's spread
+    ``*_ERR_MODEL``, the calibrated total σ ``*_ERR``, labels, SNR, DATA_SET, DATA_TYPE) for the
+    stars of one split of ``data`` (a :class:`apogeenet.dataset.LabelledSpectra`), σ by the
+    ``predict`` settings."""
     positions = data.select(split=split)
     result = predict_store(predictor, data.store, predict, rows=data.rows[positions])
     calibration = predictor.calibrations.get(str(predict.uncertainty))
     catalog = data.catalog.iloc[positions].reset_index(drop=True)
-    calibrated = (calibration.apply(result.prediction, result.sigma, catalog["SOURCE"].to_numpy()) if calibration
-                  else result.sigma)
+    calibrated = (calibration.apply(result.prediction, result.total_sigma, catalog["SOURCE"].to_numpy())
+                  if calibration else result.total_sigma)
     frame = pd.DataFrame({"APOGEE_ID": catalog["APOGEE_ID"],
                           "SNR": data.store.index["snr"].to_numpy(float)[data.rows[positions]],
                           "DATA_SET": catalog["SPLIT"], "DATA_TYPE": catalog["SOURCE"]})
     for k, name in enumerate(PARAMETERS):
         frame[name], frame[f"{name}_LABEL"] = result.prediction[:, k], catalog[name].to_numpy(float)
         frame[f"{name}_ERR"], frame[f"{name}_ERR_MC"] = calibrated[:, k], result.sigma[:, k]
+        frame[f"{name}_ERR_MODEL"] = result.model_sigma[:, k]
     return frame
 
 

@@ -3,6 +3,11 @@
 :class:`Predictor` is what training writes (``model.pt``) and what inference loads; the MLflow
 pyfunc wrapper in :mod:`apogeenet.registry` takes flux arrays and returns Teff, log g and
 [Fe/H] in physical units through it.
+
+A model is a deep ensemble of one or more networks (``members``, trained from different seeds,
+``train.profiles.*.members``): its prediction is the members' mean, the spread of their
+predictions the model's own error (:mod:`apogeenet.uncertainty`). One member is the paper's
+single network; a file of one member is written as before (``model``), several as ``members``.
 """
 
 from __future__ import annotations
@@ -20,12 +25,17 @@ from apogeenet.labels.catalog import LABEL_COLUMNS, Normalisation
 from apogeenet.model import HIDDEN_SIZE, ApogeeNet, scale_flux
 from apogeenet.weights import ModelFileError, load_weights, save_weights
 
-__all__ = ["Predictor"]
+__all__ = ["MAX_MEMBERS", "Predictor"]
+
+
+MAX_MEMBERS = 32
+"""The most networks an ensemble (a model file) may hold: a file is data, its size bounded."""
 
 
 @dataclass
 class Predictor:
-    model: ApogeeNet
+    members: list[ApogeeNet]
+    """The ensemble's networks (a single network is given and kept as a list of one)."""
     table1: Normalisation
     flux_scale: float | None = 1.0
     """The network's flux unit: a constant, or None for each spectrum's median (:func:`scale_flux`)."""
@@ -37,34 +47,48 @@ class Predictor:
     """What the model was trained on (:func:`apogeenet.pipeline.common.provenance`): the label
     catalog's SHA-256, the data version, synthetic or real, the label sources."""
 
+    def __post_init__(self) -> None:
+        if isinstance(self.members, ApogeeNet):
+            self.members = [self.members]
+        self.members = list(self.members)
+        if not 1 <= len(self.members) <= MAX_MEMBERS:
+            raise ValueError(f"an ensemble of 1 to {MAX_MEMBERS} networks, not {len(self.members)}")
+
+    @property
+    def first(self) -> ApogeeNet:
+        """The first member: its penultimate activations are the ones the domain reference measures."""
+        return self.members[0]
+
     def predict(self, flux: np.ndarray, batch_size: int = 16) -> pd.DataFrame:
-        """TEFF [K], LOGG, FE_H for prepared raw flux (n, 8575) (bad pixels already 0)."""
+        """TEFF [K], LOGG, FE_H for prepared raw flux (n, 8575) (bad pixels already 0): the
+        members' mean."""
         flux = np.atleast_2d(flux)
-        device = next(self.model.parameters()).device
-        self.model.eval()
-        out = np.empty((len(flux), 3), np.float64)
+        device = next(self.first.parameters()).device
+        out = np.zeros((len(flux), 3), np.float64)
         with torch.inference_mode():
             for start in range(0, len(flux), 64 * batch_size):  # bounds the memory of the features
                 block = scale_flux(torch.from_numpy(flux[start:start + 64 * batch_size]).to(device), self.flux_scale)
-                out[start:start + len(block)] = self.model.forward_chunked(block, batch_size).double().cpu().numpy()
-        physical = out * self.table1.std + self.table1.mean
+                for net in self.members:
+                    out[start:start + len(block)] += net.eval().forward_chunked(block, batch_size).double().cpu().numpy()
+        physical = out / len(self.members) * self.table1.std + self.table1.mean
         return pd.DataFrame(physical, columns=list(LABEL_COLUMNS))
 
     def to(self, device: str | torch.device) -> Predictor:
-        """Move the network to ``device`` (e.g. :func:`apogeenet.dataset.best_device`); returns self."""
-        self.model = self.model.to(device)
+        """Move the networks to ``device`` (e.g. :func:`apogeenet.dataset.best_device`); returns self."""
+        self.members = [net.to(device) for net in self.members]
         return self
 
     def save(self, path: str | Path) -> Path:
         """Write weights, Table 1, the flux unit, the σ calibrations and the domain reference
         (atomically: a kill leaves the old file)."""
         path = Path(path)
-        weights = {k: v.cpu() for k, v in self.model.state_dict().items()}
+        weights = [{k: v.cpu() for k, v in net.state_dict().items()} for net in self.members]
         extra = {"calibrations": {k: c.to_dict() for k, c in self.calibrations.items()},
                  "provenance": dict(self.provenance)}
         if self.domain is not None:
             extra["domain"] = self.domain.to_dict()
-        return save_weights({"model": weights, "table1": self.table1.to_dict(), "flux_scale": self.flux_scale,
+        networks = {"model": weights[0]} if len(weights) == 1 else {"members": weights}
+        return save_weights({**networks, "table1": self.table1.to_dict(), "flux_scale": self.flux_scale,
                              "architecture": "ApogeeNet-AppendixB", "n_outputs": 3, **extra}, path)
 
     @classmethod
@@ -74,8 +98,13 @@ class Predictor:
         try:
             if saved.get("n_outputs", 3) != len(LABEL_COLUMNS):
                 raise ValueError(f"a network of {saved.get('n_outputs')!r} outputs, not Teff, log g and [Fe/H]")
-            model = ApogeeNet(len(LABEL_COLUMNS))
-            model.load_state_dict(saved["model"])
+            states = saved["members"] if "members" in saved else [saved["model"]]
+            if not isinstance(states, list) or not 1 <= len(states) <= MAX_MEMBERS:
+                raise ValueError(f"members must be a list of 1 to {MAX_MEMBERS} networks")
+            members = []
+            for state in states:
+                members.append(ApogeeNet(len(LABEL_COLUMNS)))
+                members[-1].load_state_dict(state)
             table1 = Normalisation(**saved["table1"])
             calibrations = {str(k): SigmaCalibration.from_dict(c) for k, c in saved.get("calibrations", {}).items()}
             domain = DomainReference.from_dict(saved["domain"]) if "domain" in saved else None
@@ -86,7 +115,7 @@ class Predictor:
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
             raise ModelFileError(f"{path}: not an apogeenet model.pt ({type(exc).__name__}: "
                                  f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
-        return cls(model.to(device).eval(), table1, flux_scale, calibrations, domain, provenance)
+        return cls([net.to(device).eval() for net in members], table1, flux_scale, calibrations, domain, provenance)
 
 
 MAX_PROVENANCE = 32

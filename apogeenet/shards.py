@@ -48,7 +48,10 @@ __all__ = ["PARTS_DIR", "PLAN_FILE", "ShardPlan", "ShardsMissing", "merge_parts"
 PARTS_DIR = ".parts"
 PLAN_FILE = "plan.json"
 INDEX_COPY = "index.parquet"
-_COLUMNS = ["row", "TEFF", "LOGG", "FE_H", "TEFF_ERR", "LOGG_ERR", "FE_H_ERR", "DOMAIN_DIST"]
+_COLUMNS = ["row", "TEFF", "LOGG", "FE_H", "TEFF_ERR", "LOGG_ERR", "FE_H_ERR", "TEFF_ERR_MODEL", "LOGG_ERR_MODEL",
+            "FE_H_ERR_MODEL", "DOMAIN_DIST"]
+PARTS_FORMAT = 2
+"""The layout of a part's columns (a plan key holds it: parts of another layout are never merged)."""
 _FIELDS = ("store", "index_sha256", "n_rows", "shard_rows", "predict")
 
 
@@ -119,9 +122,10 @@ class ShardPlan:
 
 def _weights_digest(predictor: Predictor) -> str:
     digest = hashlib.sha256(json.dumps([predictor.table1.to_dict(), predictor.flux_scale]).encode())
-    for name, tensor in sorted(predictor.model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    for net in predictor.members:
+        for name, tensor in sorted(net.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     if predictor.domain is not None:  # the parts hold its distances
         for value in (predictor.domain.mean, predictor.domain.whitening, predictor.domain.threshold):
             digest.update(np.asarray(value, np.float64).tobytes())
@@ -136,7 +140,7 @@ def plan_predict(predictor: Predictor, store_dir: Path, out_dir: Path, cfg: Pred
     per_block = cfg.spectra_per_block
     shard_rows = max(per_block, -(-cfg.shard_size // per_block) * per_block)
     settings = cfg.model_copy(update={"model": ""})
-    key = hashlib.sha256(json.dumps([_weights_digest(predictor), location, store.index_sha256,
+    key = hashlib.sha256(json.dumps([PARTS_FORMAT, _weights_digest(predictor), location, store.index_sha256,
                                      settings.model_dump(mode="json"), shard_rows], sort_keys=True).encode()).hexdigest()[:16]
     root = Path(out_dir) / PARTS_DIR
     plan = ShardPlan(root / key, location, store.index_sha256, len(store), shard_rows, settings)
@@ -181,7 +185,7 @@ def predict_shard(plan_file: str | os.PathLike, number: int, *, torch_threads: i
         store.check_unchanged()  # an ingest while reading may have replaced segments
         distance = (predictor.domain.distance(result.hidden) if predictor.domain is not None
                     else np.full(len(rows), np.nan))
-        frame = pd.DataFrame(np.column_stack([result.prediction, result.sigma, distance]), columns=_COLUMNS[1:])
+        frame = pd.DataFrame(np.column_stack([result.prediction, result.sigma, result.model_sigma, distance]), columns=_COLUMNS[1:])
         frame.insert(0, "row", rows)
         frame.insert(1, "apogee_id", store.index["apogee_id"].to_numpy()[rows])
         with atomic_path(part) as tmp:
@@ -189,9 +193,10 @@ def predict_shard(plan_file: str | os.PathLike, number: int, *, torch_threads: i
     return part
 
 
-def merge_parts(plan: ShardPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Predictions and σ (each (n, 3)) and the out-of-domain distance (n,; NaN for a model without
-    a domain reference) of every row of the plan's store, from its parts, in row order."""
+def merge_parts(plan: ShardPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Predictions, the method's σ and the members' spread (each (n, 3)) and the out-of-domain
+    distance (n,; NaN for a model without a domain reference) of every row of the plan's store,
+    from its parts, in row order."""
     missing = plan.missing()
     if missing:
         shown = ", ".join(map(str, missing[:10])) + (" …" if len(missing) > 10 else "")
@@ -204,4 +209,5 @@ def merge_parts(plan: ShardPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if not np.array_equal(frame["apogee_id"].to_numpy(), plan.index()["apogee_id"].to_numpy()):
         raise ShardsMissing(f"{plan.directory}: the parts name other stars than the plan's index; "
                             "remove the directory and predict again")
-    return frame[_COLUMNS[1:4]].to_numpy(float), frame[_COLUMNS[4:7]].to_numpy(float), frame[_COLUMNS[7]].to_numpy(float)
+    return (frame[_COLUMNS[1:4]].to_numpy(float), frame[_COLUMNS[4:7]].to_numpy(float),
+            frame[_COLUMNS[7:10]].to_numpy(float), frame[_COLUMNS[10]].to_numpy(float))

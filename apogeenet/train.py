@@ -21,6 +21,7 @@ one-cycle schedule over ``max_epochs`` that peaks at ``learning_rate``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -39,7 +40,8 @@ from apogeenet.model import ApogeeNet
 from apogeenet.train_kernels import fast_forward, fast_supported
 from apogeenet.weights import ModelFileError, load_weights, save_weights
 
-__all__ = ["TrainResult", "TrainingDiverged", "load_checkpoint", "predict_standardised", "train_model"]
+__all__ = ["TrainResult", "TrainingDiverged", "load_checkpoint", "member_directory", "predict_standardised",
+           "train_ensemble", "train_model"]
 
 
 _log = logging.getLogger(__name__)
@@ -284,3 +286,26 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
             on_epoch(record)
     model.load_state_dict(load_weights(best_path)["model"])
     return TrainResult(model.cpu(), state["best_dev_loss"], state["best_epoch"], state["history"])
+
+
+def member_directory(checkpoint_dir: str | Path, member: int, members: int) -> Path:
+    """Where member ``member`` of an ensemble of ``members`` keeps its checkpoints: the directory
+    itself for a single network (the paper's layout), ``member<k>/`` in it otherwise."""
+    return Path(checkpoint_dir) if members == 1 else Path(checkpoint_dir) / f"member{member}"
+
+
+def train_ensemble(data: LabelledSpectra, train_positions: np.ndarray, dev_positions: np.ndarray,
+                   cfg: TrainProfile, checkpoint_dir: str | Path, *, init_states: list[dict] | None = None,
+                   on_epoch: Callable[[int, dict], None] | None = None,
+                   progress: bool = False) -> list[TrainResult]:
+    """The ``cfg.members`` networks of a deep ensemble (Lakshminarayanan et al. 2017), member k
+    trained by :func:`train_model` with seed ``cfg.seed + k`` (each resumable on its own) and,
+    given ``init_states``, from state k modulo their number. ``on_epoch(k, record)``."""
+    results = []
+    for k in range(cfg.members):
+        init = None if not init_states else init_states[k % len(init_states)]
+        results.append(train_model(data, train_positions, dev_positions, cfg,
+                                   member_directory(checkpoint_dir, k, cfg.members), seed=cfg.seed + k,
+                                   init_state=init, progress=progress,
+                                   on_epoch=None if on_epoch is None else functools.partial(on_epoch, k)))
+    return results

@@ -46,7 +46,7 @@ from apogeenet.noise import normal_noise, star_streams
 from apogeenet.serving import Predictor
 
 __all__ = ["MCResult", "delta_predict", "mean_good_error", "mc_predict", "median_good_error",
-           "perturbation_sigma", "predict_store", "seed_keys"]
+           "perturbation_sigma", "predict_store", "seed_keys", "total_sigma"]
 
 
 def mean_good_error(flux: np.ndarray, error: np.ndarray) -> np.ndarray:
@@ -78,21 +78,38 @@ def perturbation_sigma(flux: np.ndarray, error: np.ndarray, cap: float,
 
 @dataclass
 class MCResult:
-    prediction: np.ndarray  # (n, 3) the network on the spectrum itself (TEFF, LOGG, FE_H)
+    prediction: np.ndarray  # (n, 3) the network on the spectrum itself (TEFF, LOGG, FE_H); an ensemble's members' mean
     mean: np.ndarray        # (n, 3) mean over the draws (the prediction itself without draws or for the delta method)
-    sigma: np.ndarray       # (n, 3) standard deviation over the draws (ddof = 1), or its first-order value
-    hidden: np.ndarray      # (n, 512) float32 penultimate activations of the spectrum (apogeenet.domain)
+    sigma: np.ndarray       # (n, 3) the pixel noise's σ: over the draws (ddof = 1, pooled within members) or first order
+    hidden: np.ndarray      # (n, 512) float32 penultimate activations of the spectrum (the first member; apogeenet.domain)
+    model_sigma: np.ndarray  # (n, 3) the members' spread on the spectrum (ddof = 1): the model's error; NaN for one network
+
+    @property
+    def total_sigma(self) -> np.ndarray:
+        """:func:`total_sigma` of this result."""
+        return total_sigma(self.sigma, self.model_sigma)
+
+
+def total_sigma(sigma: np.ndarray, model_sigma: np.ndarray) -> np.ndarray:
+    """σ of pixel noise and of the model together, √(σ² + σ_model²) (σ alone where σ_model is NaN:
+    one network); NaN where σ is."""
+    return np.sqrt(np.square(sigma) + np.square(np.where(np.isfinite(model_sigma), model_sigma, 0.0)))
+
+
+def _member_spread(single: np.ndarray) -> np.ndarray:
+    """The standard deviation (ddof = 1) over the members' predictions (K, n, 3); NaN for K = 1."""
+    return single.std(axis=0, ddof=1) if len(single) > 1 else np.full(single.shape[1:], np.nan)
 
 
 def _on_device(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: np.ndarray, seed: int, cap: float,
                reference: ErrorReference):
-    """(network in eval mode, its device, prepared flux, capped pixel σ, noise streams) there."""
+    """(the networks in eval mode, their device, prepared flux, capped pixel σ, noise streams) there."""
     flux, error = np.atleast_2d(flux), np.atleast_2d(error)
-    model = predictor.model.eval()
-    device = next(model.parameters()).device
+    members = [net.eval() for net in predictor.members]
+    device = next(predictor.first.parameters()).device
     prepared = torch.from_numpy(prepare_flux(flux, error)).to(device)
     sigma = torch.from_numpy(perturbation_sigma(flux, error, cap, reference)).to(device)
-    return model, device, prepared, sigma, star_streams(seed, keys, device)
+    return members, device, prepared, sigma, star_streams(seed, keys, device)
 
 
 def mc_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: np.ndarray,
@@ -104,41 +121,57 @@ def mc_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: 
     its noise (with ``cfg.seed``). Spectra are processed in blocks whose draws together make at
     most ``cfg.max_batch`` network inputs, run ``cfg.forward_batch`` at a time on a CPU and all at
     once on a GPU; pixel σ capped by ``cfg.error_cap`` × ``cfg.error_reference``.
+
+    An ensemble of K networks shares the draws: member j takes draws j, j + K, j + 2K, … (the
+    same noise as draw number says, whatever K), so the Monte Carlo costs what one network's does.
+    σ is then the draws' spread about each member's own mean, pooled (ddof = the members with
+    draws); every member also sees the spectrum itself, and the spread of those K predictions is
+    ``model_sigma``.
     """
     n_draws = 0 if cfg.uncertainty == Uncertainty.NONE else cfg.draws
     max_batch = cfg.max_batch
-    model, device, prepared, sigma, streams = _on_device(predictor, flux, error, keys, cfg.seed, cfg.error_cap,
-                                                         cfg.error_reference)
+    members, device, prepared, sigma, streams = _on_device(predictor, flux, error, keys, cfg.seed, cfg.error_cap,
+                                                           cfg.error_reference)
     unit = flux_divisor(prepared, predictor.flux_scale)    # the spectrum's, kept for its draws
     divided, sigma = prepared / unit, sigma / unit
     std, mu = np.asarray(predictor.table1.std), np.asarray(predictor.table1.mean)
     n, npix = prepared.shape
     chunk = cfg.forward_batch if device.type == "cpu" else max_batch
-    prediction, mean, spread = np.empty((n, 3)), np.empty((n, 3)), np.full((n, 3), np.nan)
+    single = np.empty((len(members), n, 3))
+    mean, spread = np.empty((n, 3)), np.full((n, 3), np.nan)
     hidden = np.empty((n, HIDDEN_SIZE), np.float32)
-    per_block = max(1, max_batch // max(n_draws, 1))
+    draws_of = [torch.arange(j, n_draws, len(members), device=device) for j in range(len(members))]
+    per_block = max(1, max_batch // max(len(draws_of[0]), 1))
 
-    def inputs(block: slice):
-        """The block's spectra, then each spectrum's draws, ``chunk`` network inputs at a time."""
+    def inputs(block: slice, draws: torch.Tensor):
+        """The block's spectra, then each spectrum's ``draws``, ``chunk`` network inputs at a time."""
         for part in divided[block].split(chunk):
             yield part
-        star = torch.arange(block.start, block.stop, device=device).repeat_interleave(n_draws)
-        draw = torch.arange(n_draws, device=device).repeat(block.stop - block.start)
-        for rows, draws in zip(star.split(chunk), draw.split(chunk)):  # (flux + N(0,1)·σ) / unit
-            yield divided[rows].addcmul_(normal_noise(streams[rows], draws, npix), sigma[rows])
+        star = torch.arange(block.start, block.stop, device=device).repeat_interleave(len(draws))
+        draw = draws.repeat(block.stop - block.start)
+        for rows, numbers in zip(star.split(chunk), draw.split(chunk)):  # (flux + N(0,1)·σ) / unit
+            yield divided[rows].addcmul_(normal_noise(streams[rows], numbers, npix), sigma[rows])
 
     with torch.inference_mode():
         for start in range(0, n, per_block):
             block = slice(start, min(start + per_block, n))
             m = block.stop - block.start
-            out, penultimate = model.forward_chunks(inputs(block))
-            out = out.double().cpu().numpy() * std + mu
-            prediction[block], hidden[block] = out[:m], penultimate[:m].cpu().numpy()
-            per_star = out[m:].reshape(m, n_draws, 3)
-            mean[block] = per_star.mean(axis=1) if n_draws else out[:m]
-            if n_draws > 1:
-                spread[block] = per_star.std(axis=1, ddof=1)
-    return MCResult(prediction, mean, spread, hidden)
+            total, within, groups = np.zeros((m, 3)), np.zeros((m, 3)), 0
+            for j, (net, draws) in enumerate(zip(members, draws_of)):
+                out, penultimate = net.forward_chunks(inputs(block, draws))
+                out = out.double().cpu().numpy() * std + mu
+                single[j, block] = out[:m]
+                if j == 0:
+                    hidden[block] = penultimate[:m].cpu().numpy()
+                per_star = out[m:].reshape(m, len(draws), 3)
+                if len(draws):
+                    total += per_star.sum(axis=1)
+                    within += ((per_star - per_star.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
+                    groups += 1
+            mean[block] = total / n_draws if n_draws else single[:, block].mean(axis=0)
+            if n_draws > groups:
+                spread[block] = np.sqrt(within / (n_draws - groups))
+    return MCResult(single.mean(axis=0), mean, spread, hidden, _member_spread(single))
 
 
 DELTA_STEP = 1e-3
@@ -162,19 +195,36 @@ def delta_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, key
     passes (the draw and three steps) in place of a forward and three backward passes (README,
     "Inference, uncertainties and the catalog", has the agreement and the speed). The flux unit is
     held fixed at the spectrum's: one pixel's noise hardly moves the median of 8 575, although
-    locally the median pixel carries it all.
+    locally the median pixel carries it all. An ensemble's σ² is the mean of its members' (each
+    member's gradient is its own), its prediction the members' mean.
     """
-    model, device, prepared, pixel_sigma, streams = _on_device(predictor, flux, error, keys, cfg.seed, cfg.error_cap,
-                                                               cfg.error_reference)
+    members, device, prepared, pixel_sigma, streams = _on_device(predictor, flux, error, keys, cfg.seed,
+                                                                 cfg.error_cap, cfg.error_reference)
+    std, mu = np.asarray(predictor.table1.std), np.asarray(predictor.table1.mean)
+    n = len(prepared)
+    single, variance = np.empty((len(members), n, 3)), np.zeros((n, 3))
+    hidden = np.empty((n, HIDDEN_SIZE), np.float32)
+    for j, net in enumerate(members):
+        member_variance = _delta_member(net, predictor.flux_scale, prepared, pixel_sigma, streams, cfg,
+                                        single[j], hidden if j == 0 else None)
+        variance += member_variance / len(members)
+    single = single * std + mu
+    prediction = single.mean(axis=0)
+    return MCResult(prediction, prediction.copy(), np.sqrt(np.clip(variance, 0, None)) * std, hidden,
+                    _member_spread(single))
+
+
+def _delta_member(model, flux_scale, prepared: torch.Tensor, pixel_sigma: torch.Tensor, streams: torch.Tensor,
+                  cfg: PredictParams, prediction: np.ndarray, hidden: np.ndarray | None) -> np.ndarray:
+    """One network's standardised predictions (written into ``prediction``, its activations into
+    ``hidden`` unless None) and first-order variances (n, 3) for :func:`delta_predict`."""
     points, forward_batch = cfg.delta_points, cfg.forward_batch
     network = model.snapshot(gradient_network)
-    std, mu = np.asarray(predictor.table1.std), np.asarray(predictor.table1.mean)
-    n, npix = prepared.shape
-    chunk = forward_batch if device.type == "cpu" else n
-    prediction, variance = np.empty((n, 3)), np.empty((n, 3))
-    hidden = np.empty((n, HIDDEN_SIZE), np.float32)
-    for rows in torch.arange(n, device=device).split(chunk):
-        unit = flux_divisor(prepared[rows], predictor.flux_scale)
+    n = len(prepared)
+    chunk = forward_batch if prepared.device.type == "cpu" else n
+    variance = np.empty((n, 3))
+    for rows in torch.arange(n, device=prepared.device).split(chunk):
+        unit = flux_divisor(prepared[rows], flux_scale)
         x, sigma = (prepared[rows] / unit).requires_grad_(True), pixel_sigma[rows] / unit  # the network's units
         with torch.enable_grad(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
             out, penultimate = network(x)
@@ -182,14 +232,14 @@ def delta_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, key
                                     for k in range(3)])                                        # independent
         picked = slice(int(rows[0]), int(rows[-1]) + 1)
         prediction[picked] = out.detach().double().cpu().numpy()
-        hidden[picked] = penultimate.detach().cpu().numpy()
+        if hidden is not None:
+            hidden[picked] = penultimate.detach().cpu().numpy()
         if points == 1:
             variance[picked] = (gradient.double() * sigma.double()).square().sum(dim=-1).T.cpu().numpy()
         else:
             variance[picked] = _cross_at_draws(model, x.detach(), sigma, gradient, streams[rows], points - 1,
                                                forward_batch).cpu().numpy()
-    prediction = prediction * std + mu
-    return MCResult(prediction, prediction.copy(), np.sqrt(np.clip(variance, 0, None)) * std, hidden)
+    return variance
 
 
 def _cross_at_draws(model, x: torch.Tensor, sigma: torch.Tensor, gradient: torch.Tensor, streams: torch.Tensor,
@@ -222,13 +272,13 @@ def predict_store(predictor: Predictor, store, cfg: PredictParams, *, rows: np.n
     rows = np.arange(len(store.index)) if rows is None else np.asarray(rows)
     keys = seed_keys(store.index["apogee_id"].to_numpy()[rows])
     n = len(rows)
-    found = MCResult(*(np.empty((n, 3)) for _ in range(3)), np.empty((n, HIDDEN_SIZE), np.float32))
+    found = MCResult(*(np.empty((n, 3)) for _ in range(3)), np.empty((n, HIDDEN_SIZE), np.float32), np.empty((n, 3)))
     for start in range(0, n, cfg.spectra_per_block):
         part = slice(start, min(start + cfg.spectra_per_block, n))
         batch = store.read(rows[part])
         method = delta_predict if cfg.uncertainty == Uncertainty.DELTA else mc_predict
         result = method(predictor, batch.flux, batch.error, keys[part], cfg)
-        for name in ("prediction", "mean", "sigma", "hidden"):
+        for name in ("prediction", "mean", "sigma", "hidden", "model_sigma"):
             getattr(found, name)[part] = getattr(result, name)
     return found
 

@@ -78,7 +78,7 @@ def _synchronised(device: torch.device):
 
 
 def eager_single(predictor: Predictor, flux: np.ndarray, batch: int = 128) -> np.ndarray:
-    model = predictor.model.eval()
+    model = predictor.first.eval()
     device = next(model.parameters()).device
     out = []
     with torch.no_grad():
@@ -174,9 +174,9 @@ def main() -> None:
         chunk = p.forward_batch if device.type == "cpu" else min(len(prepared), 256)
         x = torch.from_numpy(scale_flux(prepared[:chunk], predictor.flux_scale)).to(device)
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
-            predictor.model(x)
+            predictor.first(x)
             t = _synchronised(device)
-            bf16 = predictor.model(x).float().cpu().numpy()
+            bf16 = predictor.first(x).float().cpu().numpy()
             bf16_rate = len(x) / (time.perf_counter() - t)
         bf16_phys = bf16 * predictor.table1.std + predictor.table1.mean
     med = {k: float(np.median(v)) for k, v in timings.items()}

@@ -16,7 +16,7 @@ __all__ = ["run"]
 
 @tracked("train", "adapt")
 def run(cfg: Params, tracker: Tracker) -> StageResult:
-    from apogeenet.adapt import adapt_model
+    from apogeenet.adapt import FOCUS_SOURCES, adapt_ensemble
     from apogeenet.model_uri import open_model
     from apogeenet.mlflow_store import CHAMPION_URI
     from apogeenet.serving import Predictor
@@ -27,22 +27,33 @@ def run(cfg: Params, tracker: Tracker) -> StageResult:
     data = data.with_flux_scale(start.flux_scale)
     params = {**stage_params(cfg, "adapt"), "flux_scale": start.flux_scale, "init_model": init_model}
 
-    def on_round(record, history):
-        with tracker.nested(f"round {record['round']}") as child:
+    members = len(start.members)
+
+    def on_round(member: int, record: dict, history: list[dict]) -> None:
+        name = f"round {record['round']}" if members == 1 else f"member {member} round {record['round']}"
+        with tracker.nested(name) as child:
             child.log(StageResult("adapt round", {"focus_dev_loss": record["focus_dev_loss"],
                                                   "best_dev_loss": record["dev_loss"]},
-                                  {k: record[k] for k in ("round", "n_train", "n_payne")}, ""))
+                                  {"member": member, **{k: record[k] for k in ("round", "n_train", "n_payne")}}, ""))
             for h in history:
                 child.log_step({"train_loss": h["train_loss"], "dev_loss": h["dev_loss"]}, h["epoch"])
 
     with one_writer(out_dir, "adapt"):
-        result = adapt_model(data, start.model.state_dict(), cfg.adapt, out_dir / "checkpoints", on_round=on_round)
-        summary = {"initial_focus_dev_loss": result.initial_focus_loss,
-                   "adapted_focus_dev_loss": result.best_focus_loss, "best_round": result.best_round,
-                   "rounds": len(result.rounds)}
-        headline = (f"{len(result.rounds)} rounds; MSTAR+YSO dev loss {result.initial_focus_loss:.4f} -> "
-                    f"{result.best_focus_loss:.4f} (best round {result.best_round})")
-        return write_model(data, Predictor(result.model, data.table1, start.flux_scale,
-                                                          provenance=provenance(cfg, data)), out_dir, stage="adapt",
-                           params=params, tags={**data_tags(cfg), "init_model": init_model}, headline=headline,
+        results = adapt_ensemble(data, [net.state_dict() for net in start.members], cfg.adapt,
+                                 out_dir / "checkpoints", on_round=on_round)
+        adapted = Predictor([r.model for r in results], data.table1, start.flux_scale, provenance=provenance(cfg, data))
+        focus_dev = data.select(split="dev", sources=FOCUS_SOURCES)
+        summary = {"initial_focus_dev_loss": data.predictor_loss(start, focus_dev),
+                   "adapted_focus_dev_loss": data.predictor_loss(adapted, focus_dev),
+                   "rounds": sum(len(r.rounds) for r in results)}
+        rounds = ", ".join(str(r.best_round) for r in results)
+        if members == 1:
+            summary["best_round"] = results[0].best_round
+        else:
+            summary |= {f"member{k}/best_round": r.best_round for k, r in enumerate(results)}
+        headline = (f"{summary['rounds']} rounds; MSTAR+YSO dev loss {summary['initial_focus_dev_loss']:.4f} -> "
+                    f"{summary['adapted_focus_dev_loss']:.4f} (best round {rounds}"
+                    + (")" if members == 1 else f" of the {members} members; -1: the member as it started)"))
+        return write_model(data, adapted, out_dir, stage="adapt", params=params,
+                           tags={**data_tags(cfg), "init_model": init_model}, headline=headline,
                            summary=summary, summary_in_file=True)

@@ -69,7 +69,7 @@ def _catalog(cfg: Params, planned: ShardPlan) -> StageResult:
     from apogeenet.shards import merge_parts
 
     p, out_dir, name = planned.predict, cfg.paths.catalog, cfg.predict.catalog_name
-    prediction, sigma, distance = merge_parts(planned)
+    prediction, sigma, model_sigma, distance = merge_parts(planned)
     predictor = Predictor.load(planned.model)
     labels_file = cfg.paths.labels / LABELS_FILE
     trained_on = predictor.provenance.get("labels_sha256")
@@ -83,7 +83,7 @@ def _catalog(cfg: Params, planned: ShardPlan) -> StageResult:
     frame = build_catalog(index, prediction, sigma, read_table(labels_file) if labels_file.exists() else None,
                           hot_teff=p.hot_teff, bounds={k: tuple(v) for k, v in p.bounds.items()},
                           n_good_pixels=index["n_good_pixels"].to_numpy(), min_good_pixels=p.min_good_pixels,
-                          calibration=calibration, domain_distance=distance,
+                          calibration=calibration, domain_distance=distance, model_sigma=model_sigma,
                           domain_threshold=predictor.domain.threshold if predictor.domain else np.inf,
                           max_sigma=p.max_sigma)
     meta = header_meta(cfg.predict.model, p, predictor, version=registry_version(cfg.predict.model),

@@ -82,6 +82,6 @@ def test_real_files_and_a_plain_label_table_run_end_to_end(trained, real_apstar_
 
     start, tuned = Predictor.load(synthetic), Predictor.load(workspace / "derived" / "model" / "model.pt")
     assert tuned.provenance["trained_on"] == "real spectra" and start.provenance["trained_on"] == "synthetic survey"
-    first = next(iter(start.model.state_dict()))
-    assert start.model.state_dict()[first].shape == tuned.model.state_dict()[first].shape
-    assert not np.array_equal(start.model.state_dict()[first].numpy(), tuned.model.state_dict()[first].numpy())
+    first = next(iter(start.first.state_dict()))
+    assert start.first.state_dict()[first].shape == tuned.first.state_dict()[first].shape
+    assert not np.array_equal(start.first.state_dict()[first].numpy(), tuned.first.state_dict()[first].numpy())

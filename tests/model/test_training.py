@@ -107,8 +107,8 @@ def test_predictor_round_trip_in_physical_units(tmp_path):
     again = Predictor.load(predictor.save(tmp_path / "model.pt")).predict(flux)
     pd.testing.assert_frame_equal(before, again)
     inputs = torch.from_numpy(flux)
-    z = predictor.model.eval()(inputs).detach().numpy()  # one batch, another summation order
-    bound = output_atol(predictor.model, inputs)[:, 0] * 900
+    z = predictor.first.eval()(inputs).detach().numpy()  # one batch, another summation order
+    bound = output_atol(predictor.first, inputs)[:, 0] * 900
     assert np.all(np.abs(before["TEFF"] - (z[:, 0] * 900 + 4700)) <= bound)
 
 
@@ -130,7 +130,7 @@ def test_registry_aliases_candidate_and_champion(tmp_path, monkeypatch):
 
     def dev_loss_of(predictor):  # "dev set" whose standardised labels are all 0
         with torch.no_grad():
-            return float((predictor.model.eval()(torch.from_numpy(flux)) ** 2).mean())
+            return float((predictor.first.eval()(torch.from_numpy(flux)) ** 2).mean())
 
     results = []
     for i, c in enumerate([0.7, 0.95, 0.5]):  # dev losses 0.49, 0.90, 0.25
@@ -154,7 +154,7 @@ def test_flux_unit_travels_with_the_model(tmp_path):
     torch.manual_seed(0)
     flux = np.random.default_rng(2).uniform(10, 500, (2, 8575)).astype(np.float32)
     scaled = Predictor(ApogeeNet(3), TABLE1, flux_scale=250.0)
-    plain = Predictor(scaled.model, TABLE1)
+    plain = Predictor(scaled.first, TABLE1)
     pd.testing.assert_frame_equal(scaled.predict(flux), plain.predict(flux / 250.0))
     assert Predictor.load(scaled.save(tmp_path / "m.pt")).flux_scale == 250.0
 
@@ -219,7 +219,7 @@ def test_per_spectrum_flux_unit_ignores_the_brightness(tmp_path):
     flux[:, :100] = 0  # bad pixels stay 0 and do not enter the median
     predictor = Predictor(ApogeeNet(3), TABLE1, flux_scale=None)
     scaled = torch.from_numpy(scale_flux(flux, None))  # the inputs differ by float32 rounding only
-    bound = output_atol(predictor.model, scaled) * np.asarray(TABLE1.std)
+    bound = output_atol(predictor.first, scaled) * np.asarray(TABLE1.std)
     assert np.all(np.abs(predictor.predict(flux).to_numpy() - predictor.predict(flux * 37.5).to_numpy()) <= bound)
     assert Predictor.load(predictor.save(tmp_path / "m.pt")).flux_scale is None
 

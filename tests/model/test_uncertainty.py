@@ -39,7 +39,7 @@ def predictor():
 def _output_bound(predictor: Predictor, flux: np.ndarray) -> np.ndarray:
     """float32 error bound of each prediction in physical units (tests/tolerances.py)."""
     inputs = torch.from_numpy(scale_flux(flux.astype(np.float32), predictor.flux_scale))
-    return output_atol(predictor.model, inputs) * np.asarray(predictor.table1.std)
+    return output_atol(predictor.first, inputs) * np.asarray(predictor.table1.std)
 
 
 def _assert_within(actual: np.ndarray, expected: np.ndarray, atol: np.ndarray) -> None:
@@ -82,7 +82,7 @@ def test_sigma_is_the_spread_of_single_noisy_passes(spectra, predictor):
     s = perturbation_sigma(flux[:1], error[:1], 5.0)
     prepared = np.where(error[:1] < 1e9, flux[:1], 0).astype(np.float32)
     unit = float(flux_divisor(torch.from_numpy(prepared), None))
-    fixed_unit = Predictor(predictor.model, predictor.table1, flux_scale=unit)
+    fixed_unit = Predictor(predictor.first, predictor.table1, flux_scale=unit)
     one_by_one = np.vstack([fixed_unit.predict(prepared + n * s).to_numpy() for n in noise])
     bound = _output_bound(fixed_unit, prepared + noise * s)
     _assert_within(result.sigma[0], one_by_one.std(axis=0, ddof=1), sigma_atol(bound, 8))
@@ -108,7 +108,7 @@ def test_delta_method_is_the_first_order_propagation(spectra, predictor):
         x = torch.from_numpy(np.where(error[row] < 1e9, flux[row], 0).astype(np.float32))
         divisor = scale_flux(x[None].numpy(), None)[0]  # the scaled spectrum, to read the median off
         median = float(x[1000] / divisor[1000])
-        jacobian = torch.autograd.functional.jacobian(lambda v: predictor.model(v[None] / median)[0], x)
+        jacobian = torch.autograd.functional.jacobian(lambda v: predictor.first(v[None] / median)[0], x)
         s = perturbation_sigma(flux[row:row + 1], error[row:row + 1], 5.0)[0]
         expected = np.sqrt(((jacobian.double().numpy() * s) ** 2).sum(axis=1)) * np.asarray(predictor.table1.std)
         np.testing.assert_allclose(result.sigma[row], expected, rtol=1e-4)
@@ -133,7 +133,7 @@ def test_the_delta_methods_forward_difference_is_the_cross_product_of_the_gradie
 
     def gradients(x):
         x = x.clone().requires_grad_(True)
-        out = predictor.model(x)
+        out = predictor.first(x)
         return torch.stack([torch.autograd.grad(out[:, k].sum(), x, retain_graph=True)[0] for k in range(3)]).double()
 
     cross = (gradients(spectrum) * gradients(draw) * sigma.double() ** 2).sum(dim=-1).T.numpy()
@@ -146,7 +146,7 @@ def test_delta_method_agrees_with_the_monte_carlo_for_small_noise(spectra, predi
     to the Monte Carlo's own sampling error (≈ 1/√(2·199) = 5 % for 200 draws). A constant flux
     unit: with a per-spectrum median, noise this small moves the median with one pixel."""
     flux, error = spectra
-    predictor = Predictor(predictor.model, TABLE1, flux_scale=100.0)
+    predictor = Predictor(predictor.first, TABLE1, flux_scale=100.0)
     keys = seed_keys(range(len(flux)))
     small = np.where(error < 1e9, 1e-4 * flux, error).astype(np.float32)
     mc = mc_predict(predictor, flux, small, keys, PredictParams(draws=200))
@@ -212,9 +212,10 @@ def test_catalog_flags_units_and_round_trips(catalog_rows, tmp_path):
 #: Table 4 as users receive it: column, FITS format, unit. Changing it breaks their scripts.
 TABLE4_SCHEMA = [
     ("APOGEE_ID", "{A}", ""), ("RA", "D", "deg"), ("DEC", "D", "deg"), ("LOGG_LABEL", "D", "dex"),
-    ("LOGG", "D", "dex"), ("LOGG_ERR", "D", "dex"), ("LOGG_ERR_MC", "D", "dex"), ("TEFF_LABEL", "D", "K"),
-    ("TEFF", "D", "K"), ("TEFF_ERR", "D", "K"), ("TEFF_ERR_MC", "D", "K"), ("FE_H_LABEL", "D", "dex"),
-    ("FE_H", "D", "dex"), ("FE_H_ERR", "D", "dex"), ("FE_H_ERR_MC", "D", "dex"), ("SNR", "D", ""),
+    ("LOGG", "D", "dex"), ("LOGG_ERR", "D", "dex"), ("LOGG_ERR_MC", "D", "dex"), ("LOGG_ERR_MODEL", "D", "dex"),
+    ("TEFF_LABEL", "D", "K"), ("TEFF", "D", "K"), ("TEFF_ERR", "D", "K"), ("TEFF_ERR_MC", "D", "K"),
+    ("TEFF_ERR_MODEL", "D", "K"), ("FE_H_LABEL", "D", "dex"), ("FE_H", "D", "dex"), ("FE_H_ERR", "D", "dex"),
+    ("FE_H_ERR_MC", "D", "dex"), ("FE_H_ERR_MODEL", "D", "dex"), ("SNR", "D", ""),
     ("N_GOOD_PIXELS", "J", ""), ("DOMAIN_DIST", "D", ""), ("DATA_SET", "{A}", ""), ("DATA_TYPE", "{A}", ""),
     ("FLAGS", "I", ""), ("FLAG_NAMES", "{A}", ""), ("YSO_CANDIDATE", "L", ""), ("AGE_BIN", "{A}", "")]
 

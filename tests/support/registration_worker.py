@@ -28,7 +28,7 @@ def constant_model(c: float) -> Predictor:
 def dev_loss_of(predictor: Predictor) -> float:
     time.sleep(1.0)  # measuring a model takes time: the window in which registrations race
     with torch.no_grad():
-        return float((predictor.model.eval()(torch.from_numpy(FLUX)) ** 2).mean())
+        return float((predictor.first.eval()(torch.from_numpy(FLUX)) ** 2).mean())
 
 
 if __name__ == "__main__":

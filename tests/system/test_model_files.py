@@ -60,6 +60,6 @@ def test_the_real_model_and_checkpoints_load_as_plain_weights(tmp_path):
     back = Predictor.load(predictor.save(tmp_path / "model.pt"))
     # reproducible bytes (dvc.lock): the temporary name of the atomic write leaves no trace
     assert predictor.save(tmp_path / "other.pt").read_bytes() == (tmp_path / "model.pt").read_bytes()
-    assert all(torch.equal(v, back.model.state_dict()[k]) for k, v in predictor.model.state_dict().items())
-    torch.save({"model": predictor.model.state_dict(), "rng": {"cpu": torch.get_rng_state()}}, tmp_path / "last.pt")
+    assert all(torch.equal(v, back.first.state_dict()[k]) for k, v in predictor.first.state_dict().items())
+    torch.save({"model": predictor.first.state_dict(), "rng": {"cpu": torch.get_rng_state()}}, tmp_path / "last.pt")
     assert set(load_checkpoint(tmp_path / "last.pt")) == {"model", "rng"}

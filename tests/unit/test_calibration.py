@@ -172,6 +172,6 @@ def test_a_model_file_without_calibration_still_loads(tmp_path):
     from apogeenet.weights import save_weights
 
     plain = Predictor(ApogeeNet(3), TABLE1, None)
-    saved = {"model": plain.model.state_dict(), "table1": TABLE1.to_dict(), "flux_scale": None}
+    saved = {"model": plain.first.state_dict(), "table1": TABLE1.to_dict(), "flux_scale": None}
     loaded = Predictor.load(save_weights(saved, tmp_path / "old.pt"))  # a model.pt of before the calibration
     assert loaded.calibrations == {} and loaded.domain is None
