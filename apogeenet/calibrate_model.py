@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import pandas as pd
 
 from apogeenet.calibration import PARAMETERS, TooFewStars, fit_calibration
@@ -14,14 +15,15 @@ from apogeenet.domain import fit_domain
 from apogeenet.errors import InputError
 from apogeenet.uncertainty import predict_store
 
-__all__ = ["calibrate_predictor"]
+__all__ = ["calibrate_predictor", "label_systematics"]
 
 
 def calibrate_predictor(predictor, data, predict: PredictParams, params: CalibrationParams,
                         truth: pd.DataFrame | None) -> dict[str, float]:
     """Fit the σ calibration of each method in ``params.methods`` (the ``predict`` settings, on the
     dev split of ``data``, a :class:`apogeenet.dataset.LabelledSpectra`) and the domain reference
-    (training split's activations, dev split's threshold) and attach them to ``predictor``;
+    (training split's activations, dev split's threshold) and attach them to ``predictor``, and,
+    given a ``truth``, the label scale's systematic terms (:func:`label_systematics`);
     returns the fitted terms as metrics (``…/fitted`` 0 where the dev split is too small: that
     method then stays uncalibrated).
 
@@ -58,9 +60,35 @@ def calibrate_predictor(predictor, data, predict: PredictParams, params: Calibra
                 for name, (a, b, _) in terms.items():
                     metrics[f"sigma_calibration/{method}/{region}/{name.lower()}_a{suffix}"] = a
                     metrics[f"sigma_calibration/{method}/{region}/{name.lower()}_b{suffix}"] = b
+    if truth is not None:
+        predictor.systematics = label_systematics(data.catalog, truth)
+        for source, terms in predictor.systematics.items():
+            for name, (bias, error, _) in terms.items():
+                metrics[f"systematic/{source}/{name.lower()}"] = bias
+                metrics[f"systematic/{source}/{name.lower()}_error"] = error
     single = predict.model_copy(update={"uncertainty": Uncertainty.NONE})  # both through the inference path
     dev_hidden = predict_store(predictor, data.store, single, rows=data.rows[dev]).hidden
     train_hidden = predict_store(predictor, data.store, single, rows=data.rows[train]).hidden
     predictor.domain = fit_domain(train_hidden, dev_hidden, quantile=params.domain_quantile)
     metrics["domain_threshold"] = predictor.domain.threshold
     return metrics
+
+
+def label_systematics(catalog: pd.DataFrame, truth: pd.DataFrame) -> dict[str, dict[str, list[float]]]:
+    """The bias of each label source's scale against the truth, per parameter: [mean of label −
+    truth over its labelled stars (all splits), the mean's standard error, stars]. A network
+    trained on those labels reproduces their scale, so this is a systematic term of its
+    predictions that no σ of the Monte Carlo, the ensemble or the calibration contains (the
+    released M-dwarf relations put log g ≈ 0.07 dex above the truth, README)."""
+    known = truth.reindex(catalog["APOGEE_ID"].to_numpy())
+    terms: dict[str, dict[str, list[float]]] = {}
+    for source in sorted(set(catalog["SOURCE"])):
+        rows = (catalog["SOURCE"] == source).to_numpy()
+        for name in PARAMETERS:
+            offset = catalog[name].to_numpy(float)[rows] - known[name].to_numpy(float)[rows]
+            offset = offset[np.isfinite(offset)]
+            if len(offset) >= 2:
+                terms.setdefault(str(source), {})[name] = [float(offset.mean()),
+                                                           float(offset.std(ddof=1) / np.sqrt(len(offset))),
+                                                           float(len(offset))]
+    return terms

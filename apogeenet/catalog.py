@@ -50,7 +50,7 @@ from apogeenet.labels.catalog import LABEL_COLUMNS
 from apogeenet.store import primary_rows
 from apogeenet.uncertainty import total_sigma
 
-__all__ = ["SUMMARY_FILE", "header_meta", "AGE_BINS", "FLAG_BITS", "FLAG_MEANINGS", "flag_header", "flag_names", "YSO_POLYGON", "age_bins", "build_catalog", "catalog_summary", "catalog_table",
+__all__ = ["SUMMARY_FILE", "header_meta", "systematics_header", "AGE_BINS", "FLAG_BITS", "FLAG_MEANINGS", "flag_header", "flag_names", "YSO_POLYGON", "age_bins", "build_catalog", "catalog_summary", "catalog_table",
            "in_yso_polygon", "kiel_by_type_plot", "product_paths", "sigma_snr_plot", "write_catalog", "write_products",
            "yso_selection_plot"]
 
@@ -217,7 +217,7 @@ def header_meta(model: str, predict, predictor, *, version: str = "", weights_sh
     as the user named it, its registry ``version`` and the SHA-256 of its weights file, what it
     was trained on (the model's provenance), its ensemble's size, the σ settings (``predict``, a
     :class:`~apogeenet.config.PredictParams`), the calibration and domain threshold the model
-    carries, and the meaning of each FLAGS bit."""
+    carries, the label scale's systematic terms and the meaning of each FLAGS bit."""
     calibration = predictor.calibrations.get(str(predict.uncertainty))
     trained = predictor.provenance
     return {"model": model, "modelver": version or "none (a model file)", "weights": weights_sha256,
@@ -227,7 +227,21 @@ def header_meta(model: str, predict, predictor, *, version: str = "", weights_sh
             "members": len(predictor.members), "draws": predict.draws, "seed": predict.seed, "errcap": predict.error_cap,
             "errref": str(predict.error_reference), "sigma": str(predict.uncertainty),
             "sigcal": f"{calibration.method} vs {calibration.reference}" if calibration else "none",
-            "domthr": predictor.domain.threshold if predictor.domain else "none", **flag_header(predict.hot_teff)}
+            "domthr": predictor.domain.threshold if predictor.domain else "none", **flag_header(predict.hot_teff),
+            **systematics_header(predictor.systematics)}
+
+
+def systematics_header(systematics: dict[str, dict[str, list[float]]]) -> dict[str, object]:
+    """The label scale's systematic terms (:attr:`apogeenet.serving.Predictor.systematics`) as
+    header keywords ``SYS`` + the source's initial + the parameter (``SYSMLOGG``: the MStar labels'
+    log g minus the truth, dex), with ``SYSREF`` saying what they are; not part of any σ."""
+    if not systematics:
+        return {"sysref": "none: no truth measured the label scale (add the terms you know to your error budget)"}
+    header: dict[str, object] = {"sysref": "label scale - truth per source, mean (SYS<source><param>), not in *_ERR"}
+    for source, terms in systematics.items():
+        for name, (bias, _, _) in terms.items():
+            header[f"sys{source[0]}{name[:4]}"] = round(bias, 6)
+    return header
 
 
 def product_paths(out_dir: Path, name: str = "catalog") -> list[Path]:

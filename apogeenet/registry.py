@@ -29,7 +29,7 @@ from apogeenet.mlflow_store import MODEL_NAME, tracking_lock
 from apogeenet.weights import MODEL_FILE, ModelFileError
 
 __all__ = ["MODEL_NAME", "ApogeeNetPyfunc", "load_predictor", "log_and_register", "registered_versions",
-           "resolve_version"]
+           "resolve_version", "version_tags"]
 
 
 
@@ -85,7 +85,7 @@ def log_and_register(predictor: Predictor, example_flux: np.ndarray, *, dev_loss
                                        artifacts={"model": str(weights)}, signature=_signature(),
                                        input_example=example_flux[:2].astype(np.float32))
     # the version is born with its tag: a kill can leave an untagged log, never an untagged version
-    version = str(mlflow.register_model(info.model_uri, MODEL_NAME, tags={"dev_loss": f"{dev_loss:.6g}"}).version)
+    version = str(mlflow.register_model(info.model_uri, MODEL_NAME, tags=version_tags(predictor, dev_loss)).version)
     with tracking_lock("registry"):  # compare and move the champion one process at a time
         client.set_registered_model_alias(MODEL_NAME, "candidate", version)
         unusable = ""
@@ -103,6 +103,16 @@ def log_and_register(predictor: Predictor, example_flux: np.ndarray, *, dev_loss
             "champion_version": version if promoted else str(champion.version),
             "champion_dev_loss": dev_loss if promoted else champion_loss,
             **({"replaced_unusable_champion": f"version {champion.version}: {unusable}"} if unusable else {})}
+
+
+def version_tags(predictor: Predictor, dev_loss: float) -> dict[str, str]:
+    """A registered version's tags: its dev loss, its ensemble's size and the systematic terms of
+    its label scale (``systematic.MSTAR.LOGG``: mean label − truth; none without a truth)."""
+    tags = {"dev_loss": f"{dev_loss:.6g}", "members": str(len(predictor.members))}
+    for source, terms in predictor.systematics.items():
+        for name, (bias, error, _) in terms.items():
+            tags[f"systematic.{source}.{name}"] = f"{bias:+.4g} ± {error:.2g}"
+    return tags
 
 
 def resolve_version(uri: str) -> str:

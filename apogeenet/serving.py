@@ -46,6 +46,10 @@ class Predictor:
     provenance: dict[str, str] = field(default_factory=dict)
     """What the model was trained on (:func:`apogeenet.pipeline.common.provenance`): the label
     catalog's SHA-256, the data version, synthetic or real, the label sources."""
+    systematics: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    """The label scale's bias per label source and parameter, [mean label − truth, its standard
+    error, stars], where a truth measured it (:func:`apogeenet.calibrate_model.label_systematics`):
+    a systematic term of every prediction the model learned from those labels, kept apart from σ."""
 
     def __post_init__(self) -> None:
         if isinstance(self.members, ApogeeNet):
@@ -84,7 +88,7 @@ class Predictor:
         path = Path(path)
         weights = [{k: v.cpu() for k, v in net.state_dict().items()} for net in self.members]
         extra = {"calibrations": {k: c.to_dict() for k, c in self.calibrations.items()},
-                 "provenance": dict(self.provenance)}
+                 "provenance": dict(self.provenance), "systematics": self.systematics}
         if self.domain is not None:
             extra["domain"] = self.domain.to_dict()
         networks = {"model": weights[0]} if len(weights) == 1 else {"members": weights}
@@ -110,12 +114,15 @@ class Predictor:
             domain = DomainReference.from_dict(saved["domain"]) if "domain" in saved else None
             flux_scale = saved.get("flux_scale", 1.0)
             provenance = saved.get("provenance", {})
+            systematics = saved.get("systematics", {})
             _check_contents(table1, flux_scale, calibrations, domain)
             _check_provenance(provenance)
+            _check_systematics(systematics)
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
             raise ModelFileError(f"{path}: not an apogeenet model.pt ({type(exc).__name__}: "
                                  f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
-        return cls([net.to(device).eval() for net in members], table1, flux_scale, calibrations, domain, provenance)
+        return cls([net.to(device).eval() for net in members], table1, flux_scale, calibrations, domain, provenance,
+                   systematics)
 
 
 MAX_PROVENANCE = 32
@@ -127,6 +134,16 @@ def _check_provenance(provenance) -> None:
     if not isinstance(provenance, dict) or len(provenance) > MAX_PROVENANCE or not all(
             isinstance(k, str) and isinstance(v, str) and len(k) <= 256 and len(v) <= 256 for k, v in provenance.items()):
         raise ValueError(f"provenance must be at most {MAX_PROVENANCE} short texts by name")
+
+
+def _check_systematics(systematics) -> None:
+    """Systematic terms: per label source (at most 8), per parameter, three finite numbers."""
+    if not isinstance(systematics, dict) or len(systematics) > 8 or not all(
+            isinstance(source, str) and len(source) <= 16 and isinstance(terms, dict)
+            and set(terms) <= set(LABEL_COLUMNS) and all(
+                isinstance(v, list) and len(v) == 3 and np.all(np.isfinite(np.asarray(v, float))) for v in terms.values())
+            for source, terms in systematics.items()):
+        raise ValueError("systematics must be at most 8 label sources of [bias, error, stars] per parameter")
 
 
 def _check_contents(table1: Normalisation, flux_scale, calibrations: dict[str, SigmaCalibration],

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from apogeenet.config import ErrorReference, PredictParams, Uncertainty
+from apogeenet.errors import InputError
 from apogeenet.io.apstar import good_pixels
 from apogeenet.kernels import gradient_network
 from apogeenet.model import HIDDEN_SIZE, flux_divisor, prepare_flux
@@ -129,6 +130,9 @@ def mc_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: 
     ``model_sigma``.
     """
     n_draws = 0 if cfg.uncertainty == Uncertainty.NONE else cfg.draws
+    if 0 < n_draws < 2 * len(predictor.members):
+        raise InputError(f"predict.draws {n_draws}: a Monte Carlo over an ensemble of {len(predictor.members)} "
+                         f"networks needs at least {2 * len(predictor.members)} draws (two per member)")
     max_batch = cfg.max_batch
     members, device, prepared, sigma, streams = _on_device(predictor, flux, error, keys, cfg.seed, cfg.error_cap,
                                                            cfg.error_reference)
@@ -140,7 +144,7 @@ def mc_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: 
     single = np.empty((len(members), n, 3))
     mean, spread = np.empty((n, 3)), np.full((n, 3), np.nan)
     hidden = np.empty((n, HIDDEN_SIZE), np.float32)
-    draws_of = [torch.arange(j, n_draws, len(members), device=device) for j in range(len(members))]
+    draws_of = [torch.arange(n_draws, device=device)[j::len(members)] for j in range(len(members))]
     per_block = max(1, max_batch // max(len(draws_of[0]), 1))
 
     def inputs(block: slice, draws: torch.Tensor):

@@ -75,12 +75,15 @@ def test_predict_writes_table4_catalog_and_products(trained, tmp_path):
     for name in ("kiel_by_type.png", "sigma_vs_snr.png", "yso_selection.png", "calibration_truth.csv",
                  "z_histograms.png", "summary.md"):
         assert (out / name).stat().st_size > 0
-    # the calibrated σ is the model's stored fit applied to the Monte-Carlo σ (apogeenet.calibration)
+    # the calibrated σ is the model's stored fit applied to the total of the Monte-Carlo σ and the
+    # spread of the ensemble's two members (apogeenet.calibration)
     predictor = Predictor.load(model)
     assert set(predictor.calibrations) == {"monte_carlo", "delta"} and predictor.domain is not None
+    assert len(predictor.members) == 2 and (catalog[["TEFF_ERR_MODEL", "LOGG_ERR_MODEL", "FE_H_ERR_MODEL"]] > 0).all().all()
     values = catalog[["TEFF", "LOGG", "FE_H"]].to_numpy()
-    expected = predictor.calibrations["monte_carlo"].apply(
-        values, catalog[["TEFF_ERR_MC", "LOGG_ERR_MC", "FE_H_ERR_MC"]].to_numpy(), catalog["DATA_TYPE"].to_numpy())
+    total = np.hypot(catalog[["TEFF_ERR_MC", "LOGG_ERR_MC", "FE_H_ERR_MC"]].to_numpy(),
+                     catalog[["TEFF_ERR_MODEL", "LOGG_ERR_MODEL", "FE_H_ERR_MODEL"]].to_numpy())
+    expected = predictor.calibrations["monte_carlo"].apply(values, total, catalog["DATA_TYPE"].to_numpy())
     np.testing.assert_allclose(catalog[["TEFF_ERR", "LOGG_ERR", "FE_H_ERR"]].to_numpy(), expected, rtol=1e-12)
     assert np.isfinite(catalog["DOMAIN_DIST"]).all()
     assert ((catalog["FLAGS"] & 16) > 0).tolist() == (catalog["DOMAIN_DIST"] > predictor.domain.threshold).tolist()

@@ -169,3 +169,46 @@ def test_ensemble_sizes_are_checked_when_params_load(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_params(path)
+
+
+def test_fewer_than_two_draws_per_member_is_refused_and_no_draws_is_the_single_pass(pair, spectrum):
+    from apogeenet.errors import InputError
+
+    flux, error = spectrum
+    ensemble, keys = Predictor(list(pair), TABLE1, None), seed_keys(["2M3"])
+    with pytest.raises(InputError, match="at least 4 draws"):
+        mc_predict(ensemble, flux, error, keys, PredictParams(draws=3))
+    none = mc_predict(ensemble, flux, error, keys, PredictParams(uncertainty=Uncertainty.NONE))
+    four = mc_predict(ensemble, flux, error, keys, PredictParams(draws=4))
+    assert np.all(np.isnan(none.sigma)) and np.all(np.isfinite(four.sigma))
+    prepared = np.where(error < 1e9, flux, 0).astype(np.float32)
+    unit = float(flux_divisor(torch.from_numpy(prepared), None))
+    bound = np.max([_bound(net, prepared / unit) for net in pair], axis=0)  # the head runs over other batches
+    np.testing.assert_array_less(np.abs(none.prediction - four.prediction), bound + 1e-12)
+    np.testing.assert_array_less(np.abs(none.model_sigma - four.model_sigma)[0], sigma_atol(bound, 2) + 1e-12)
+    assert np.all(none.model_sigma > 0)
+
+
+def test_the_label_scales_bias_is_a_systematic_term_in_the_model_and_the_header(pair, tmp_path):
+    from apogeenet.calibrate_model import label_systematics
+    from apogeenet.catalog import systematics_header
+
+    truth = pd.DataFrame({"TEFF": [3500.0, 3600, 3700, 5000, 5100], "LOGG": [4.8, 4.9, 5.0, 2.5, 2.6],
+                          "FE_H": [0.0, 0.1, -0.1, 0.0, 0.2]}, index=["a", "b", "c", "d", "e"])
+    catalog = pd.DataFrame({"APOGEE_ID": ["a", "b", "c", "d", "e"], "SOURCE": ["MSTAR"] * 3 + ["PAYNE"] * 2,
+                            "TEFF": [3510.0, 3590, 3730, 5000, 5100], "LOGG": [4.87, 4.96, 5.07, 2.5, 2.6],
+                            "FE_H": [0.0, 0.1, -0.1, 0.0, np.nan]})
+    terms = label_systematics(catalog, truth)
+    np.testing.assert_allclose(terms["MSTAR"]["LOGG"][:1], [0.2 / 3], rtol=1e-9)  # (0.07 + 0.06 + 0.07) / 3
+    np.testing.assert_allclose(terms["MSTAR"]["TEFF"], [10.0, np.std([10, -10, 30], ddof=1) / np.sqrt(3), 3])
+    assert "FE_H" not in terms["PAYNE"]  # one finite offset: no error to give
+    model = Predictor(list(pair), TABLE1, None, systematics=terms)
+    back = Predictor.load(model.save(tmp_path / "model.pt"))
+    assert back.systematics == terms
+    header = systematics_header(back.systematics)
+    assert header["sysMLOGG"] == pytest.approx(0.066667, abs=1e-6) and "not in *_ERR" in header["sysref"]
+    assert "no truth" in systematics_header({})["sysref"]
+    saved = load_weights(tmp_path / "model.pt")
+    torch.save({**saved, "systematics": {"MSTAR": {"LOGG": [float("nan"), 0.0, 1.0]}}}, tmp_path / "bad.pt")
+    with pytest.raises(ModelFileError, match="systematics"):
+        Predictor.load(tmp_path / "bad.pt")
