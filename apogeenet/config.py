@@ -362,9 +362,9 @@ class TrainParams(_Section):
     profile: str = "demo"
     profiles: dict[str, TrainProfile] = {
         "paper": TrainProfile(optimizer=Optimizer.SGD, learning_rate=1e-3, max_epochs=1000),
-        "demo": TrainProfile(optimizer=Optimizer.ADAM, learning_rate=1e-3, batch_size=32, max_epochs=40,
+        "demo": TrainProfile(optimizer=Optimizer.ADAM, learning_rate=1e-3, batch_size=32, max_epochs=20,
                              patience=8, grad_clip=1.0, schedule=Schedule.ONECYCLE,
-                             flux_unit=FluxUnit.PER_SPECTRUM, augment=Augment.NOISE),
+                             flux_unit=FluxUnit.PER_SPECTRUM, augment=Augment.NOISE, members=2),
     }
 
     @model_validator(mode="after")

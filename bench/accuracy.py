@@ -1,17 +1,24 @@
-"""Learning curve as JSON (and a plot): test RMS against the truth of APOGEE Net, ridge and The
-Cannon at growing training sizes, per group and parameter, on one larger synthetic survey.
+"""Learning curve as JSON (and a plot): test RMS against the truth of APOGEE Net (the first
+member alone and the ensemble of the training profile), ridge and The Cannon at growing training
+sizes, on two (or more) training seeds, per group and parameter, on one larger synthetic survey.
 
-    python bench/accuracy.py [--n-stars 10000] [--sizes 300 1000 3000 0] [--work DIR]
-                             [--device cpu|cuda] [--out bench/results/accuracy.json]
+    python bench/accuracy.py [--n-stars 10000] [--sizes 1000 3000 0] [--seeds 0 10] [--members K]
+                             [--work DIR] [--device cpu|cuda] [--out bench/results/accuracy.json]
                              [--plot docs/learning_curve.png]
 
 The survey (``--n-stars``, seed 42: its first 2 000 stars are the default survey's), its store and
 its labels are made once under ``--work`` and reused. For each size N (0: the whole training
 split) the same N training stars — a fixed random order of the training split, every source in
-proportion — train all three models; the dev split picks ridge's penalty and stops APOGEE Net
-(the ``train.profile`` of params.yaml); the test split is scored against the truth. The JSON
-names, per group and parameter, the smallest N at which the network beats both baselines
-(``overtakes``; null where it never does in the sizes tried).
+proportion — train all models; the dev split picks ridge's penalty and stops APOGEE Net (the
+``train.profile`` of params.yaml, its ``members`` unless ``--members``); the test split is scored
+against the truth. Seed s trains members s, s + 1, …; ``single`` is member s alone, ``ensemble``
+their mean. Ridge and The Cannon do not depend on the seed. Each fit's scores are kept in
+``--work/accuracy-partial.json`` as it ends, so an interrupted run continues where it stopped.
+
+The JSON holds each cell's RMS per model, size and seed, their mean and spread (half the range
+over the seeds), and the issue's checks: per seed and size, the cells where the ensemble is ahead
+of both baselines (``ensemble_ahead``), and the cells worse at the largest size than at the one
+before beyond the seeds' spread (``worse_at_largest``).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from apogeenet.io.tables import read_truth
 from apogeenet.labels.catalog import LABEL_COLUMNS
 from apogeenet.serving import Predictor
 
-MODELS = ("apogeenet", "ridge", "cannon")
+MODELS = ("single", "ensemble", "ridge", "cannon")
 
 
 def project(work: Path, n_stars: int):
@@ -84,14 +91,18 @@ def scores(data, truth, positions: np.ndarray, prediction: np.ndarray) -> dict[s
 
 
 def main() -> None:
+    import json
+
     import torch
 
     from apogeenet.config import FluxUnit
-    from apogeenet.train import train_model
+    from apogeenet.train import train_ensemble
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-stars", type=int, default=10_000)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[300, 1000, 3000, 0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 3000, 0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 10])
+    parser.add_argument("--members", type=int)
     parser.add_argument("--work", type=Path, default=Path("/tmp/apogeenet-accuracy"))
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
     parser.add_argument("--out", type=Path)
@@ -102,55 +113,115 @@ def main() -> None:
     cfg, data = project(args.work, args.n_stars)
     truth = read_truth(cfg.paths.truth)
     dev, test = data.select(split="dev"), data.select(split="test")
-    x, ivar = normalised_spectra(data, cfg.baselines.continuum_length, progress=True)
     labels = data.catalog[list(LABEL_COLUMNS)].to_numpy(np.float64)
     profile = cfg.train.active()
-    results: dict[str, dict[int, dict]] = {m: {} for m in MODELS}
-    seconds: dict[str, dict[int, float]] = {m: {} for m in MODELS}
+    if args.members:
+        profile = profile.model_copy(update={"members": args.members})
+    partial_file = args.work / "accuracy-partial.json"
+    partial = json.loads(partial_file.read_text()) if partial_file.exists() else {}
+
+    def kept(key: str, compute) -> dict:
+        """A fit's scores from an earlier run, or computed now and kept."""
+        if key not in partial:
+            started = time.perf_counter()
+            partial[key] = {"rms": compute(), "seconds": time.perf_counter() - started}
+            partial_file.write_text(json.dumps(partial, indent=1))
+        return partial[key]
+
+    baseline_inputs = None
+    results: dict[str, dict] = {m: {} for m in MODELS}
+    seconds: dict[str, dict] = {m: {} for m in MODELS}
     sizes = []
     for n in args.sizes:
         train = subset(data, n)
-        sizes.append(len(train))
-        started = time.perf_counter()
+        size = len(train)
+        sizes.append(size)
         data.flux_scale = data.median_flux(train) if profile.flux_unit is FluxUnit.CONSTANT else None
-        fit = train_model(data, train, dev, profile, args.work / f"ck-{len(train)}", progress=True)
-        net = Predictor(fit.model, data.table1, data.flux_scale).predict(data.prepared(test)).to_numpy()
-        results["apogeenet"][len(train)] = scores(data, truth, test, net)
-        seconds["apogeenet"][len(train)] = time.perf_counter() - started
-        started = time.perf_counter()
-        ridge = fit_ridge(x[train], data.targets[train], x[dev], data.targets[dev], data.table1,
-                          cfg.baselines.ridge_alphas)
-        results["ridge"][len(train)] = scores(data, truth, test, ridge.predict(x[test], ivar[test]))
-        seconds["ridge"][len(train)] = time.perf_counter() - started
-        started = time.perf_counter()
-        cannon = fit_cannon(data.store.wavelength, x[train], ivar[train], labels[train])
-        results["cannon"][len(train)] = scores(data, truth, test, cannon.predict(x[test], ivar[test]))
-        seconds["cannon"][len(train)] = time.perf_counter() - started
-        print({m: results[m][len(train)]["full/teff"] for m in MODELS}, flush=True)
-    overtakes = {}
-    for cell in results["apogeenet"][sizes[0]]:
-        wins = [n for n in sizes if results["apogeenet"][n][cell] < min(results[b][n][cell] for b in ("ridge", "cannon"))]
-        overtakes[cell] = min(wins) if wins else None
+        for seed in args.seeds:
+            def networks(seed=seed):
+                fits = train_ensemble(data, train, dev, profile.model_copy(update={"seed": seed}),
+                                      args.work / f"ck-{size}-{profile.members}x{profile.max_epochs}-s{seed}",
+                                      progress=True)
+                models = {"single": [fits[0].model], "ensemble": [f.model for f in fits]}
+                return {name: scores(data, truth, test, Predictor(nets, data.table1, data.flux_scale)
+                                     .predict(data.prepared(test)).to_numpy()) for name, nets in models.items()}
+            found = kept(f"networks/{size}/{profile.members}x{profile.max_epochs}/{seed}", networks)
+            for name in ("single", "ensemble"):
+                results[name].setdefault(size, {})[seed] = found["rms"][name]
+                seconds[name].setdefault(size, {})[seed] = found["seconds"]
+        if baseline_inputs is None and any(f"{m}/{size}" not in partial for m in ("ridge", "cannon")):
+            baseline_inputs = normalised_spectra(data, cfg.baselines.continuum_length, progress=True)
+
+        def ridge():
+            x, ivar = baseline_inputs
+            fit = fit_ridge(x[train], data.targets[train], x[dev], data.targets[dev], data.table1,
+                            cfg.baselines.ridge_alphas)
+            return scores(data, truth, test, fit.predict(x[test], ivar[test]))
+
+        def cannon():
+            x, ivar = baseline_inputs
+            fit = fit_cannon(data.store.wavelength, x[train], ivar[train], labels[train])
+            return scores(data, truth, test, fit.predict(x[test], ivar[test]))
+
+        for name, compute in (("ridge", ridge), ("cannon", cannon)):
+            found = kept(f"{name}/{size}", compute)
+            results[name][size] = {seed: found["rms"] for seed in args.seeds}
+            seconds[name][size] = found["seconds"]
+        print({m: round(float(np.mean([results[m][size][s]["full/teff"] for s in args.seeds])), 1)
+               for m in MODELS}, flush=True)
     report = {"n_stars": args.n_stars, "n_test": int(len(test)), "profile": cfg.train.profile,
+              "members": profile.members, "max_epochs": profile.max_epochs, "seeds": args.seeds,
               "device": "cuda" if torch.cuda.is_available() else "cpu", "training_sizes": sizes,
-              "rms_vs_truth": results, "seconds": seconds, "overtakes": overtakes}
+              "rms_vs_truth": results, "summary": summarise(results, sizes, args.seeds), "seconds": seconds,
+              **checks(results, sizes, args.seeds)}
     if args.plot:
         plot(report, args.plot)
     emit(report, args.out)
+
+
+def summarise(results: dict, sizes: list[int], seeds: list[int]) -> dict:
+    """Per model, size and cell: the mean over the seeds and the spread (half their range)."""
+    out: dict = {}
+    for model, by_size in results.items():
+        for size in sizes:
+            cells = by_size[size][seeds[0]]
+            out.setdefault(model, {})[size] = {
+                cell: {"mean": float(np.mean([by_size[size][s][cell] for s in seeds])),
+                       "spread": float(np.ptp([by_size[size][s][cell] for s in seeds]) / 2)} for cell in cells}
+    return out
+
+
+def checks(results: dict, sizes: list[int], seeds: list[int]) -> dict:
+    """The bars of the issue: where the ensemble is ahead of both baselines (per size and seed),
+    and which cells are worse at the largest size than at the one before beyond the seed spread."""
+    cells = [c for c, v in results["ensemble"][sizes[0]][seeds[0]].items() if not c.startswith("full/") and np.isfinite(v)]
+    ahead = {size: {seed: [c for c in cells if results["ensemble"][size][seed][c]
+                           < min(results[b][size][seed][c] for b in ("ridge", "cannon"))] for seed in seeds}
+             for size in sizes}
+    summary = summarise(results, sizes, seeds)["ensemble"]
+    worse = []
+    if len(sizes) > 1:
+        last, before = summary[sizes[-1]], summary[sizes[-2]]
+        worse = [c for c in cells if last[c]["mean"] - before[c]["mean"] > last[c]["spread"] + before[c]["spread"]]
+    return {"ensemble_ahead": ahead, "ensemble_ahead_counts": {size: {seed: len(v) for seed, v in by_seed.items()}
+                                                               for size, by_seed in ahead.items()},
+            "cells": len(cells), "worse_at_largest": worse}
 
 
 def plot(report: dict, path: Path) -> None:
     from apogeenet.plotting import pyplot, save
 
     plt = pyplot()
-    fig, axes = plt.subplots(3, 4, figsize=(13, 8), sharex=True)
     sizes = report["training_sizes"]
-    for col, group in enumerate(GROUPS):
+    groups = [g for g in GROUPS if np.isfinite(report["summary"]["ensemble"][sizes[0]][f"{g}/teff"]["mean"])]
+    fig, axes = plt.subplots(3, len(groups), figsize=(3.3 * len(groups), 8), sharex=True, squeeze=False)
+    for col, group in enumerate(groups):
         for row, parameter in enumerate(PARAMETERS.values()):
             ax = axes[row, col]
-            for model, style in zip(MODELS, ("o-", "s--", "^:")):
-                ax.plot(sizes, [report["rms_vs_truth"][model][n][f"{group}/{parameter}"] for n in sizes], style,
-                        label=model)
+            for model, style in zip(MODELS, ("o:", "o-", "s--", "^:")):
+                cells = [report["summary"][model][n][f"{group}/{parameter}"] for n in sizes]
+                ax.errorbar(sizes, [c["mean"] for c in cells], yerr=[c["spread"] for c in cells], fmt=style,
+                            capsize=2, label=model)
             ax.set_xscale("log")
             ax.set_title(f"{group} {parameter}", fontsize=9)
             if col == 0:
@@ -158,7 +229,8 @@ def plot(report: dict, path: Path) -> None:
             if row == 2:
                 ax.set_xlabel("training spectra")
     axes[0, 0].legend(fontsize=8)
-    fig.suptitle(f"Learning curve on a {report['n_stars']}-star synthetic survey ({report['device']})")
+    fig.suptitle(f"Learning curve on a {report['n_stars']}-star synthetic survey ({report['device']}; mean and "
+                 f"half-range over seeds {report['seeds']}; ensemble of {report['members']})")
     save(fig, path)
 
 

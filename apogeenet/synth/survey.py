@@ -67,15 +67,21 @@ class SpectrumSynthesizer:
     def _reddening_curve(self) -> np.ndarray:
         return extinction_curve(self.emulator.wavelength)
 
-    def noiseless(self, stars: pd.DataFrame) -> np.ndarray:
-        """Observed flux without noise on the emulator's pixels, (n, 7214), 1e-17 erg/s/cm²/Å,
-        quantised to :data:`~apogeenet.portable.SPECTRUM_BITS` so that the noisy files
-        made from it (exact IEEE operations from here on) are the same on every CPU."""
+    def expected_flux(self, stars: pd.DataFrame) -> np.ndarray:
+        """The survey's forward model: observed flux without noise on the emulator's pixels,
+        (n, 7214), 1e-17 erg/s/cm²/Å, float64 — the surface flux of the labels (``teff``,
+        ``logg``, ``fe_h``, ``alpha_fe``) diluted by (``radius``/``distance_pc``)² and reddened by
+        ``av``."""
         labels = stars[list(EMULATOR_LABELS)].to_numpy(dtype=np.float64)
         surface = self.emulator.surface_flux(labels)
         dilution = (stars["radius"].to_numpy() * _RSUN_CM / (stars["distance_pc"].to_numpy() * _PC_CM)) ** 2
         reddening = 10 ** (-0.4 * stars["av"].to_numpy()[:, None] * self._reddening_curve)
-        return quantise(surface * dilution[:, None] * reddening * 1e17, SPECTRUM_BITS)
+        return surface * dilution[:, None] * reddening * 1e17
+
+    def noiseless(self, stars: pd.DataFrame) -> np.ndarray:
+        """:meth:`expected_flux` quantised to :data:`~apogeenet.portable.SPECTRUM_BITS` so that the
+        noisy files made from it (exact IEEE operations from here on) are the same on every CPU."""
+        return quantise(self.expected_flux(stars), SPECTRUM_BITS)
 
     def observe(self, number: int, truth: np.ndarray, snr: float, nvisits: int) -> tuple[np.ndarray, ...]:
         """Noisy flux, error and mask on the full apStar grid for star ``number``.
