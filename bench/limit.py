@@ -4,16 +4,10 @@ synthetic survey, and how far every model is from it, as JSON.
     python bench/limit.py [--params params.yaml] [--model derived/calibrated/model.pt]
                           [--out bench/results/limit.json]
 
-For each test star the survey's own forward model gives the expected flux on the emulator's
-pixels, μ(θ) = F_λ(Teff, log g, [Fe/H], [α/Fe]) · (R/d)² · 10^(−0.4 A_V k(λ)) (apogeenet.synth:
-the Payne emulator with its cool-star extension, dilution, extinction), and its file the pixel
-errors σ_i it was given (pixels with the 1e10 sentinel carry no information). The Fisher
-information is F = Σ_i J_i J_iᵀ / σ_i², J = ∂μ/∂θ at the true θ, over θ = (Teff, log g, [Fe/H],
-[α/Fe], ln (R/d)², A_V): the three labels and every other quantity the survey draws for a star
-(it draws no radial velocity, veiling or continuum error: the spectra are on the rest frame and
-exactly the model's shape), the nuisance parameters marginalised by inverting the whole of F. The
-bound on label k is √((F⁻¹)_kk): no unbiased estimator from that spectrum does better. J is
-taken by central differences of the survey's own forward model (steps 1 K, 0.001 dex, 0.001 mag).
+For each test star the bound comes from the survey's own forward model at the star's true
+parameters and the pixel errors its file was given (pixels with the 1e10 sentinel carry no
+information), with α/Fe, the dilution (R/d)² and the extinction marginalised as nuisance
+parameters (:mod:`apogeenet.synth.limit`).
 
 Reported per label group (payne, mstar, yso, full) and parameter: the median bound and its RMS
 over the stars (the RMS an efficient estimator would reach), the bound with the nuisance
@@ -37,43 +31,7 @@ from apogeenet.config import load_params
 from apogeenet.evaluate import GROUPS
 from apogeenet.io.tables import read_truth
 from apogeenet.labels.catalog import LABEL_COLUMNS
-
-PARAMETERS = ("teff", "logg", "fe_h", "alpha_fe", "ln_dilution", "av")
-"""θ: the three labels, then the nuisance parameters the survey draws for every star."""
-STEPS = {"teff": 1.0, "logg": 1e-3, "fe_h": 1e-3, "alpha_fe": 1e-3, "ln_dilution": 1e-3, "av": 1e-3}
-"""Central-difference steps (K, dex, dex, dex, ln, mag): far below any bound, far above rounding."""
-
-
-def _shifted(stars: pd.DataFrame, name: str, step: float) -> pd.DataFrame:
-    """``stars`` with θ ``name`` moved by ``step`` (ln (R/d)² through the radius)."""
-    moved = stars.copy()
-    if name == "ln_dilution":
-        moved["radius"] = moved["radius"] * np.exp(step / 2)
-    else:
-        moved[name] = moved[name] + step
-    return moved
-
-
-def fisher_matrices(stars: pd.DataFrame, sigma: np.ndarray) -> np.ndarray:
-    """F (n, 6, 6) over :data:`PARAMETERS` of each star (the survey's columns teff, logg, fe_h,
-    alpha_fe, radius, distance_pc, av) from its pixel σ on the emulator's pixels (n, 7214; inf
-    where a pixel carries nothing): J by central differences of the survey's own forward model
-    (:meth:`apogeenet.synth.survey.SpectrumSynthesizer.expected_flux`)."""
-    from apogeenet.synth.survey import SpectrumSynthesizer
-
-    synth = SpectrumSynthesizer(seed=0)
-    jacobian = np.stack([(synth.expected_flux(_shifted(stars, name, STEPS[name]))
-                          - synth.expected_flux(_shifted(stars, name, -STEPS[name]))) / (2 * STEPS[name])
-                         for name in PARAMETERS], axis=1)
-    weighted = jacobian / sigma[:, None, :]
-    return np.einsum("nap,nbp->nab", weighted, weighted)
-
-
-def bounds(fisher: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(the bound on the three labels with the nuisance marginalised, with it known), each (n, 3)."""
-    marginal = np.sqrt(np.diagonal(np.linalg.inv(fisher), axis1=1, axis2=2)[:, :3])
-    known = np.sqrt(np.diagonal(np.linalg.inv(fisher[:, :3, :3]), axis1=1, axis2=2))
-    return marginal, known
+from apogeenet.synth.limit import PARAMETERS, bounds, fisher_matrices
 
 
 def pixel_sigma(store, rows: np.ndarray, pixels: np.ndarray) -> np.ndarray:
@@ -107,7 +65,7 @@ def main() -> None:
                                            "RADIUS": "radius", "DISTANCE": "distance_pc", "AV": "av"})
     sigma = pixel_sigma(data.store, data.rows[test], PayneEmulator().pixel_index)
     marginal, known = bounds(fisher_matrices(stars, sigma))
-    true = stars[list(LABEL_COLUMNS)].to_numpy(float)
+    true = stars[["teff", "logg", "fe_h"]].to_numpy(float)
     model_path = args.model or cfg.paths.calibrated / "model.pt"
     predictor = Predictor.load(model_path)
     flux = data.prepared(test)
