@@ -13,7 +13,7 @@ from tolerances import output_atol, sigma_atol
 
 from apogeenet.calibration import PARAMETERS, SigmaCalibration
 from apogeenet.catalog import build_catalog
-from apogeenet.config import ConfigError, PredictParams, TrainProfile, Uncertainty, load_params
+from apogeenet.config import PredictParams, TrainProfile, Uncertainty
 from apogeenet.model import ApogeeNet, flux_divisor
 from apogeenet.noise import normal_noise, star_streams
 from apogeenet.serving import MAX_MEMBERS, Predictor
@@ -157,18 +157,6 @@ def test_member_k_is_the_single_network_of_seed_plus_k(small, tmp_path):
     first = next(iter(alone.model.state_dict()))
     assert torch.equal(members[1].model.state_dict()[first], alone.model.state_dict()[first])
     assert not torch.equal(members[0].model.state_dict()[first], members[1].model.state_dict()[first])
-
-
-@pytest.mark.parametrize("text, message", [
-    ("train:\n  profiles:\n    demo: {members: 0}\n", "train.profiles.demo.members"),
-    ("train:\n  profiles:\n    demo: {members: 33}\n", "train.profiles.demo.members"),
-    ("adapt:\n  training: {members: 3}\n", "each member of the starting model is adapted on its own"),
-])
-def test_ensemble_sizes_are_checked_when_params_load(tmp_path, text, message):
-    path = tmp_path / "params.yaml"
-    path.write_text(text)
-    with pytest.raises(ConfigError, match=message):
-        load_params(path)
 
 
 def test_fewer_than_two_draws_per_member_is_refused_and_no_draws_is_the_single_pass(pair, spectrum):

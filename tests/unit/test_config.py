@@ -37,6 +37,9 @@ def test_repository_params_validate():
     ("adapt:\n  stop_on: best\n", "'groups', 'focus' or 'all'"),
     ("adapt:\n  learning_rate: 0.001\n", "adapt.learning_rate: Extra inputs"),  # now adapt.training
     ("paths:\n  raw: data\n", "paths.raw: Extra inputs"),
+    ("train:\n  profiles:\n    demo: {members: 0}\n", "train.profiles.demo.members"),  # a deep ensemble of
+    ("train:\n  profiles:\n    demo: {members: 33}\n", "train.profiles.demo.members"),  # 1 to 32 networks
+    ("adapt:\n  training: {members: 3}\n", "each member of the starting model is adapted on its own"),
 ])
 def test_bad_params_name_the_key(tmp_path, text, message):
     path = tmp_path / "params.yaml"
