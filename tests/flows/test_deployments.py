@@ -73,6 +73,10 @@ def test_served_adapt_deployment_runs_and_logs_to_mlflow(trained, tmp_path):
     assert runs["tags.init_model"][0] == "models:/apogeenet@champion"
     versions = mlflow.MlflowClient().search_model_versions("name='apogeenet'")
     assert sorted(int(v.version) for v in versions) == [1, 2]
+    # the champion is an ensemble of two: each member adapted on its own, one nested run per round
+    assert {v.tags["members"] for v in versions} == {"2"}
+    rounds = mlflow.search_runs(experiment_names=["train"], filter_string="attributes.run_name LIKE 'member %'")
+    assert sorted(rounds["tags.mlflow.runName"]) == ["member 0 round 0", "member 1 round 0"]
     from apogeenet.registry import registered_versions
 
     os.environ["MLFLOW_TRACKING_URI"], saved = mlflow_env["MLFLOW_TRACKING_URI"], os.environ.get("MLFLOW_TRACKING_URI")
@@ -82,4 +86,6 @@ def test_served_adapt_deployment_runs_and_logs_to_mlflow(trained, tmp_path):
         os.environ.pop("MLFLOW_TRACKING_URI") if saved is None else os.environ.__setitem__("MLFLOW_TRACKING_URI", saved)
     assert [v["version"] for v in listed] == ["2", "1"] and "candidate" in listed[0]["aliases"]
     assert sum("champion" in v["aliases"] for v in listed) == 1 and listed[1]["run_name"] == "calibrate"
-    assert (root / "adapted" / "model.pt").exists()
+    from apogeenet.serving import Predictor
+
+    assert len(Predictor.load(root / "adapted" / "model.pt").members) == 2
