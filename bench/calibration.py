@@ -14,7 +14,9 @@ again, by the present code), then the test split is predicted with the
 calibration.md under ``--work``). ``resplits``: the calibration fitted again on random halves of
 dev + test (the group sizes of the two splits kept) and judged on the other half, so that the
 cells met are an expectation rather than one split's luck; beside it, the same expectation for a σ
-exactly right (:func:`apogeenet.reliability.exact_sigma_pass_rate`).
+exactly right (:func:`apogeenet.reliability.exact_sigma_pass_rate`); and per cell the label
+scale's systematic term over the cell's median σ (``systematic_over_sigma``): the shift of z that
+no σ absorbs, which explains a cell the calibration misses.
 """
 
 from __future__ import annotations
@@ -36,13 +38,17 @@ from apogeenet.reliability import (exact_sigma_pass_rate, meets_bar, split_uncer
                                   write_calibration)
 from apogeenet.serving import Predictor
 from apogeenet.pipeline import train
+from apogeenet.uncertainty import total_sigma
+
 
 def resplit_cells(frame, truth, resplits: int, seed: int = 0) -> np.ndarray:
     """(resplits, 9) whether each group × parameter cell meets the bar when the calibration is fitted
-    on one random half of ``frame``'s dev + test rows (Table 4 columns, *_ERR_MC) and judged on the
-    other, each group's dev and test sizes kept."""
+    on one random half of ``frame``'s dev + test rows (Table 4 columns: the σ calibrated is the
+    total of *_ERR_MC and an ensemble's *_ERR_MODEL) and judged on the other, each group's dev and
+    test sizes kept."""
     prediction = frame[list(PARAMETERS)].to_numpy(float)
-    sigma = frame[[f"{p}_ERR_MC" for p in PARAMETERS]].to_numpy(float)
+    sigma = total_sigma(frame[[f"{p}_ERR_MC" for p in PARAMETERS]].to_numpy(float),
+                        frame[[f"{p}_ERR_MODEL" for p in PARAMETERS]].to_numpy(float))
     reference = truth.reindex(frame["APOGEE_ID"])[list(PARAMETERS)].to_numpy(float)
     groups, test = frame["DATA_TYPE"].to_numpy(), (frame["DATA_SET"] == "test").to_numpy()
     rng = np.random.default_rng(seed)
@@ -92,7 +98,19 @@ def main() -> None:
           "resplits": args.resplits, "resplit_cells_met_mean": float(met.sum(axis=1).mean()),
           "resplit_all_met_fraction": float(met.all(axis=1).mean()),
           "resplit_cell_pass_rate": dict(zip(cells, met.mean(axis=0).round(3).tolist())),
-          "exact_sigma_cell_pass_rate": dict(zip(cells, exact))}, args.out)
+          "exact_sigma_cell_pass_rate": dict(zip(cells, exact)), "members": len(predictor.members),
+          "systematic_over_sigma": systematic_over_sigma(predictor.systematics, frames["test"])}, args.out)
+
+
+def systematic_over_sigma(systematics: dict, frame: pd.DataFrame) -> dict[str, float]:
+    """Per source × parameter cell: the label scale's systematic term (mean label − truth) over the
+    median calibrated σ of the cell's test stars — the median z it alone shifts the cell by."""
+    out = {}
+    for group, terms in systematics.items():
+        rows = frame["DATA_TYPE"] == group
+        for name, (bias, _, _) in terms.items():
+            out[f"{group}/{name}"] = float(bias / np.median(frame.loc[rows, f"{name}_ERR"])) if rows.any() else np.nan
+    return out
 
 
 if __name__ == "__main__":
