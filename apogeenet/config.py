@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, fie
 
 from apogeenet.errors import UserFacingError
 
-__all__ = ["AdaptParams", "AdaptTraining", "Augment", "Baseline", "BaselinesParams", "ConfigError", "DaskParams", "ErrorReference", "FluxUnit", "LabelRange", "LabelSource", "LabelTable", "LabelsParams", "Optimizer", "Params", "PredictParams", "Recipe", "Release",
+__all__ = ["AdaptParams", "AdaptTraining", "Augment", "Baseline", "BaselinesParams", "ConfigError", "DaskParams", "ErrorReference", "FluxUnit", "LabelRange", "LabelSource", "LabelTable", "LabelsParams", "Loss", "Optimizer", "Params", "PredictParams", "Recipe", "Release",
            "Schedule", "SlurmParams", "StopOn", "TrainProfile", "Uncertainty", "YSONoise", "YSOParams", "load_params"]
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
@@ -59,6 +59,11 @@ class FluxUnit(StrEnum):
 class Augment(StrEnum):
     NONE = "none"    # the observed spectra as they are (the paper)
     NOISE = "noise"  # each epoch a fresh draw of noise from each spectrum's own (capped) errors
+
+
+class Loss(StrEnum):
+    MSE = "mse"      # eq. 4: the mean squared error of the standardised labels (the paper)
+    HUBER = "huber"  # quadratic within huber_delta, linear beyond: label outliers pull less
 
 
 class Engine(StrEnum):
@@ -339,6 +344,12 @@ class TrainProfile(_Section):
     error (the §3.5 cap; training's own key, so the predict settings never touch training)."""
     weight_decay: float = Field(0.0, ge=0)
     """L2 penalty of the optimiser (Adam: decoupled, AdamW)."""
+    loss: Loss = Loss.MSE
+    """The training loss on the standardised labels: ``mse`` (eq. 4) or ``huber`` (quadratic
+    within ``huber_delta``, linear beyond, so a skewed tail of label errors — the photometric YSO
+    Teff — moves the prediction less). The dev loss (early stopping, model choice) stays eq. 4."""
+    huber_delta: float = Field(1.0, gt=0)
+    """Where ``huber`` turns linear, in Table 1 standard deviations."""
     engine: Engine = Engine.FAST
     """How the steps run: ``fast`` (on a CPU the kernels of apogeenet/train_kernels.py, fused
     optimiser steps, the training split read once into memory) or ``eager`` (the Conv1d stack with
@@ -364,7 +375,8 @@ class TrainParams(_Section):
         "paper": TrainProfile(optimizer=Optimizer.SGD, learning_rate=1e-3, max_epochs=1000),
         "demo": TrainProfile(optimizer=Optimizer.ADAM, learning_rate=1e-3, batch_size=32, max_epochs=20,
                              patience=8, grad_clip=1.0, schedule=Schedule.ONECYCLE,
-                             flux_unit=FluxUnit.PER_SPECTRUM, augment=Augment.NOISE, members=2),
+                             flux_unit=FluxUnit.PER_SPECTRUM, augment=Augment.NOISE, members=2,
+                             loss=Loss.HUBER, huber_delta=0.25),
     }
 
     @model_validator(mode="after")
@@ -392,7 +404,7 @@ class AdaptParams(_Section):
     max_rounds: int = Field(6, ge=1)
     seed: Seed = 1
     training: AdaptTraining = AdaptTraining(learning_rate=2e-5, batch_size=32, max_epochs=20, patience=5,
-                                            grad_clip=1.0)
+                                            grad_clip=1.0, loss=Loss.HUBER, huber_delta=0.25)
     """How each round trains (its ``patience`` is the early stopping inside a round); the flux unit
     is the starting model's (``flux_unit`` stays null)."""
     stop_on: StopOn = StopOn.GROUPS

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from apogeenet.config import Augment, Engine, Optimizer, Schedule, TrainProfile
+from apogeenet.config import Augment, Engine, Loss, Optimizer, Schedule, TrainProfile
 from apogeenet.dataset import LabelledSpectra, StagedSplit, best_device, standardised_mse
 from apogeenet.errors import UserFacingError
 from apogeenet.model import ApogeeNet
@@ -236,7 +236,7 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
     if saved is None and init_state is not None:  # the starting point is the best so far
         state.update(best_dev_loss=measure(model), best_epoch=-1)
         save_weights({"model": model.state_dict(), "config": config, "epoch": -1}, best_path)
-    loss_fn = nn.MSELoss()
+    loss_fn = nn.HuberLoss(delta=cfg.huber_delta) if cfg.loss is Loss.HUBER else nn.MSELoss()
     while state["epoch"] < cfg.max_epochs and state["bad_epochs"] < cfg.patience:
         started = time.perf_counter()
         model.train()
@@ -262,12 +262,12 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
                 total += loss.detach().double() * len(flux)  # on the device: no wait for each step
                 seen += len(flux)
                 bar.advance()
-        total = float(total)
-        if not math.isfinite(total):
-            raise TrainingDiverged(f"training diverged: the loss is {total} in epoch {state['epoch']} "
+        total, epoch_loss = float(total), measure(model)
+        if not (math.isfinite(total) and math.isfinite(epoch_loss)):
+            raise TrainingDiverged(f"training diverged: the {'training' if not math.isfinite(total) else 'dev'} loss "
+                                   f"is {total if not math.isfinite(total) else epoch_loss} in epoch {state['epoch']} "
                                    f"({cfg.optimizer}, learning rate {cfg.learning_rate}); lower the learning "
                                    "rate or set grad_clip in the training profile")
-        epoch_loss = measure(model)
         seconds = time.perf_counter() - started
         record = {"epoch": state["epoch"], "train_loss": total / max(seen, 1), "dev_loss": epoch_loss,
                   "seconds": seconds, "samples_per_s": seen / seconds}

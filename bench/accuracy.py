@@ -95,7 +95,7 @@ def main() -> None:
 
     import torch
 
-    from apogeenet.config import FluxUnit
+    from apogeenet.config import FluxUnit, Loss
     from apogeenet.train import train_ensemble
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -117,6 +117,8 @@ def main() -> None:
     profile = cfg.train.active()
     if args.members:
         profile = profile.model_copy(update={"members": args.members})
+    recipe = f"{profile.members}x{profile.max_epochs}" + (
+        "" if profile.loss is Loss.MSE else f"-{profile.loss}{profile.huber_delta:g}")  # names fits and checkpoints
     partial_file = args.work / "accuracy-partial.json"
     partial = json.loads(partial_file.read_text()) if partial_file.exists() else {}
 
@@ -140,12 +142,11 @@ def main() -> None:
         for seed in args.seeds:
             def networks(seed=seed):
                 fits = train_ensemble(data, train, dev, profile.model_copy(update={"seed": seed}),
-                                      args.work / f"ck-{size}-{profile.members}x{profile.max_epochs}-s{seed}",
-                                      progress=True)
+                                      args.work / f"ck-{size}-{recipe}-s{seed}", progress=True)
                 models = {"single": [fits[0].model], "ensemble": [f.model for f in fits]}
                 return {name: scores(data, truth, test, Predictor(nets, data.table1, data.flux_scale)
                                      .predict(data.prepared(test)).to_numpy()) for name, nets in models.items()}
-            found = kept(f"networks/{size}/{profile.members}x{profile.max_epochs}/{seed}", networks)
+            found = kept(f"networks/{size}/{recipe}/{seed}", networks)
             for name in ("single", "ensemble"):
                 results[name].setdefault(size, {})[seed] = found["rms"][name]
                 seconds[name].setdefault(size, {})[seed] = found["seconds"]
@@ -170,7 +171,7 @@ def main() -> None:
         print({m: round(float(np.mean([results[m][size][s]["full/teff"] for s in args.seeds])), 1)
                for m in MODELS}, flush=True)
     report = {"n_stars": args.n_stars, "n_test": int(len(test)), "profile": cfg.train.profile,
-              "members": profile.members, "max_epochs": profile.max_epochs, "seeds": args.seeds,
+              "members": profile.members, "max_epochs": profile.max_epochs, "loss": str(profile.loss), "seeds": args.seeds,
               "device": "cuda" if torch.cuda.is_available() else "cpu", "training_sizes": sizes,
               "rms_vs_truth": results, "summary": summarise(results, sizes, args.seeds), "seconds": seconds,
               **checks(results, sizes, args.seeds)}

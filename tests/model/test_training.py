@@ -244,6 +244,10 @@ def test_a_diverging_run_stops_with_a_clear_error(small, tmp_path):
     with pytest.raises(TrainingDiverged, match="lower the learning rate"):
         train_model(small, train, train[:2], TrainProfile(optimizer="sgd", learning_rate=1e8, max_epochs=3,
                                                          batch_size=8), tmp_path / "ck")
+    # raw flux (scale 1): one SGD step of the whole split leaves the dev loss NaN — said, not a missing best.pt
+    with pytest.raises(TrainingDiverged, match="the dev loss is nan in epoch 0"):
+        train_model(small, train, train[:2], TrainProfile(optimizer="sgd", learning_rate=1e-3, max_epochs=1,
+                                                         batch_size=len(train), dropout=0.0), tmp_path / "raw")
 
 
 def test_a_checkpoint_of_other_targets_is_not_resumed(small, tmp_path):
@@ -257,3 +261,27 @@ def test_a_checkpoint_of_other_targets_is_not_resumed(small, tmp_path):
     relabelled.targets = small.targets + 0.5  # e.g. a new label catalog with the same stars
     again = train_model(relabelled, train, dev, cfg, tmp_path / "ck")
     assert [h["epoch"] for h in again.history] == [0, 1]  # started afresh
+
+
+def test_a_huber_loss_is_pulled_less_by_a_label_outlier(small, tmp_path):
+    """``loss: huber``: one label 20 standard deviations off moves a gradient step of eq. 4's MSE
+    by 2·20 per star and of the Huber loss by at most 2·δ, so the prediction for that star moves
+    ≥ 10× less (δ = 0.25: 80× in exact arithmetic)."""
+    import copy
+
+    small = small.with_flux_scale(None)  # each spectrum over its median: outputs of order 1 from the start
+    train = small.select(split="train")
+    outlier = copy.copy(small)
+    outlier.targets = small.targets.copy()
+    outlier.targets[train[0]] += 20.0
+    flux, _ = small.batch(train[:1])
+    moved = {}
+    for loss in ("mse", "huber"):
+        cfg = TrainProfile(optimizer="sgd", learning_rate=1e-3, max_epochs=1, batch_size=len(train), dropout=0.0,
+                           loss=loss, huber_delta=0.25)
+        runs = [train_model(d, train, train[:2], cfg, tmp_path / f"{loss}-{k}").model.eval()
+                for k, d in enumerate((small, outlier))]
+        with torch.no_grad():
+            clean, dirty = (net(flux) for net in runs)
+        moved[loss] = float((dirty - clean).abs().max())
+    assert moved["mse"] > 10 * moved["huber"] > 0, moved
