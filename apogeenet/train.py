@@ -262,8 +262,8 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
                 total += loss.detach().double() * len(flux)  # on the device: no wait for each step
                 seen += len(flux)
                 bar.advance()
-        total, epoch_loss = float(total), measure(model)
-        if not (math.isfinite(total) and math.isfinite(epoch_loss)):
+        total, epoch_loss = float(total), measure(model)  # a dev_loss may say inf: "not acceptable"
+        if not math.isfinite(total) or math.isnan(epoch_loss):
             raise TrainingDiverged(f"training diverged: the {'training' if not math.isfinite(total) else 'dev'} loss "
                                    f"is {total if not math.isfinite(total) else epoch_loss} in epoch {state['epoch']} "
                                    f"({cfg.optimizer}, learning rate {cfg.learning_rate}); lower the learning "
