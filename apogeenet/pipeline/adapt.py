@@ -51,9 +51,12 @@ def run(cfg: Params, tracker: Tracker) -> StageResult:
             summary["best_round"] = results[0].best_round
         else:
             summary |= {f"member{k}/best_round": r.best_round for k, r in enumerate(results)}
+        adapted_members = sum(r.best_round >= 0 for r in results)
         headline = (f"{summary['rounds']} rounds; MSTAR+YSO dev loss {summary['initial_focus_dev_loss']:.4f} -> "
-                    f"{summary['adapted_focus_dev_loss']:.4f} (best round {rounds}"
-                    + (")" if members == 1 else f" of the {members} members; -1: the member as it started)"))
+                    f"{summary['adapted_focus_dev_loss']:.4f} ("
+                    + (f"best round {rounds}" if members == 1 else
+                       f"{adapted_members} of {members} members adapted; best round per member {rounds}")
+                    + "; -1: as it started)")
         return write_model(data, adapted, out_dir, stage="adapt", params=params,
                            tags={**data_tags(cfg), "init_model": init_model}, headline=headline,
                            summary=summary, summary_in_file=True)
