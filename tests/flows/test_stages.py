@@ -106,7 +106,7 @@ def test_predict_runs_on_a_store_of_real_apstar_files(trained, real_apstar_dir, 
     root, _ = trained
     cfg = load_params(root / "params.yaml")
     ingest(real_apstar_dir, tmp_path / "real_store", workers=1)
-    metrics = predict.run(settings(cfg, model=str(cfg.paths.calibrated / "model.pt"), store=tmp_path / "real_store", out_dir=tmp_path / "real", draws=3, track=False)).metrics
+    metrics = predict.run(settings(cfg, model=str(cfg.paths.calibrated / "model.pt"), store=tmp_path / "real_store", out_dir=tmp_path / "real", draws=4, track=False)).metrics
     catalog = Table.read(tmp_path / "real" / "catalog.fits")
     assert metrics["n_spectra"] == len(catalog) == len(SpectraStore(tmp_path / "real_store")) > 0
     assert (catalog["DATA_TYPE"] == "none").all()  # real stars carry no labels here
@@ -159,11 +159,11 @@ def test_predict_joins_only_the_labels_the_model_was_trained_on(trained, tmp_pat
     labels = pd.read_parquet(other / "labels.parquet")
     labels.loc[0, "TEFF"] += 100.0
     labels.to_parquet(other / "labels.parquet")
-    run = settings(cfg, model=model, out_dir=tmp_path / "cat", draws=3, track=False).with_overrides(
+    run = settings(cfg, model=model, out_dir=tmp_path / "cat", draws=4, track=False).with_overrides(
         {"paths.labels": str(other)})
     with pytest.raises(StageError, match="other labels than .* was trained on"):
         predict.run(run)
-    predict.run(settings(cfg, model=model, out_dir=tmp_path / "cat", draws=3, track=False))
+    predict.run(settings(cfg, model=model, out_dir=tmp_path / "cat", draws=4, track=False))
     header = Table.read(tmp_path / "cat" / "catalog.fits").meta
     assert header["TRAINED"] == "synthetic survey" and header["LABSRC"] == "PAYNE,MSTAR,YSO"
     assert header["MODELVER"].startswith("none") and len(header["WEIGHTS"]) == 64
