@@ -210,6 +210,8 @@ def checks(results: dict, sizes: list[int], seeds: list[int]) -> dict:
 
 
 def plot(report: dict, path: Path) -> None:
+    from matplotlib.ticker import NullLocator
+
     from apogeenet.plotting import pyplot, save
 
     plt = pyplot()
@@ -219,11 +221,23 @@ def plot(report: dict, path: Path) -> None:
     for col, group in enumerate(groups):
         for row, parameter in enumerate(PARAMETERS.values()):
             ax = axes[row, col]
+            top = 0.0
             for model, style in zip(MODELS, ("o:", "o-", "s--", "^:")):
                 cells = [report["summary"][model][n][f"{group}/{parameter}"] for n in sizes]
                 ax.errorbar(sizes, [c["mean"] for c in cells], yerr=[c["spread"] for c in cells], fmt=style,
                             capsize=2, label=model)
+                if model != "cannon":
+                    top = max(top, *(c["mean"] + c["spread"] for c in cells))
+            far = [c["mean"] for n in sizes if (c := report["summary"]["cannon"][n][f"{group}/{parameter}"])["mean"] > 1.5 * top]
+            if far:  # The Cannon off the scale (its YSOs): say where, keep the others readable
+                ax.set_ylim(0, 1.5 * top)
+                values = "–".join(dict.fromkeys(f"{v:.0f}" if v >= 100 else f"{v:.3g}" for v in (min(far), max(far))))
+                ax.text(0.98, 0.97, f"cannon {values} ↑", transform=ax.transAxes, ha="right", va="top", fontsize=7,
+                        color="C3")
             ax.set_xscale("log")
+            ax.set_xlim(min(sizes) / 1.5, max(sizes) * 1.5)
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.set_xticks(sizes, [str(n) for n in sizes])
             ax.set_title(f"{group} {parameter}", fontsize=9)
             if col == 0:
                 ax.set_ylabel("test RMS vs truth")
