@@ -262,12 +262,12 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
                 total += loss.detach().double() * len(flux)  # on the device: no wait for each step
                 seen += len(flux)
                 bar.advance()
-        total, epoch_loss = float(total), measure(model)  # a dev_loss may say inf: "not acceptable"
-        if not math.isfinite(total) or math.isnan(epoch_loss):
-            raise TrainingDiverged(f"training diverged: the {'training' if not math.isfinite(total) else 'dev'} loss "
-                                   f"is {total if not math.isfinite(total) else epoch_loss} in epoch {state['epoch']} "
-                                   f"({cfg.optimizer}, learning rate {cfg.learning_rate}); lower the learning "
-                                   "rate or set grad_clip in the training profile")
+        total = float(total)
+        if not math.isfinite(total):
+            raise _diverged("training", total, state["epoch"], cfg)
+        epoch_loss = measure(model)  # inf from a dev_loss is an epoch it rejects (the §3.4 guard), NaN is not
+        if math.isnan(epoch_loss):
+            raise _diverged("dev", epoch_loss, state["epoch"], cfg)
         seconds = time.perf_counter() - started
         record = {"epoch": state["epoch"], "train_loss": total / max(seen, 1), "dev_loss": epoch_loss,
                   "seconds": seconds, "samples_per_s": seen / seconds}
@@ -286,6 +286,12 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
             on_epoch(record)
     model.load_state_dict(load_weights(best_path)["model"])
     return TrainResult(model.cpu(), state["best_dev_loss"], state["best_epoch"], state["history"])
+
+
+def _diverged(which: str, loss: float, epoch: int, cfg: TrainProfile) -> TrainingDiverged:
+    return TrainingDiverged(f"training diverged: the {which} loss is {loss} in epoch {epoch} ({cfg.optimizer}, "
+                            f"learning rate {cfg.learning_rate}); lower the learning rate or set grad_clip in the "
+                            "training profile")
 
 
 def member_directory(checkpoint_dir: str | Path, member: int, members: int) -> Path:

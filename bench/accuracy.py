@@ -221,14 +221,12 @@ def plot(report: dict, path: Path) -> None:
     for col, group in enumerate(groups):
         for row, parameter in enumerate(PARAMETERS.values()):
             ax = axes[row, col]
-            top = 0.0
+            cells = {model: [report["summary"][model][n][f"{group}/{parameter}"] for n in sizes] for model in MODELS}
             for model, style in zip(MODELS, ("o:", "o-", "s--", "^:")):
-                cells = [report["summary"][model][n][f"{group}/{parameter}"] for n in sizes]
-                ax.errorbar(sizes, [c["mean"] for c in cells], yerr=[c["spread"] for c in cells], fmt=style,
-                            capsize=2, label=model)
-                if model != "cannon":
-                    top = max(top, *(c["mean"] + c["spread"] for c in cells))
-            far = [c["mean"] for n in sizes if (c := report["summary"]["cannon"][n][f"{group}/{parameter}"])["mean"] > 1.5 * top]
+                ax.errorbar(sizes, [c["mean"] for c in cells[model]], yerr=[c["spread"] for c in cells[model]],
+                            fmt=style, capsize=2, label=model)
+            top = max(c["mean"] + c["spread"] for model in MODELS if model != "cannon" for c in cells[model])
+            far = [c["mean"] for c in cells["cannon"] if c["mean"] > 1.5 * top]
             if far:  # The Cannon off the scale (its YSOs): say where, keep the others readable
                 ax.set_ylim(0, 1.5 * top)
                 values = "–".join(dict.fromkeys(f"{v:.0f}" if v >= 100 else f"{v:.3g}" for v in (min(far), max(far))))
