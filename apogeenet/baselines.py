@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,19 +119,18 @@ def normalised_spectra(data, length: float, progress: bool = False, block: int =
     return x, ivar
 
 
-def baseline_frames(data, cfg: BaselinesParams, progress: bool = False) -> dict[str, tuple[pd.DataFrame, dict]]:
+def baseline_frames(data, cfg: BaselinesParams, progress: bool = False) -> Iterator[tuple[str, pd.DataFrame, dict]]:
     """Fit each baseline of ``cfg.models`` on the train split of ``data`` (a
-    :class:`~apogeenet.dataset.LabelledSpectra`) and predict every star: {name: (the catalog with
-    PRED_TEFF, PRED_LOGG, PRED_FE_H, the fit's parameters)}."""
+    :class:`~apogeenet.dataset.LabelledSpectra`) and predict every star: (name, the catalog with
+    PRED_TEFF, PRED_LOGG, PRED_FE_H, the fit's parameters) for one model after the other, each
+    fitted when it is asked for."""
     x, ivar = normalised_spectra(data, cfg.continuum_length, progress)
     train, dev = data.select(split="train"), data.select(split="dev")
     labels = data.catalog[list(LABEL_COLUMNS)].to_numpy(np.float64)
-    frames = {}
     for name in cfg.models:
         if name is Baseline.RIDGE:
             fit = fit_ridge(x[train], data.targets[train], x[dev], data.targets[dev], data.table1, cfg.ridge_alphas)
         else:
             fit = fit_cannon(data.store.wavelength, x[train], ivar[train], labels[train])
         pred = pd.DataFrame(fit.predict(x, ivar), columns=[f"PRED_{c}" for c in LABEL_COLUMNS])
-        frames[str(name)] = (pd.concat([data.catalog.reset_index(drop=True), pred], axis=1), fit.params)
-    return frames
+        yield str(name), pd.concat([data.catalog.reset_index(drop=True), pred], axis=1), fit.params

@@ -6,8 +6,9 @@ type) with units; ``FLAGS`` marks rows the paper left out instead of dropping th
 * bit 0 ``HOT``: predicted Teff above ``predict.hot_teff`` (edge effects, §3.6);
 * bit 1 ``UNPHYSICAL``: a prediction outside the physical bounds (params ``predict.bounds``),
   as happens at SNR ≈ 0 (§3.6);
-* bit 2 ``FEW_PIXELS``: fewer good pixels than ``predict.min_good_pixels`` (a spectrum with no
-  usable pixel, or half of it NaN, still gets a number from the network: it means nothing);
+* bit 2 ``FEW_PIXELS``: fewer good pixels than ``predict.min_good_pixels`` (a spectrum half of
+  it NaN still gets a number from the network: it means nothing); a spectrum with no usable
+  pixel at all gets no number (prediction and σ NaN);
 * bit 3 ``DUPLICATE``: another file of the same APOGEE_ID has a higher SNR (that one is kept, as
   allStar's primary entry);
 * bit 4 ``OUT_OF_DOMAIN``: the spectrum is unlike the training set's (``DOMAIN_DIST`` above the
@@ -135,6 +136,8 @@ def build_catalog(index: pd.DataFrame, prediction: np.ndarray, sigma: np.ndarray
             frame[f"{name}_LABEL"] = np.nan
         frame["DATA_SET"], frame["DATA_TYPE"] = "none", "none"
     model_sigma = np.full(sigma.shape, np.nan) if model_sigma is None else model_sigma
+    empty = np.asarray(n_good_pixels) == 0  # no usable pixel: the network's number means nothing
+    prediction, sigma, model_sigma = (np.where(empty[:, None], np.nan, a) for a in (prediction, sigma, model_sigma))
     total = total_sigma(sigma, model_sigma)
     calibrated = total if calibration is None else calibration.apply(prediction, total, frame["DATA_TYPE"].to_numpy())
     for k, name in enumerate(LABEL_COLUMNS):
@@ -147,7 +150,7 @@ def build_catalog(index: pd.DataFrame, prediction: np.ndarray, sigma: np.ndarray
     outside = np.zeros(len(frame), bool)
     for name, (lo, hi) in bounds.items():
         value = frame[name.upper()].to_numpy(float)
-        outside |= ~((value >= lo) & (value <= hi))
+        outside |= ~((value >= lo) & (value <= hi)) & ~empty
     flags |= np.where(outside, FLAG_BITS["UNPHYSICAL"], 0)
     flags |= np.where(frame["N_GOOD_PIXELS"] < min_good_pixels, FLAG_BITS["FEW_PIXELS"], 0)
     flags |= np.where(primary_rows(index), 0, FLAG_BITS["DUPLICATE"])

@@ -18,12 +18,34 @@ from apogeenet.config import ErrorReference, Uncertainty
 from apogeenet.errors import UserFacingError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
-                  help="APOGEE Net (Olney et al. 2020): stellar parameters from APOGEE spectra.")
+                  help="APOGEE Net (Olney et al. 2020): stellar parameters from APOGEE spectra.",
+                  context_settings={"max_content_width": 200})  # as wide as the terminal, not 80 columns
 for _name, _command in COMMANDS.items():
     app.command(_name)(_command)
 
+SHORT_HELP = {
+    "init": "Make a workspace for your own data.", "inspect": "Header facts of apStar files.",
+    "download": "Download apStar files from the SAS.", "download-catalog": "Download a release's allStar.",
+    "synth": "Make the synthetic survey.", "label-mdwarfs": "Photometric M-dwarf labels (§2.3).",
+    "predict-shard": "Predict one shard of a plan.", "models": "List the registered versions.",
+    "report": "Print the last run's reports.", "info": "Summarise a spectra store.",
+    "ui": "Open the MLflow UI at the runs.", "serve-model": "Serve a model for online scoring.",
+    "ingest": "Ingest apStar files into a store.", "label": "Build the training labels (§2).",
+    "validate": "Run the data gates.", "train": "Train APOGEE Net (§3.3).", "adapt": "Adapt to M dwarfs and YSOs (§3.4).",
+    "calibrate": "Fit σ calibration; register.", "baselines": "Fit ridge and The Cannon.",
+    "evaluate": "Tables 2/3 and the quality bar.", "predict": "The catalog with σ and flags.",
+}
+"""Each command's line in `apogeenet --help`: whole at any terminal width (click cuts a longer
+first sentence to fit)."""
+
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 """A full disk or quota, a read-only file system, no permission: the machine refused, not a bug."""
+
+
+def _short_help() -> None:
+    for info in app.registered_commands:
+        name = info.name or info.callback.__name__.replace("_", "-")
+        info.short_help = info.short_help or SHORT_HELP.get(name)
 
 
 def main() -> None:
@@ -33,6 +55,7 @@ def main() -> None:
     disk, a directory or tracking store without write permission: one line); 130 interrupted."""
     from typer._click import exceptions as click_errors  # typer's own copy of click
 
+    _short_help()
     try:
         code = app(standalone_mode=False)
     except click_errors.NoArgsIsHelpError as exc:

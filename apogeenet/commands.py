@@ -321,6 +321,55 @@ def init(
               soft_wrap=True)
 
 
+def _mlflow(*args: str, tracking: str) -> int:
+    """Run the MLflow command line of this environment (its uvicorn and gunicorn on PATH, so
+    nothing needs activating) against ``tracking``; returns its exit code."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "MLFLOW_DISABLE_TELEMETRY": "true",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    try:
+        return subprocess.run([sys.executable, "-m", "mlflow", *args], env=env, check=False).returncode
+    except KeyboardInterrupt:
+        return 0
+
+
+def ui(port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the UI.")] = 5000,
+       params: ParamsOption = None) -> None:
+    """Open this workspace's MLflow tracking store in the MLflow UI (127.0.0.1), at its
+    experiments in the model-training view."""
+    from apogeenet.mlflow_store import tracking_uri, ui_link
+
+    load_params(params)
+    address = f"http://127.0.0.1:{port}"
+    out.print(f"MLflow UI: {ui_link(ui=address)}\nregistered model: {ui_link(registered='apogeenet', ui=address)}"
+              "\n(Ctrl-C stops it)", soft_wrap=True, highlight=False)
+    raise typer.Exit(_mlflow("server", "--backend-store-uri", tracking_uri(), "--host", "127.0.0.1",
+                             "--port", str(port), tracking=tracking_uri()))
+
+
+def serve_model(
+    model: Annotated[str, typer.Option(help="A registered model or a run's model (models:/NAME@alias, "
+                                            "models:/NAME/N, runs:/ID/model).")] = "models:/apogeenet@champion",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the scoring server.")] = 5001,
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    params: ParamsOption = None,
+) -> None:
+    """Serve a registered model for online scoring (`mlflow models serve` in this environment):
+    POST spectra (flux, error) to /invocations, get the catalog's columns with sigma and FLAGS."""
+    from apogeenet.mlflow_store import tracking_uri
+
+    load_params(params)
+    if not model.startswith(("models:/", "runs:/")):
+        raise UserError(f"--model {model}: serve a registered or logged model (models:/…, runs:/…), not a file")
+    out.print(f"serving {model} at http://{host}:{port}/invocations (README, \"Online scoring\"; Ctrl-C stops it)",
+              soft_wrap=True, highlight=False)
+    raise typer.Exit(_mlflow("models", "serve", "-m", model, "--env-manager", "local", "-h", host, "-p", str(port),
+                             tracking=tracking_uri()))
+
+
 COMMANDS = {
     "init": init,
     "inspect": inspect,
@@ -332,5 +381,7 @@ COMMANDS = {
     "models": models,
     "report": report,
     "info": info,
+    "ui": ui,
+    "serve-model": serve_model,
 }
 """Command name -> function, registered by :mod:`apogeenet.cli`."""

@@ -11,14 +11,16 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator, model_validator
 
 from apogeenet.errors import UserFacingError
 
-__all__ = ["AdaptParams", "AdaptTraining", "Augment", "Baseline", "BaselinesParams", "ConfigError", "DaskParams", "ErrorReference", "FluxUnit", "LabelRange", "LabelSource", "LabelTable", "LabelsParams", "Loss", "Optimizer", "Params", "PredictParams", "Recipe", "Release",
+_Model = TypeVar("_Model", bound=BaseModel)
+
+__all__ = ["AdaptParams", "AdaptTraining", "Augment", "Baseline", "BaselinesParams", "ConfigError", "DaskParams", "ErrorReference", "FluxUnit", "LabelRange", "LabelSource", "LabelTable", "LabelsParams", "Loss", "Optimizer", "Params", "PredictParams", "Recipe", "Release", "validated",
            "Schedule", "SlurmParams", "StopOn", "TrainProfile", "Uncertainty", "YSONoise", "YSOParams", "load_params"]
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
@@ -660,8 +662,13 @@ class Params(_Section):
 
 
 def _validated(raw: dict, source: object) -> Params:
+    return validated(Params, raw, source)
+
+
+def validated(model: type[_Model], raw: dict, source: object) -> _Model:
+    """``model`` from ``raw``, or one :class:`ConfigError` line naming ``source`` and each problem."""
     try:
-        return Params.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"{source}: {problems}") from None

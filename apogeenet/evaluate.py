@@ -20,7 +20,7 @@ from apogeenet.labels.catalog import LABEL_COLUMNS, SPLITS, Normalisation
 from apogeenet.plotting import SOURCE_COLOURS, pyplot, save
 
 __all__ = ["COMPARISON_FILE", "EVALUATION_FILES", "METRICS_FILE", "PREDICTIONS_FILE", "QUALITY_FILE", "TABLES_FILE", "GROUPS", "PAPER_TABLE3", "PARAMETERS", "adaptation_effect",
-           "adaptation_markdown", "comparison_markdown", "comparison_table", "evaluation_tables", "kiel_plot", "label_vs_prediction_plot",
+           "adaptation_markdown", "comparison_markdown", "comparison_table", "evaluation_tables", "headline_metrics", "kiel_plot", "label_vs_prediction_plot",
            "metrics_from_tables", "predictions_frame", "quality_bar", "quality_markdown", "quality_metrics",
            "robust_sigma", "tables_markdown", "truth_metrics", "write_assessment", "write_evaluation"]
 
@@ -324,6 +324,24 @@ def truth_metrics(frame: pd.DataFrame, truth: pd.DataFrame, split: str = "test")
             if np.isfinite(error).any():
                 metrics[f"{split}/{group}/{parameter}_scatter_truth"] = float(np.sqrt(np.nanmean(error**2)))
     return metrics
+
+
+HEADLINE = "accuracy"
+"""The prefix of the metrics a comparison of models reads first (MLflow lists metrics by name)."""
+
+
+def headline_metrics(metrics: dict[str, float], split: str = "test") -> dict[str, float]:
+    """The 24 numbers models are compared by, under one prefix that sorts first: the ``split``
+    RMS against the labels and against the truth per group and parameter
+    (``accuracy/vs_truth/payne/teff``), copied from ``metrics``."""
+    out = {}
+    for group in GROUPS:
+        for parameter in PARAMETERS.values():
+            for reference, suffix in (("vs_labels", "_scatter"), ("vs_truth", "_scatter_truth")):
+                value = metrics.get(f"{split}/{group}/{parameter}{suffix}")
+                if value is not None:
+                    out[f"{HEADLINE}/{reference}/{group}/{parameter}"] = value
+    return out
 
 
 def comparison_table(frames: dict[str, pd.DataFrame], truth: pd.DataFrame | None, split: str = "test") -> pd.DataFrame:

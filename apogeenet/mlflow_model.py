@@ -8,6 +8,6 @@ carry code (a CloudPickle'd PythonModel would).
 
 from mlflow.models import set_model
 
-from apogeenet.registry import ApogeeNetPyfunc
+from apogeenet.pyfunc import ApogeeNetPyfunc
 
 set_model(ApogeeNetPyfunc())

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["CHAMPION_URI", "LOCAL_STORE", "MODEL_NAME", "tracking_lock", "tracking_root", "tracking_uri"]
+__all__ = ["CHAMPION_URI", "LOCAL_STORE", "MODEL_NAME", "UI_ADDRESS", "tracking_lock", "tracking_root", "tracking_uri",
+           "ui_link"]
 
 MODEL_NAME = "apogeenet"
 """The registered model's name."""
@@ -17,6 +18,8 @@ CHAMPION_URI = f"models:/{MODEL_NAME}@champion"
 """The registry's best version (by dev loss): what predict and adapt use by default."""
 
 
+UI_ADDRESS = "http://127.0.0.1:5000"
+"""Where ``apogeenet ui`` (and ``mlflow ui``) serve the tracking store by default."""
 LOCAL_STORE = "mlruns/mlflow.db"
 """The local SQLite store, relative to the working directory (without $MLFLOW_TRACKING_URI)."""
 
@@ -45,3 +48,15 @@ def tracking_uri(root: str | os.PathLike = "mlruns") -> str:
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     return f"sqlite:///{tracking_root(root) / Path(LOCAL_STORE).name}"
+
+
+def ui_link(experiment_id: str = "", run_id: str = "", *, registered: str = "", ui: str = UI_ADDRESS) -> str:
+    """A link into the MLflow UI that opens in its model-training view (runs, metrics, models):
+    MLflow 3 picks the view from the link's ``workflowType`` (else the GenAI view, traces) and
+    keeps it on the pages the link leads to. The experiments list without ids; ``registered`` a
+    registered model's page instead."""
+    if registered:
+        path = f"/#/models/{registered}"
+    else:
+        path = "/#/experiments" + (f"/{experiment_id}" if experiment_id else "") + (f"/runs/{run_id}" if run_id else "")
+    return f"{ui}{path}?workflowType=machine_learning"

@@ -1,15 +1,7 @@
-"""MLflow model logging and the registry (edge module: imported only by :mod:`apogeenet.tracking`
-and the CLI).
-
-The logged model is a pyfunc whose input is raw apStar flux (n, 8575) float32 — the combined
-spectrum, bad pixels 0 — and whose output is a table of TEFF [K], LOGG and FE_H in physical
-units. It is logged as a model from code (:mod:`apogeenet.mlflow_model`) with the weights and
-Table 1 as the artifact ``model.pt``, so ``mlflow.pyfunc.load_model("models:/apogeenet@champion")``
-unpickles nothing; :func:`load_predictor` reads only that weights file. Versions are registered
-under ``apogeenet`` with their dev loss as a tag from the moment they exist; alias ``candidate``
-always points at the newest, ``champion`` moves only when the new model's dev loss beats the
-current champion's, both measured on the same (current) dev set, and that comparison and the move
-happen under a lock beside the tracking store, so two registrations at once cannot both win.
+"""The read side of the registry (edge module: imported by the CLI and :mod:`apogeenet.model_uri`):
+the :class:`Predictor` behind a registered or logged model — its weights file only, so no code
+from the store runs —, the version an alias stands for, the versions with their aliases, and the
+tags a version is born with. Logging and registering: :mod:`apogeenet.pyfunc`.
 """
 
 from __future__ import annotations
@@ -18,38 +10,14 @@ import tempfile
 from pathlib import Path
 
 import mlflow
-import numpy as np
-import pandas as pd
-from mlflow.models import ModelSignature
-from mlflow.types import ColSpec, Schema, TensorSpec
 
-from apogeenet.labels.catalog import LABEL_COLUMNS
 from apogeenet.serving import Predictor
-from apogeenet.mlflow_store import MODEL_NAME, tracking_lock
+from apogeenet.mlflow_store import MODEL_NAME
 from apogeenet.weights import MODEL_FILE, ModelFileError
 
-__all__ = ["MODEL_NAME", "ApogeeNetPyfunc", "load_predictor", "log_and_register", "registered_versions",
-           "resolve_version", "version_tags"]
+__all__ = ["MODEL_DESCRIPTION", "MODEL_NAME", "load_predictor", "registered_versions", "resolve_version",
+           "version_description", "version_tags"]
 
-
-
-class ApogeeNetPyfunc(mlflow.pyfunc.PythonModel):
-    """Raw flux (n, 8575) -> DataFrame TEFF, LOGG, FE_H in physical units."""
-
-    def load_context(self, context) -> None:
-        self.predictor = Predictor.load(context.artifacts["model"])
-
-    def predict(self, context, model_input, params=None) -> pd.DataFrame:
-        if isinstance(model_input, dict):  # a named tensor input arrives as {"flux": array}
-            model_input = model_input["flux"]
-        flux = model_input.to_numpy() if isinstance(model_input, pd.DataFrame) else np.asarray(model_input)
-        flux = np.nan_to_num(np.atleast_2d(flux).astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-        return self.predictor.predict(flux)
-
-
-def _signature() -> ModelSignature:
-    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 8575), "flux")]),
-                          outputs=Schema([ColSpec("double", c) for c in LABEL_COLUMNS]))
 
 
 def load_predictor(uri: str) -> Predictor:
@@ -69,42 +37,6 @@ def load_predictor(uri: str) -> Predictor:
             raise ModelFileError(str(exc).replace(str(weights), uri)) from None
 
 
-def log_and_register(predictor: Predictor, example_flux: np.ndarray, *, dev_loss_of) -> dict:
-    """Log the model in the active run, register a new version, set ``candidate`` and maybe
-    ``champion``. ``dev_loss_of(predictor)`` measures a model on the current dev set.
-
-    Returns {"version", "champion_version", "promoted", "dev_loss", "champion_dev_loss"}.
-    """
-    from importlib.resources import files
-
-    client = mlflow.MlflowClient()
-    dev_loss = float(dev_loss_of(predictor))
-    with tempfile.TemporaryDirectory() as tmp:
-        weights = predictor.save(Path(tmp) / MODEL_FILE)
-        info = mlflow.pyfunc.log_model(name="model", python_model=str(files("apogeenet") / "mlflow_model.py"),
-                                       artifacts={"model": str(weights)}, signature=_signature(),
-                                       input_example=example_flux[:2].astype(np.float32))
-    # the version is born with its tag: a kill can leave an untagged log, never an untagged version
-    version = str(mlflow.register_model(info.model_uri, MODEL_NAME, tags=version_tags(predictor, dev_loss)).version)
-    with tracking_lock("registry"):  # compare and move the champion one process at a time
-        client.set_registered_model_alias(MODEL_NAME, "candidate", version)
-        unusable = ""
-        try:
-            champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
-            champion_loss = float(dev_loss_of(load_predictor(f"models:/{MODEL_NAME}@champion")))
-        except mlflow.exceptions.MlflowException:
-            champion, champion_loss = None, float("inf")
-        except ModelFileError as exc:  # a damaged or crafted champion must not wedge the registry
-            champion_loss, unusable = float("inf"), str(exc)
-        promoted = dev_loss < champion_loss
-        if promoted:
-            client.set_registered_model_alias(MODEL_NAME, "champion", version)
-    return {"version": version, "promoted": promoted, "dev_loss": dev_loss,
-            "champion_version": version if promoted else str(champion.version),
-            "champion_dev_loss": dev_loss if promoted else champion_loss,
-            **({"replaced_unusable_champion": f"version {champion.version}: {unusable}"} if unusable else {})}
-
-
 def version_tags(predictor: Predictor, dev_loss: float) -> dict[str, str]:
     """A registered version's tags: its dev loss, its ensemble's size and the systematic terms of
     its label scale (``systematic.MSTAR.LOGG``: mean label − truth; none without a truth)."""
@@ -113,6 +45,27 @@ def version_tags(predictor: Predictor, dev_loss: float) -> dict[str, str]:
         for name, (bias, error, _) in terms.items():
             tags[f"systematic.{source}.{name}"] = f"{bias:+.4g} ± {error:.2g}"
     return tags
+
+
+MODEL_DESCRIPTION = (
+    "APOGEE Net (Olney et al. 2020, AJ 159, 182): Teff, log g and [Fe/H] with calibrated sigma and flags from "
+    "SDSS APOGEE apStar spectra. Each version is a deep ensemble of networks trained by `apogeenet` on the labels "
+    "its description names. Input: a table of flux and error arrays (8575 pixels, the combined spectrum); "
+    "output: the Table 4 catalog's columns. Aliases: candidate (newest), champion (lowest dev loss).")
+"""The registered model's description (the MLflow UI shows it on the model's page)."""
+
+
+def version_description(predictor: Predictor, dev_loss: float) -> str:
+    """What a registered version is: its networks, what it was trained on, its dev loss, its σ."""
+    p = predictor.provenance
+    trained = (f"trained on {p.get('trained_on', 'unrecorded data')} with {p.get('label_sources', '?')} labels"
+               + (f" ({p['label_table']})" if p.get("label_table") else "")
+               + (f", label catalog SHA-256 {p['labels_sha256'][:12]}, {p.get('data_version', '')}"
+                  if p.get("labels_sha256") else ""))
+    calibrated = ", ".join(sorted(predictor.calibrations)) or "none (every catalog row UNCALIBRATED)"
+    return (f"An ensemble of {len(predictor.members)} APOGEE Net network(s), {trained}. Dev loss {dev_loss:.4g} "
+            f"(standardised MSE). Sigma calibration: {calibrated}. Systematic terms of the label scale are "
+            "in the tags `systematic.*`.")
 
 
 def resolve_version(uri: str) -> str:

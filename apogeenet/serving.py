@@ -1,7 +1,7 @@
 """A trained APOGEE Net as one self-contained object: weights + Table 1, physical predictions.
 
 :class:`Predictor` is what training writes (``model.pt``) and what inference loads; the MLflow
-pyfunc wrapper in :mod:`apogeenet.registry` takes flux arrays and returns Teff, log g and
+pyfunc wrapper in :mod:`apogeenet.pyfunc` takes flux arrays and returns Teff, log g and
 [Fe/H] in physical units through it.
 
 A model is a deep ensemble of one or more networks (``members``, trained from different seeds,

@@ -1,7 +1,7 @@
 """MLflow at the edge: the typed result every stage returns, and the one decorator that owns a
 stage's MLflow run (:func:`tracked`): it opens the run, hands the stage a :class:`Tracker` for
 its curves, logs the result's parameters, metrics, tags and artifacts, and registers the model
-the result offers. ``mlflow`` is imported here and in :mod:`apogeenet.registry` only, lazily, so
+the result offers. ``mlflow`` is imported here, in :mod:`apogeenet.registry` and :mod:`apogeenet.pyfunc` only, lazily, so
 library code and ``--help`` never pay for it; where the store is: :mod:`apogeenet.mlflow_store`.
 """
 
@@ -22,18 +22,20 @@ from apogeenet.atomic import process_alive
 from apogeenet.errors import UserFacingError
 from apogeenet.mlflow_store import tracking_lock, tracking_uri
 
-__all__ = ["Registration", "StageResult", "Tracker", "data_version", "flat_params", "mlflow_run", "tracked"]
+__all__ = ["EXPERIMENT_DESCRIPTIONS", "Registration", "StageResult", "Tracker", "data_version", "flat_params", "mlflow_run", "tracked"]
 
 
 @dataclass(frozen=True)
 class Registration:
-    """A model a stage offers the registry: the saved predictor, two prepared example spectra
-    (the signature's input example) and how to measure a model's loss on the current dev set
-    (the champion comparison)."""
+    """A model a stage offers the registry: the saved predictor, an input example (a request of
+    one spectrum, :func:`apogeenet.online.example_input`), how to measure a model's loss on the
+    current dev set (the champion comparison) and the function that logs and registers it
+    (:func:`apogeenet.pyfunc.log_and_register`: only the stage that registers imports it)."""
 
     predictor: Any
-    example_flux: Any
+    example: Any
     dev_loss_of: Callable[[Any], float]
+    log_and_register: Callable[..., dict]
 
 
 @dataclass(frozen=True)
@@ -56,13 +58,17 @@ class StageResult:
     """A model to register (logged and registered by :func:`tracked`, then dropped)."""
     runs: tuple[StageResult, ...] = ()
     """Results logged as runs of their own beside the stage's (the baselines, one per model)."""
+    started: float | None = None
+    """When the work began (``time.time()``), for a result logged as a run after it (``runs``)."""
     experiment_id: str = ""
     run_id: str = ""
     """The MLflow run the result was logged to (empty when not tracked)."""
 
-    def mlflow_link(self, ui: str = "http://127.0.0.1:5000") -> str:
-        """Where the run opens in ``mlflow ui`` (its default address), or ``""``."""
-        return f"{ui}/#/experiments/{self.experiment_id}/runs/{self.run_id}" if self.run_id else ""
+    def mlflow_link(self) -> str:
+        """Where the run opens in ``apogeenet ui`` (its model-training view), or ``""``."""
+        from apogeenet.mlflow_store import ui_link
+
+        return ui_link(self.experiment_id, self.run_id) if self.run_id else ""
 
 
 def flat_params(section: Any, prefix: str = "") -> dict[str, Any]:
@@ -129,24 +135,32 @@ class Tracker:
                             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)})
         mlflow.set_tags({**result.tags, "passed": str(result.passed)})
         for path, artifact_path in result.artifacts.items():
-            if Path(path).is_dir():
-                mlflow.log_artifacts(str(path), artifact_path=artifact_path)
-            else:
-                mlflow.log_artifact(str(path), artifact_path=artifact_path)
+            for file, folder in _artifact_files(Path(path), artifact_path):
+                mlflow.log_artifact(str(file), artifact_path=folder)
         if result.register is not None:
             result = _registered(result)
         run = mlflow.active_run().info
         return dataclasses.replace(result, experiment_id=run.experiment_id, run_id=run.run_id, register=None)
 
 
+def _artifact_files(path: Path, artifact_path: str) -> Iterator[tuple[Path, str]]:
+    """The files of ``path`` (a file or a folder) with the artifact folder each goes to; hidden
+    files and folders (a catalog's ``.parts``, locks) are working state, not results."""
+    if not path.is_dir():
+        yield path, artifact_path
+        return
+    for file in sorted(path.rglob("*")):
+        relative = file.relative_to(path)
+        if file.is_file() and not any(part.startswith(".") for part in relative.parts):
+            yield file, "/".join([artifact_path, *relative.parent.parts])
+
+
 def _registered(result: StageResult) -> StageResult:
-    """Log and register the model ``result`` offers (:func:`apogeenet.registry.log_and_register`)."""
+    """Log and register the model ``result`` offers (its ``log_and_register``)."""
     import mlflow
 
-    from apogeenet.registry import log_and_register
-
     offer = result.register
-    registry = log_and_register(offer.predictor, offer.example_flux, dev_loss_of=offer.dev_loss_of)
+    registry = offer.log_and_register(offer.predictor, offer.example, dev_loss_of=offer.dev_loss_of)
     mlflow.set_tags({"registered_version": registry["version"], "champion": str(registry["promoted"])})
     replaced = registry.pop("replaced_unusable_champion", "")
     warning = f"the champion could not be read and was replaced ({replaced})\n" if replaced else ""
@@ -173,10 +187,12 @@ def tracked(experiment: str, run_name: str | None) -> Callable[[Callable[[Any, T
             else:
                 with mlflow_run(experiment, run_name):
                     result = Tracker(True, progress).log(stage(cfg, Tracker(True, progress)))
-            if track:
+            if track and result.runs:
+                logged = []
                 for own in result.runs:
-                    with mlflow_run(experiment, own.stage):
-                        Tracker(True).log(own)
+                    with mlflow_run(experiment, own.stage, started=own.started):
+                        logged.append(Tracker(True).log(own))
+                result = dataclasses.replace(result, runs=tuple(logged))
             return result
 
         return entry
@@ -186,8 +202,37 @@ def tracked(experiment: str, run_name: str | None) -> Callable[[Callable[[Any, T
 
 _PID_TAG, _HOST_TAG = "apogeenet.pid", "apogeenet.host"
 _EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
-"""MLflow 3's UI opens such an experiment in its model-training view (runs, metrics, charts),
-not the GenAI view (traces, prompts) it picks for an untagged one."""
+"""What the experiment holds (model training); MLflow 3.17's UI picks its view from the link
+instead (:func:`apogeenet.mlflow_store.ui_link`)."""
+EXPERIMENT_DESCRIPTIONS = {
+    "labels": "Training labels (Olney et al. 2020, sect. 2.2-2.4): Payne, photometric M-dwarf and YSO labels, "
+              "Table 1, the YSO photometric network. One run per `apogeenet label`.",
+    "validate": "Great Expectations gates on the labels, the colour/magnitude cuts and the spectra store, "
+                "before anything trains. One run per `apogeenet validate`.",
+    "train": "APOGEE Net: `pretrain` runs (sect. 3.3, the training profile of params.yaml), `adapt` runs "
+             "(sect. 3.4, the 5 %-Payne rounds as nested runs) and `calibrate` runs, which fit the sigma "
+             "calibration and register the model as a version of `apogeenet`.",
+    "evaluate": "The models side by side on the same splits: APOGEE Net (Tables 2/3, quality bar, adaptation "
+                "check), ridge and The Cannon. Compare the runs; the metrics `accuracy/*` are the 24 test "
+                "RMS values against the labels and the truth.",
+    "predict": "Batch inference of a registered model over a spectra store: the Table 4 catalog with "
+               "Monte-Carlo sigma, flags and the sect. 4 YSO selection.",
+}
+"""Each experiment's description (the MLflow UI shows it on the experiment's page)."""
+
+
+def _source() -> str:
+    """What started the run, for its Source column: the Prefect flow run (not Prefect's engine
+    module that MLflow would name) or the command line."""
+    import sys
+
+    if "prefect" in sys.modules:
+        from prefect.context import FlowRunContext
+
+        context = FlowRunContext.get()
+        if context is not None and context.flow_run is not None:
+            return f"prefect flow {context.flow.name} ({context.flow_run.name})"
+    return " ".join([Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python", *sys.argv[1:2]])
 
 
 def _close_killed_runs(experiment_id: str) -> None:
@@ -223,13 +268,14 @@ def _check_artifacts_inside(experiment, root: Path) -> None:
 
 @contextmanager
 def mlflow_run(experiment: str, run_name: str, *, root: str | os.PathLike = "mlruns",
-               tags: dict[str, str] | None = None) -> Iterator[object]:
+               tags: dict[str, str] | None = None, started: float | None = None) -> Iterator[object]:
     """Start a run in ``experiment`` (created with artifacts under ``root/artifacts``).
 
     An exception inside the block marks the run FAILED and is re-raised, so a crashed run never
     looks finished. A run whose process was killed (``kill -9``: nothing can run at that moment)
     is marked KILLED by the next run in the same experiment on the same host: each run carries
-    its process id and host name as tags.
+    its process id and host name as tags. ``started`` (a ``time.time()``) opens the run at that
+    moment: a run logged after its work (a baseline's fit) spans the work.
     """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
@@ -237,18 +283,26 @@ def mlflow_run(experiment: str, run_name: str, *, root: str | os.PathLike = "mlr
     mlflow.set_tracking_uri(tracking_uri(root))
     with tracking_lock("setup", root):  # two stages starting on a fresh store: one creates it
         found = mlflow.get_experiment_by_name(experiment)
+        wanted = {**_EXPERIMENT_TAGS, **({"mlflow.note.content": EXPERIMENT_DESCRIPTIONS[experiment]}
+                                         if experiment in EXPERIMENT_DESCRIPTIONS else {})}
         if found is None:
             artifacts = (Path(root).resolve() / "artifacts").as_uri()
-            mlflow.create_experiment(experiment, artifact_location=artifacts, tags=_EXPERIMENT_TAGS)
+            mlflow.create_experiment(experiment, artifact_location=artifacts, tags=wanted)
         elif tracking_uri(root) == f"sqlite:///{Path(root).resolve() / 'mlflow.db'}":  # this folder's own store
             _check_artifacts_inside(found, Path(root).resolve())
-        if found is not None and any(found.tags.get(k) != v for k, v in _EXPERIMENT_TAGS.items()):  # an older version's
-            for key, value in _EXPERIMENT_TAGS.items():
+        if found is not None and any(found.tags.get(k) != v for k, v in wanted.items()):  # an older version's
+            for key, value in wanted.items():
                 mlflow.MlflowClient().set_experiment_tag(found.experiment_id, key, value)
         experiment_id = mlflow.set_experiment(experiment).experiment_id
     _close_killed_runs(experiment_id)
-    owner = {_PID_TAG: str(os.getpid()), _HOST_TAG: socket.gethostname()}
-    with mlflow.start_run(run_name=run_name, tags={**(tags or {}), **owner}) as run:
+    owner = {_PID_TAG: str(os.getpid()), _HOST_TAG: socket.gethostname(), "mlflow.source.name": _source()}
+    if started is not None:  # a run that records work done before it opened spans that work
+        run_id = mlflow.MlflowClient().create_run(experiment_id, start_time=int(started * 1000),
+                                                  tags={**(tags or {}), **owner, "mlflow.runName": run_name}).info.run_id
+        opened = mlflow.start_run(run_id=run_id)
+    else:
+        opened = mlflow.start_run(run_name=run_name, tags={**(tags or {}), **owner})
+    with opened as run:
         try:
             yield run
         except BaseException:

@@ -47,7 +47,7 @@ from apogeenet.noise import normal_noise, star_streams
 from apogeenet.serving import Predictor
 
 __all__ = ["MCResult", "delta_predict", "mean_good_error", "mc_predict", "median_good_error",
-           "perturbation_sigma", "predict_store", "seed_keys", "total_sigma"]
+           "perturbation_sigma", "predict_arrays", "predict_store", "seed_keys", "total_sigma"]
 
 
 def mean_good_error(flux: np.ndarray, error: np.ndarray) -> np.ndarray:
@@ -268,11 +268,19 @@ def _cross_at_draws(model, x: torch.Tensor, sigma: torch.Tensor, gradient: torch
     return ((at_step - at_draw) / step.T.double()).mean(dim=0)
 
 
+def predict_arrays(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: np.ndarray,
+                   cfg: PredictParams) -> MCResult:
+    """Predictions and σ of raw apStar arrays by ``cfg.uncertainty``: the Monte Carlo
+    (:func:`mc_predict`), the delta method (:func:`delta_predict`) or the single pass alone."""
+    method = delta_predict if cfg.uncertainty == Uncertainty.DELTA else mc_predict
+    return method(predictor, flux, error, keys, cfg)
+
+
 def predict_store(predictor: Predictor, store, cfg: PredictParams, *, rows: np.ndarray | None = None) -> MCResult:
     """Predictions and σ for the store's ``rows`` (default all) of a
     :class:`apogeenet.store.SpectraStore`, read ``cfg.spectra_per_block`` spectra at a time: the
-    Monte Carlo (:func:`mc_predict`, each star's noise keyed by its APOGEE_ID), the delta
-    method (:func:`delta_predict`) or the single pass alone (σ NaN), as ``cfg.uncertainty`` says."""
+    Monte Carlo (each star's noise keyed by its APOGEE_ID), the delta method or the single pass
+    alone (σ NaN), as ``cfg.uncertainty`` says (:func:`predict_arrays`)."""
     rows = np.arange(len(store.index)) if rows is None else np.asarray(rows)
     keys = seed_keys(store.index["apogee_id"].to_numpy()[rows])
     n = len(rows)
@@ -280,8 +288,7 @@ def predict_store(predictor: Predictor, store, cfg: PredictParams, *, rows: np.n
     for start in range(0, n, cfg.spectra_per_block):
         part = slice(start, min(start + cfg.spectra_per_block, n))
         batch = store.read(rows[part])
-        method = delta_predict if cfg.uncertainty == Uncertainty.DELTA else mc_predict
-        result = method(predictor, batch.flux, batch.error, keys[part], cfg)
+        result = predict_arrays(predictor, batch.flux, batch.error, keys[part], cfg)
         for name in ("prediction", "mean", "sigma", "hidden", "model_sigma"):
             getattr(found, name)[part] = getattr(result, name)
     return found

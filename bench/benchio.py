@@ -6,7 +6,34 @@ import json
 from pathlib import Path
 
 
+def machine() -> dict:
+    """When, where and how a figure was measured: the ``recorded`` block of every bench JSON
+    (docs/benchmarks.md is generated from them)."""
+    import datetime
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        cpu = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name"))
+        cpu += " (AVX-512)" if " avx512f" in info else " (AVX2)" if " avx2" in info else ""
+    except (OSError, StopIteration):
+        pass
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip()
+    return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"), "cpu": cpu,
+            "cores": os.cpu_count(), "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "",
+            "torch": torch.__version__, "commit": commit,
+            "command": " ".join(["python", "/".join(Path(sys.argv[0]).parts[-2:]), *sys.argv[1:]])}
+
+
 def emit(result: dict, out: Path | None) -> None:
+    result = {**result, "recorded": machine()}
     text = json.dumps(result, indent=2)
     print(text)
     if out:

@@ -41,22 +41,22 @@ def evaluate_task(params_path: str | None, model: str, baseline: str | None) -> 
 
 
 @flow(name="evaluate")
-def evaluate_flow(model: str = CHAMPION_URI, baseline: str | None = None,
-                  params_path: str | None = None, baselines: bool = True) -> dict:
+def evaluate_flow(model: str = CHAMPION_URI, baseline: str = "",
+                  params_path: str = "params.yaml", baselines: bool = True) -> dict:
     """Fit the baselines, then evaluate the model beside them (Tables 2/3, quality bar).
 
     Args:
         model: The model to evaluate; default models:/apogeenet@champion.
-        baseline: The model of the adaptation check; default the trained model.pt.
-        params_path: The params.yaml to use; default ./params.yaml.
+        baseline: The model of the adaptation check; empty: the trained model.pt.
+        params_path: The params.yaml to use, relative to the project directory.
         baselines: Fit ridge and The Cannon first (default true).
     """
     if baselines:
         baselines_task(params_path)
-    result = evaluate_task(params_path, model, baseline)
+    result = evaluate_task(params_path, model, baseline or None)
     publish_result(result)
     return result.metrics
 
 
 if __name__ == "__main__":
-    evaluate_flow(*(sys.argv[1:2] or [CHAMPION_URI]), params_path=(sys.argv[2:3] or [None])[0])
+    evaluate_flow(*(sys.argv[1:2] or [CHAMPION_URI]), **({"params_path": sys.argv[2]} if len(sys.argv) > 2 else {}))

@@ -41,20 +41,20 @@ def shards_flow(src_dir: str, store: str, segment_rows: int) -> dict:
 
 
 @flow(name="ingest")
-def ingest_flow(src_dir: str, store: str | None = None, params_path: str | None = None,
-                cluster: str | None = None, workers: int | None = None) -> dict:
+def ingest_flow(src_dir: str, store: str = "", params_path: str = "params.yaml",
+                cluster: str = "", workers: int = 0) -> dict:
     """Ingest a tree of apStar files into a spectra store, shards on Dask.
 
     Args:
         src_dir: Tree of apStar files (searched recursively); the deployment's default is
             params.yaml paths.spectra.
-        store: Spectra store directory (created if missing); default params.yaml paths.store.
-        params_path: The params.yaml to use; default ./params.yaml.
-        cluster: local, slurm or a scheduler address; default params.yaml dask.cluster.
-        workers: Local worker processes or the most Slurm jobs; default params.yaml dask.workers.
+        store: Spectra store directory (created if missing); empty: params.yaml paths.store.
+        params_path: The params.yaml to use, relative to the project directory.
+        cluster: local, slurm or a scheduler address; empty: params.yaml dask.cluster.
+        workers: Local worker processes or the most Slurm jobs; 0: params.yaml dask.workers.
     """
     cfg = load_params(params_path)
-    dask = dask_params(params_path, cluster, workers)
+    dask = dask_params(params_path, cluster or None, workers or None)
     store = store or str(cfg.paths.store)
     with preserved_environment():  # the Dask nannies' OMP_NUM_THREADS=1 stays in their workers
         counts = shards_flow.with_options(task_runner=dask_runner(dask))(str(src_dir), store, cfg.ingest.segment_rows)
@@ -66,5 +66,4 @@ def ingest_flow(src_dir: str, store: str | None = None, params_path: str | None 
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:] + [None] * 3
-    ingest_flow(args[0], args[1], args[2])
+    ingest_flow(*sys.argv[1:4])

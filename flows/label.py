@@ -38,11 +38,11 @@ def validate_task(params_path: str | None, track: bool) -> StageResult:
 
 
 @flow(name="label")
-def label_flow(params_path: str | None = None, track: bool = True, gates: bool = True) -> dict:
+def label_flow(params_path: str = "params.yaml", track: bool = True, gates: bool = True) -> dict:
     """Labels, Table 1 and the YSO network (logged to MLflow), then the data gates.
 
     Args:
-        params_path: The params.yaml to use; default ./params.yaml.
+        params_path: The params.yaml to use, relative to the project directory.
         track: Log to MLflow (default true).
         gates: Run the Great Expectations gates after labelling (default true).
     """
@@ -53,4 +53,4 @@ def label_flow(params_path: str | None = None, track: bool = True, gates: bool =
 
 
 if __name__ == "__main__":
-    label_flow(sys.argv[1] if len(sys.argv) > 1 else None)
+    label_flow(*sys.argv[1:2])

@@ -71,19 +71,20 @@ def catalog_task(params_path: str | None, model: str | None, store: str | None) 
 
 
 @flow(name="predict")
-def predict_flow(model: str | None = None, store: str | None = None, params_path: str | None = None,
-                 cluster: str | None = None, workers: int | None = None) -> dict:
+def predict_flow(model: str = "", store: str = "", params_path: str = "params.yaml",
+                 cluster: str = "", workers: int = 0) -> dict:
     """Batch inference with σ and the Table 4 catalog, shards on Dask.
 
     Args:
         model: Registered alias or version (models:/apogeenet@champion, models:/apogeenet/3), a
-            runs:/ URI or a model.pt; default params.yaml predict.model.
-        store: Spectra store directory; default params.yaml paths.store.
-        params_path: The params.yaml to use; default ./params.yaml.
+            runs:/ URI or a model.pt; empty: params.yaml predict.model.
+        store: Spectra store directory; empty: params.yaml paths.store.
+        params_path: The params.yaml to use, relative to the project directory.
         cluster: local (worker processes here), slurm (dask-jobqueue) or a scheduler address
-            tcp://host:8786; default params.yaml dask.cluster.
-        workers: Local worker processes or the most Slurm jobs; default params.yaml dask.workers.
+            tcp://host:8786; empty: params.yaml dask.cluster.
+        workers: Local worker processes or the most Slurm jobs; 0: params.yaml dask.workers.
     """
+    model, store, cluster, workers = model or None, store or None, cluster or None, workers or None
     dask = dask_params(params_path, cluster, workers)
     plan_file = plan_task(params_path, model, store)
     missing = ShardPlan.read(plan_file).missing()
@@ -98,5 +99,4 @@ def predict_flow(model: str | None = None, store: str | None = None, params_path
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:] + [None] * 3
-    predict_flow(args[0], args[1], args[2])
+    predict_flow(*sys.argv[1:4])

@@ -25,7 +25,7 @@ from flows.train import train_flow
 
 
 def deployments(params_path: str | None = None) -> list:
-    common = {"params_path": params_path}
+    common = {"params_path": params_path} if params_path else {}
     return [
         train_flow.to_deployment("pretrain", parameters={"mode": "pretrain", **common}),
         train_flow.to_deployment("adapt", parameters={"mode": "adapt", **common}),

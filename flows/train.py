@@ -41,17 +41,17 @@ def calibrate_task(params_path: str | None, mode: str) -> StageResult:
 
 
 @flow(name="train")
-def train_flow(mode: Literal["pretrain", "adapt"] = "pretrain", params_path: str | None = None,
-               init_model: str | None = None) -> dict:
+def train_flow(mode: Literal["pretrain", "adapt"] = "pretrain", params_path: str = "params.yaml",
+               init_model: str = "") -> dict:
     """Pretrain (§3.3) or adapt (§3.4) APOGEE Net, calibrate it, log to MLflow and register it.
 
     Args:
         mode: pretrain (train on the label catalog) or adapt (the 5 %-Payne adaptation).
-        params_path: The params.yaml to use; default ./params.yaml.
-        init_model: Starting weights (model.pt or MLflow URI); default none for pretrain,
-            models:/apogeenet@champion for adapt.
+        params_path: The params.yaml to use, relative to the project directory.
+        init_model: Starting weights (model.pt or MLflow URI); empty: none for pretrain,
+            params.yaml adapt.init_model (the registry's champion) for adapt.
     """
-    trained = (pretrain_task if mode == "pretrain" else adapt_task)(params_path, init_model)
+    trained = (pretrain_task if mode == "pretrain" else adapt_task)(params_path, init_model or None)
     publish_result(trained)
     calibrated = calibrate_task(params_path, mode)
     publish_result(calibrated)
@@ -59,4 +59,4 @@ def train_flow(mode: Literal["pretrain", "adapt"] = "pretrain", params_path: str
 
 
 if __name__ == "__main__":
-    train_flow(sys.argv[1] if len(sys.argv) > 1 else "pretrain", sys.argv[2] if len(sys.argv) > 2 else None)
+    train_flow(*sys.argv[1:3])

@@ -25,6 +25,8 @@ def run(cfg: Params, tracker: Tracker) -> StageResult:
     from apogeenet.errors import InputError
     from apogeenet.io.tables import read_truth
     from apogeenet.model_uri import open_model
+    from apogeenet.online import example_input
+    from apogeenet.pyfunc import log_and_register
 
     data, out_dir = training_data(cfg), cfg.paths.calibrated
     source = cfg.calibration.model or str(cfg.paths.adapted / MODEL_FILE)
@@ -46,7 +48,9 @@ def run(cfg: Params, tracker: Tracker) -> StageResult:
                    f"({cfg.calibration.min_stars}): no sigma calibration, so every catalog row of this model will be "
                    "flagged UNCALIBRATED (its sigma is pixel noise only)")
     dev = data.select(split="dev")
-    offer = Registration(predictor, data.prepared(dev[:2]), lambda candidate: data.predictor_loss(candidate, dev))
+    first = data.store.read(data.rows[dev[:1]])
+    example = example_input(first.flux, first.error, data.catalog["APOGEE_ID"].to_numpy()[dev[:1]])
+    offer = Registration(predictor, example, lambda candidate: data.predictor_loss(candidate, dev), log_and_register)
     return StageResult("calibrate", metrics, {**stage_params(cfg, "calibration", "predict"), "model": source},
                        report, {out_dir / METRICS_FILE: "calibration"}, {**data_tags(cfg), "model": source},
                        register=offer)

@@ -19,7 +19,7 @@ __all__ = ["run"]
 def run(cfg: Params, tracker: Tracker) -> StageResult:
     import pandas as pd
 
-    from apogeenet.evaluate import PREDICTIONS_FILE, predictions_frame, write_assessment
+    from apogeenet.evaluate import PREDICTIONS_FILE, headline_metrics, predictions_frame, write_assessment
     from apogeenet.io.tables import read_truth
     from apogeenet.model_uri import open_model
     from apogeenet.reliability import split_uncertainties, write_calibration
@@ -42,6 +42,7 @@ def run(cfg: Params, tracker: Tracker) -> StageResult:
         metrics, report, passed = write_assessment(predictions_frame(data, predictor), data.table1, out_dir,
                                                    cfg=cfg.evaluate, model=model, truth=truth,
                                                    before=before, others=others, extra_metrics=found)
+    metrics = {**headline_metrics(metrics), **metrics}  # the 24 numbers a comparison of models reads first
     tags = {"model": model, "baseline": baseline or "", **data_tags(cfg)}
     return StageResult("evaluate", metrics, {**stage_params(cfg, "evaluate"), "model": model, "baseline": baseline or ""},
                        report + calibration, {out_dir: "evaluation"}, tags, passed=passed)

@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import requests
@@ -33,38 +35,48 @@ def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 120) -> 
     raise TimeoutError("prefect server did not become healthy")
 
 
+PREFECT = [sys.executable, "-m", "prefect"]
+
+
+@contextmanager
+def prefect_server(tmp_path, extra_env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """A real Prefect server on a free port of 127.0.0.1 for one test; yields the environment
+    that points at it (with ``extra_env``)."""
+    api = f"http://127.0.0.1:{_free_port()}/api"
+    env = {**os.environ, **extra_env, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": api,
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"}
+    port = api.split(":")[2].split("/")[0]
+    server = subprocess.Popen([*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", port,
+                               "--analytics-off", "--no-ui"], env=env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_healthy(api, server)
+        yield env
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 @pytest.mark.slow
 def test_served_adapt_deployment_runs_and_logs_to_mlflow(trained, tmp_path):
     root, mlflow_env = trained
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, **mlflow_env, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": api,
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_RUNNER_POLL_FREQUENCY": "1",
-           "PREFECT_LOGGING_LEVEL": "WARNING"}
-    prefect = [sys.executable, "-m", "prefect"]
-    server = subprocess.Popen([*prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port),
-                               "--analytics-off", "--no-ui"], env=env, cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    served = None
-    try:
-        _wait_healthy(api, server)
+    with prefect_server(tmp_path, {**mlflow_env, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}) as env:
         served = subprocess.Popen([sys.executable, "-m", "flows.serve", str(root / "params.yaml")], env=env,
                                   cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        run = None
-        for _ in range(120):  # the deployment exists once `serve` has registered it
-            run = subprocess.run([*prefect, "deployment", "run", "train/adapt", "--watch",
-                                  "--watch-timeout", "300"], env=env, cwd=tmp_path,
-                                 capture_output=True, text=True)
-            if "not found" not in run.stdout + run.stderr:
-                break
-            time.sleep(1)
-        assert run.returncode == 0, run.stdout + run.stderr
-        assert "Completed" in run.stdout
-    finally:
-        for process in (served, server):
-            if process is not None:
-                process.terminate()
-                process.wait(timeout=30)
+        try:
+            run = None
+            for _ in range(120):  # the deployment exists once `serve` has registered it
+                run = subprocess.run([*PREFECT, "deployment", "run", "train/adapt", "--watch",
+                                      "--watch-timeout", "300"], env=env, cwd=tmp_path,
+                                     capture_output=True, text=True)
+                if "not found" not in run.stdout + run.stderr:
+                    break
+                time.sleep(1)
+        finally:
+            served.terminate()
+            served.wait(timeout=30)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Completed" in run.stdout
     import mlflow
 
     mlflow.set_tracking_uri(mlflow_env["MLFLOW_TRACKING_URI"])
@@ -89,3 +101,49 @@ def test_served_adapt_deployment_runs_and_logs_to_mlflow(trained, tmp_path):
     from apogeenet.serving import Predictor
 
     assert len(Predictor.load(root / "adapted" / "model.pt").members) == 2
+
+
+@pytest.mark.slow
+def test_prefect_yaml_deploys_to_a_process_work_pool_and_a_worker_runs_it(trained, tmp_path):
+    """prefect.yaml: `prefect deploy --all` from the project directory registers the six
+    deployments on the process pool `apogeenet` (typed parameters with descriptions and defaults),
+    and a worker runs evaluate/evaluate there."""
+    from pathlib import Path
+
+    root, mlflow_env = trained
+    recipe = Path(__file__).resolve().parents[2] / "prefect.yaml"
+    with prefect_server(tmp_path, {**mlflow_env, "PREFECT_WORKER_QUERY_SECONDS": "1", "PWD": str(root)}) as env:
+        for command in (["work-pool", "create", "apogeenet", "--type", "process"],
+                        ["--no-prompt", "deploy", "--all", "--prefect-file", str(recipe)]):
+            done = subprocess.run([*PREFECT, *command], env=env, cwd=root, capture_output=True, text=True)
+            assert done.returncode == 0, done.stdout + done.stderr
+        from prefect.client.orchestration import get_client
+
+        os.environ["PREFECT_API_URL"], saved = env["PREFECT_API_URL"], os.environ.get("PREFECT_API_URL")
+        try:
+            with get_client(sync_client=True) as client:
+                deployments = {d.name: d for d in client.read_deployments()}
+        finally:
+            os.environ.pop("PREFECT_API_URL") if saved is None else os.environ.__setitem__("PREFECT_API_URL", saved)
+        assert set(deployments) == {"pretrain", "adapt", "evaluate", "predict", "label", "ingest"}
+        evaluate = deployments["evaluate"]
+        assert evaluate.work_pool_name == "apogeenet" and str(root) in str(evaluate.pull_steps)
+        schema = evaluate.parameter_openapi_schema["properties"]
+        assert schema["params_path"]["type"] == "string" and schema["params_path"]["default"] == "params.yaml"
+        assert all(schema[name].get("description") for name in ("model", "baseline", "params_path", "baselines"))
+        worker = subprocess.Popen([*PREFECT, "worker", "start", "--pool", "apogeenet"], env=env, cwd=tmp_path,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            run = subprocess.run([*PREFECT, "deployment", "run", "evaluate/evaluate", "--param",
+                                  f"model={root / 'calibrated' / 'model.pt'}", "--param", "baselines=false",
+                                  "--watch", "--watch-timeout", "400"], env=env, cwd=tmp_path,
+                                 capture_output=True, text=True)
+        finally:
+            os.killpg(worker.pid, 15)
+            worker.wait(timeout=30)
+    assert run.returncode == 0 and "Completed" in run.stdout, run.stdout + run.stderr
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_env["MLFLOW_TRACKING_URI"])
+    runs = mlflow.search_runs(experiment_names=["evaluate"])
+    assert (runs["tags.mlflow.source.name"].str.startswith("prefect flow evaluate")).any()

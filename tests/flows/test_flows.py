@@ -34,7 +34,10 @@ def _artifact(key: str) -> str:
 
 
 def _links_its_run(markdown: str, runs: pd.DataFrame) -> bool:
-    return any(f"/runs/{run_id})" in markdown for run_id in runs["run_id"])
+    """The report links a run of ``runs`` in MLflow's model-training view, and shows its tables as
+    Markdown tables (no code fence; a blank line before each)."""
+    assert "```" not in markdown and "\n\n| " in markdown or "|" not in markdown
+    return any(f"/runs/{run_id}?workflowType=machine_learning)" in markdown for run_id in runs["run_id"])
 
 
 def test_label_flow_builds_labels_validates_and_logs(project, tmp_path, prefect_harness):
@@ -95,12 +98,21 @@ def test_evaluate_flow_puts_the_network_beside_the_baselines(trained, prefect_ha
     assert {"apogeenet vs truth", "ridge vs truth", "cannon vs truth"} <= set(comparison.columns)
     runs = _runs(uri, "evaluate").set_index("tags.mlflow.runName")
     assert set(runs.index) == {"apogeenet", "ridge", "cannon"}  # one run per model, side by side
-    for name in ("test/full/teff_scatter", "test/payne/logg_scatter_truth"):
+    headline = sorted(c for c in runs.columns if c.startswith("metrics."))[:24]  # what MLflow's compare lists first
+    assert headline == sorted(f"metrics.accuracy/{r}/{g}/{p}" for r in ("vs_labels", "vs_truth")
+                              for g in ("full", "payne", "mstar", "yso") for p in ("teff", "logg", "fe_h"))
+    for name in ("test/full/teff_scatter", "test/payne/logg_scatter_truth", "accuracy/vs_truth/yso/teff"):
         assert runs[f"metrics.{name}"].notna().all(), name  # the same metric names for every model
     assert runs.loc["apogeenet", "params.evaluate.min_gain.teff"] == "5.0"
     kind = mlflow.get_experiment_by_name("evaluate").tags["mlflow.experimentKind"]
     assert kind == "custom_model_development"  # MLflow 3's UI opens the model-training view
-    assert "Quality bar of" in _artifact("evaluate-report") and "ridge" in _artifact("baselines-report")
+    evaluated = _artifact("evaluate-report")
+    assert "Quality bar of" in evaluated and _links_its_run(evaluated, runs.reset_index())
+    verdict = evaluated.splitlines()[0]  # in words, first: a completed run whose bar is not met is not a crash
+    assert verdict == "**evaluate: done, every check passed**" or verdict.startswith(
+        "**evaluate: done, but not every check passed (checks failed: ")
+    baselines = _artifact("baselines-report")  # one link per model's run
+    assert "ridge" in baselines and all(f"/runs/{runs.loc[m, 'run_id']}?" in baselines for m in ("ridge", "cannon"))
 
 
 def test_predict_flow_on_a_local_dask_cluster_gives_the_one_process_catalog(trained, prefect_harness):

@@ -3,6 +3,8 @@ the MLflow pyfunc and registry aliases."""
 
 from __future__ import annotations
 
+import warnings
+
 from pathlib import Path
 
 import numpy as np
@@ -115,11 +117,14 @@ def test_predictor_round_trip_in_physical_units(tmp_path):
 @pytest.mark.slow
 def test_registry_aliases_candidate_and_champion(tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
-    from apogeenet.registry import MODEL_NAME, load_predictor, log_and_register
+    from apogeenet.online import OUTPUT_COLUMNS, example_input
+    from apogeenet.pyfunc import log_and_register
+    from apogeenet.registry import MODEL_NAME, load_predictor
     from apogeenet.tracking import mlflow_run
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     flux = np.random.default_rng(1).uniform(10, 500, (2, 8575)).astype(np.float32)
+    request = example_input(flux, np.full_like(flux, 5.0), ["2MA", "2MB"])
 
     def constant_model(c):  # predicts the standardised value c for every star
         model = ApogeeNet(3)
@@ -135,19 +140,25 @@ def test_registry_aliases_candidate_and_champion(tmp_path, monkeypatch):
     results = []
     for i, c in enumerate([0.7, 0.95, 0.5]):  # dev losses 0.49, 0.90, 0.25
         with mlflow_run("test", f"run{i}", root=tmp_path):
-            results.append(log_and_register(constant_model(c), flux, dev_loss_of=dev_loss_of))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                results.append(log_and_register(constant_model(c), request[:1], dev_loss_of=dev_loss_of))
+            assert not [w for w in caught if "type hint" in str(w.message)]  # the pyfunc's predict is typed
     assert [r["promoted"] for r in results] == [True, False, True]
     assert results[1]["champion_dev_loss"] == pytest.approx(0.49)
     client = mlflow.MlflowClient()
     assert str(client.get_model_version_by_alias(MODEL_NAME, "candidate").version) == "3"
     assert str(client.get_model_version_by_alias(MODEL_NAME, "champion").version) == "3"
     model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
-    out = model.predict(flux)
-    assert list(out.columns) == ["TEFF", "LOGG", "FE_H"] and len(out) == 2
+    out = model.predict(request, params={"draws": 4})
+    assert list(out.columns) == OUTPUT_COLUMNS and out["APOGEE_ID"].tolist() == ["2MA", "2MB"]
     assert client.get_model_version(MODEL_NAME, "2").tags["dev_loss"] == "0.9025"  # born with its tag
+    assert "Dev loss 0.9025" in client.get_model_version(MODEL_NAME, "2").description
+    assert client.get_registered_model(MODEL_NAME).description.startswith("APOGEE Net (Olney et al. 2020")
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL_NAME}/1", dst_path=str(tmp_path / "dl")))
     assert not list(local.rglob("*.pkl")), "a logged model must hold no pickled code"
-    pd.testing.assert_frame_equal(load_predictor(f"models:/{MODEL_NAME}@champion").predict(flux), out)
+    pd.testing.assert_frame_equal(load_predictor(f"models:/{MODEL_NAME}@champion").predict(flux),
+                                  out[["TEFF", "LOGG", "FE_H"]])
 
 
 def test_flux_unit_travels_with_the_model(tmp_path):

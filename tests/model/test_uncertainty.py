@@ -191,9 +191,10 @@ def catalog_rows():
 
 def test_catalog_flags_units_and_round_trips(catalog_rows, tmp_path):
     frame, sigma = catalog_rows
-    # HOT, UNPHYSICAL (and its σ), FEW_PIXELS (no usable pixel, so σ 0: ZERO_SIGMA), DUPLICATE (the
+    # HOT, UNPHYSICAL (and its σ), FEW_PIXELS (no usable pixel: no number, no σ), DUPLICATE (the
     # lower-SNR file of 2MA), OUT_OF_DOMAIN (distance 80 > 50), LARGE_SIGMA (calibrated σ 800 K > 500 K)
-    assert frame["FLAGS"].tolist() == [0, 1, 2 | 32, 0, 4 | 64, 8, 16, 32]
+    assert frame["FLAGS"].tolist() == [0, 1, 2 | 32, 0, 4, 8, 16, 32]
+    assert frame.loc[4, ["TEFF", "TEFF_ERR", "TEFF_ERR_MC"]].isna().all()
     assert frame["DATA_SET"].tolist() == ["test", "none", "none", "train", "none", "test", "none", "none"]
     assert frame["DATA_TYPE"].tolist() == ["PAYNE", "none", "none", "YSO", "none", "PAYNE", "none", "none"]
     assert frame["YSO_CANDIDATE"].tolist() == [False, False, False, True, False, False, False, False]
@@ -202,8 +203,9 @@ def test_catalog_flags_units_and_round_trips(catalog_rows, tmp_path):
     fits, parquet, csv = write_catalog({"catalog": frame}, tmp_path, {"model": "models:/apogeenet@champion"})
     table = Table.read(fits)
     assert str(table["TEFF"].unit) == "K" and str(table["RA"].unit) == "deg" and table.meta["MODEL"].startswith("models:/")
-    np.testing.assert_allclose(table["TEFF_ERR"], np.where(frame["DATA_TYPE"] == "YSO", 3, 2) * sigma[:, 0])
-    np.testing.assert_allclose(table["TEFF_ERR_MC"], sigma[:, 0])
+    usable = frame["N_GOOD_PIXELS"] > 0
+    np.testing.assert_allclose(table["TEFF_ERR"], np.where(usable, np.where(frame["DATA_TYPE"] == "YSO", 3, 2) * sigma[:, 0], np.nan))
+    np.testing.assert_allclose(table["TEFF_ERR_MC"], np.where(usable, sigma[:, 0], np.nan))
     back = pd.read_parquet(parquet)
     pd.testing.assert_frame_equal(back, frame, check_dtype=False)
     assert "TEFF [K]" in pd.read_csv(csv).columns

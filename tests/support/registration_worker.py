@@ -10,11 +10,13 @@ import torch
 from factories import TABLE1
 
 from apogeenet.model import ApogeeNet
-from apogeenet.registry import log_and_register
+from apogeenet.online import example_input
+from apogeenet.pyfunc import log_and_register
 from apogeenet.serving import Predictor
 from apogeenet.tracking import mlflow_run
 
 FLUX = np.random.default_rng(1).uniform(10, 500, (2, 8575)).astype(np.float32)
+EXAMPLE = example_input(FLUX[:1], np.ones_like(FLUX[:1]), ["2M0"])
 
 
 def constant_model(c: float) -> Predictor:
@@ -34,4 +36,4 @@ def dev_loss_of(predictor: Predictor) -> float:
 if __name__ == "__main__":
     root, value = sys.argv[1], float(sys.argv[2])
     with mlflow_run("race", f"c={value}", root=root):
-        print(log_and_register(constant_model(value), FLUX, dev_loss_of=dev_loss_of))
+        print(log_and_register(constant_model(value), EXAMPLE, dev_loss_of=dev_loss_of))

@@ -186,10 +186,12 @@ def test_a_damaged_champion_does_not_wedge_the_registry(tmp_path):
     import mlflow
     from factories import tracking_in
 
-    from apogeenet.registry import load_predictor, log_and_register
+    from apogeenet.online import example_input
+    from apogeenet.pyfunc import log_and_register
+    from apogeenet.registry import load_predictor
     from apogeenet.weights import ModelFileError
 
-    example = np.ones((2, 8575), np.float32)
+    example = example_input(np.ones((1, 8575)), np.ones((1, 8575)), ["2M0"])
     with tracking_in(tmp_path) as uri:
         mlflow.set_tracking_uri(uri)  # not the store or experiment an earlier test in this worker chose
         mlflow.set_experiment("registry")
