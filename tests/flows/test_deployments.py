@@ -118,13 +118,10 @@ def test_prefect_yaml_deploys_to_a_process_work_pool_and_a_worker_runs_it(traine
             done = subprocess.run([*PREFECT, *command], env=env, cwd=root, capture_output=True, text=True)
             assert done.returncode == 0, done.stdout + done.stderr
         from prefect.client.orchestration import get_client
+        from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        os.environ["PREFECT_API_URL"], saved = env["PREFECT_API_URL"], os.environ.get("PREFECT_API_URL")
-        try:
-            with get_client(sync_client=True) as client:
-                deployments = {d.name: d for d in client.read_deployments()}
-        finally:
-            os.environ.pop("PREFECT_API_URL") if saved is None else os.environ.__setitem__("PREFECT_API_URL", saved)
+        with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
+            deployments = {d.name: d for d in client.read_deployments()}
         assert set(deployments) == {"pretrain", "adapt", "evaluate", "predict", "label", "ingest"}
         evaluate = deployments["evaluate"]
         assert evaluate.work_pool_name == "apogeenet" and str(root) in str(evaluate.pull_steps)
