@@ -27,8 +27,12 @@ def load_predictor(uri: str) -> Predictor:
 
     mlflow.set_tracking_uri(tracking_uri())
     with tempfile.TemporaryDirectory() as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri.rstrip("/"), dst_path=tmp))
-        weights = local / "artifacts" / MODEL_FILE
+        try:  # the weights alone: not the code and environment logged beside them
+            weights = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{uri.rstrip('/')}/artifacts/{MODEL_FILE}",
+                                                               dst_path=tmp))
+        except mlflow.exceptions.MlflowException:
+            mlflow.artifacts.list_artifacts(artifact_uri=uri.rstrip("/"))  # the store's own error for no such model
+            raise mlflow.exceptions.MlflowException(f"{uri} has no {MODEL_FILE}: not an apogeenet model") from None
         if not weights.is_file():
             raise mlflow.exceptions.MlflowException(f"{uri} has no {MODEL_FILE}: not an apogeenet model")
         try:
