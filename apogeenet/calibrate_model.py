@@ -1,5 +1,6 @@
-"""What ``apogeenet calibrate`` fits for a trained model on the dev split and stores with it: the
-σ calibration of each uncertainty method (:mod:`apogeenet.calibration`) and the domain reference
+"""What ``apogeenet calibrate`` fits for a trained model on the dev split and stores with it: each
+member's output map (:mod:`apogeenet.output_maps`), the σ calibration of each uncertainty
+method (:mod:`apogeenet.calibration`) and the domain reference
 (:mod:`apogeenet.domain`), both from the inference path (:func:`apogeenet.uncertainty.predict_store`)."""
 
 from __future__ import annotations
@@ -13,15 +14,30 @@ from apogeenet.calibration import PARAMETERS, TooFewStars, fit_calibration
 from apogeenet.config import CalibrationParams, CalibrationReference, PredictParams, Uncertainty
 from apogeenet.domain import fit_domain
 from apogeenet.errors import InputError
-from apogeenet.uncertainty import predict_store
+from apogeenet.output_maps import fit_output_maps
+from apogeenet.uncertainty import predict_store, seed_keys
 
-__all__ = ["calibrate_predictor", "label_systematics"]
+__all__ = ["calibrate_predictor", "fit_member_maps", "label_systematics"]
+
+MAP_BLOCK = 2048
+"""Dev spectra read at a time to fit the output maps."""
+
+
+def fit_member_maps(predictor, data, dev: np.ndarray) -> dict[str, float]:
+    """Fit each member's output map on the dev stars ``dev`` (positions into ``data``, a
+    :class:`apogeenet.dataset.LabelledSpectra`) against their labels, attach the maps to
+    ``predictor`` and return the fit's metrics (:func:`apogeenet.output_maps.fit_output_maps`)."""
+    outputs = np.concatenate([predictor.member_outputs(data.prepared(dev[start:start + MAP_BLOCK]))
+                              for start in range(0, len(dev), MAP_BLOCK)], axis=1)
+    half = seed_keys(data.catalog["APOGEE_ID"].to_numpy()[dev]) % 2 == 0
+    predictor.output_maps, metrics = fit_output_maps(outputs, data.targets[dev], half)
+    return metrics
 
 
 def calibrate_predictor(predictor, data, predict: PredictParams, params: CalibrationParams,
                         truth: pd.DataFrame | None) -> dict[str, float]:
-    """Fit the σ calibration of each method in ``params.methods`` (the ``predict`` settings, on the
-    dev split of ``data``, a :class:`apogeenet.dataset.LabelledSpectra`) and the domain reference
+    """Fit each member's output map (:func:`fit_member_maps`), then the σ calibration of each
+    method in ``params.methods`` (the ``predict`` settings, on the dev split of ``data``, a :class:`apogeenet.dataset.LabelledSpectra`) and the domain reference
     (training split's activations, dev split's threshold) and attach them to ``predictor``, and,
     given a ``truth``, the label scale's systematic terms (:func:`label_systematics`);
     returns the fitted terms as metrics (``…/fitted`` 0 where the dev split is too small: that
@@ -40,7 +56,8 @@ def calibrate_predictor(predictor, data, predict: PredictParams, params: Calibra
     known = truth.reindex(ids) if use_truth else data.catalog.iloc[dev].set_index("APOGEE_ID")
     reference = known[list(PARAMETERS)].to_numpy(float)
     sources = data.catalog["SOURCE"].to_numpy()[dev]
-    metrics: dict[str, float] = {}
+    predictor.output_maps = None
+    metrics = fit_member_maps(predictor, data, dev) if params.output_maps else {}
     for method in params.methods:
         result = predict_store(predictor, data.store, predict.model_copy(update={"uncertainty": method}),
                                rows=data.rows[dev])

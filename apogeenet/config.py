@@ -544,12 +544,15 @@ class CalibrationReference(StrEnum):
 
 
 class CalibrationParams(_Section):
-    """What ``apogeenet calibrate`` fits on the dev split and stores with the model: the σ
-    calibration (apogeenet.calibration; σ from the ``predict`` settings) and the domain reference
-    (apogeenet.domain)."""
+    """What ``apogeenet calibrate`` fits on the dev split and stores with the model: each
+    member's output map (apogeenet.output_maps), the σ calibration (apogeenet.calibration; σ from
+    the ``predict`` settings) and the domain reference (apogeenet.domain)."""
 
     model: str | None = None
     """The model to calibrate (model.pt or an MLflow URI); null: the adapted ``paths.adapted``."""
+    output_maps: bool = True
+    """Fit a straight line per member and parameter on the dev labels where it helps on held-out
+    dev stars; false: the networks' outputs as they are (the paper)."""
 
     reference: CalibrationReference = CalibrationReference.AUTO
     """What the residuals are measured against."""

@@ -8,12 +8,51 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 
-__all__ = ["blocked_features", "gradient_network"]
+__all__ = ["HEAD_ROWS", "blocked_features", "gradient_network", "in_fixed_rows", "one_thread"]
+
+HEAD_ROWS = 64
+"""Rows the fully connected head takes at a time for inference (:func:`in_fixed_rows`)."""
+
+
+@contextmanager
+def one_thread(device: torch.device) -> Iterator[None]:
+    """Matrix products on one CPU thread inside the block (the previous count restored after it;
+    nothing changes on a GPU). MKL may split a product's sum over threads, so with more than one
+    its rounding depends on how many a process has (1 in a Dask worker, all cores in one process)."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def in_fixed_rows(head: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], features: torch.Tensor
+                  ) -> tuple[torch.Tensor, ...]:
+    """``head`` applied to ``features`` (n, …) in blocks of exactly :data:`HEAD_ROWS` rows, the
+    last padded with zeros, its outputs cut back to n rows, on one thread (:func:`one_thread`).
+    A matrix product's kernel, and with it the rounding of every row, may depend on how many rows
+    it has and on the threads it runs on (MKL on an Intel Sapphire Rapids takes another kernel
+    below 64 rows, and splits a 64-row product's sums over two threads); with one shape for every
+    block and one thread a spectrum's outputs are the same bits whatever batch and process it came
+    in — a Dask worker's shard or one process's whole survey. (The head is about a sixth of the
+    network's arithmetic.)"""
+    n = len(features)
+    flat = features.flatten(1)
+    if n % HEAD_ROWS:
+        flat = torch.cat([flat, flat.new_zeros(HEAD_ROWS - n % HEAD_ROWS, flat.shape[1])])
+    with one_thread(flat.device):
+        blocks = [head(block) for block in flat.split(HEAD_ROWS)]
+    return tuple(torch.cat(parts)[:n] for parts in zip(*blocks))
 
 
 def _height_one_stack(model: nn.Module) -> nn.Sequential:
@@ -64,17 +103,21 @@ def blocked_features(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]
         return lambda flux: blocked(flux.float().contiguous()[:, None, None, :].to_mkldnn()).to_dense()
 
 
-def gradient_network(model: nn.Module) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """:meth:`apogeenet.model.ApogeeNet.forward_hidden` for gradients with respect to the input
+def gradient_network(model: nn.Module) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """:meth:`apogeenet.model.ApogeeNet.forward_hidden`, and the convolutions' output, for gradients with respect to the input
     only (the delta method, :func:`apogeenet.uncertainty.delta_predict`): a frozen copy of the
     network in eval mode (no weight gradients kept or computed) with the convolutions as height-1
     2-D layers in the channels-last layout, where oneDNN's forward and backward passes are faster
-    than the Conv1d stack's (bench/infer.py). Same numbers to float32 rounding."""
+    than the Conv1d stack's (bench/infer.py), the head in fixed blocks (:func:`in_fixed_rows`).
+    Same numbers to float32 rounding."""
     stack = _height_one_stack(model).requires_grad_(False).to(memory_format=torch.channels_last)
     head = copy.deepcopy(model.head).eval().requires_grad_(False)
 
-    def forward_hidden(flux: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = stack(flux[:, None, None, :].contiguous(memory_format=torch.channels_last))
+    def outputs(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = head[:-1](features)
         return head[-1](hidden), hidden
+
+    def forward_hidden(flux: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        features = stack(flux[:, None, None, :].contiguous(memory_format=torch.channels_last))
+        return *in_fixed_rows(outputs, features), features
     return forward_hidden

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from apogeenet.io.apstar import APSTAR_NPIX, good_pixels
-from apogeenet.kernels import blocked_features
+from apogeenet.kernels import blocked_features, in_fixed_rows
 
 __all__ = ["APOGEE_NET_CHANNELS", "HIDDEN_SIZE", "ApogeeNet", "flux_divisor", "parameter_count", "prepare_flux", "scale_flux"]
 
@@ -102,7 +102,9 @@ class ApogeeNet(nn.Module):
     def forward_chunks(self, chunks: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Outputs and penultimate activations (:meth:`forward_hidden`) for the inputs of all
         ``chunks`` (each (n, 8575), made as they are consumed): the convolutions chunk by chunk,
-        the fully connected head once over all of them. On a CPU the convolutions run on
+        the fully connected head over all of them in blocks of a fixed size
+        (:func:`apogeenet.kernels.in_fixed_rows`: a spectrum's outputs do not depend on the batch
+        it came in). On a CPU the convolutions run on
         :func:`apogeenet.kernels.blocked_features`; on a GPU in full float32 (no TF32): the same numbers as on the CPU."""
         features = []
         for flux in chunks:
@@ -111,7 +113,7 @@ class ApogeeNet(nn.Module):
                     features.append(self.features(flux.unsqueeze(1)))
                 continue
             features.append(self._blocked()(flux))
-        return self._head(torch.cat(features))
+        return in_fixed_rows(self._head, torch.cat(features))
 
     def _blocked(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """:func:`apogeenet.kernels.blocked_features` of the current weights (:meth:`snapshot`)."""

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import mlflow
+import numpy as np
 
 from apogeenet.serving import Predictor
 from apogeenet.mlflow_store import MODEL_NAME
@@ -67,8 +68,12 @@ def version_description(predictor: Predictor, dev_loss: float) -> str:
                + (f", label catalog SHA-256 {p['labels_sha256'][:12]}, {p.get('data_version', '')}"
                   if p.get("labels_sha256") else ""))
     calibrated = ", ".join(sorted(predictor.calibrations)) or "none (every catalog row UNCALIBRATED)"
+    maps = predictor.output_maps
+    mapped = [name for k, name in enumerate(("Teff", "log g", "[Fe/H]"))
+              if maps is not None and not (np.all(maps[:, k, 0] == 1) and np.all(maps[:, k, 1] == 0))]
     return (f"An ensemble of {len(predictor.members)} APOGEE Net network(s), {trained}. Dev loss {dev_loss:.4g} "
-            f"(standardised MSE). Sigma calibration: {calibrated}. Systematic terms of the label scale are "
+            f"(standardised MSE). Output maps fitted on dev: {', '.join(mapped) or 'none'}. "
+            f"Sigma calibration: {calibrated}. Systematic terms of the label scale are "
             "in the tags `systematic.*`.")
 
 

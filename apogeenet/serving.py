@@ -8,6 +8,8 @@ A model is a deep ensemble of one or more networks (``members``, trained from di
 ``train.profiles.*.members``): its prediction is the members' mean, the spread of their
 predictions the model's own error (:mod:`apogeenet.uncertainty`). One member is the paper's
 single network; a file of one member is written as before (``model``), several as ``members``.
+Each member's outputs may pass through a straight line fitted on the dev split
+(:mod:`apogeenet.output_maps`) before they are averaged.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ class Predictor:
     """The label scale's bias per label source and parameter, [mean label − truth, its standard
     error, stars], where a truth measured it (:func:`apogeenet.calibrate_model.label_systematics`):
     a systematic term of every prediction the model learned from those labels, kept apart from σ."""
+    output_maps: np.ndarray | None = None
+    """(members, 3, 2): each member's standardised output k becomes slope · output + intercept
+    (:mod:`apogeenet.output_maps`, fitted by ``apogeenet calibrate``); None: the outputs as they are."""
 
     def __post_init__(self) -> None:
         if isinstance(self.members, ApogeeNet):
@@ -57,6 +62,22 @@ class Predictor:
         self.members = list(self.members)
         if not 1 <= len(self.members) <= MAX_MEMBERS:
             raise ValueError(f"an ensemble of 1 to {MAX_MEMBERS} networks, not {len(self.members)}")
+        if self.output_maps is not None:
+            self.output_maps = np.asarray(self.output_maps, np.float64)
+            if self.output_maps.shape != (len(self.members), len(LABEL_COLUMNS), 2) \
+                    or not np.all(np.isfinite(self.output_maps)) or not np.all(self.output_maps[..., 0] > 0):
+                raise ValueError(f"output maps must be finite (members, 3, 2) with positive slopes, "
+                                 f"not of shape {self.output_maps.shape}")
+
+    def mapped(self, member: int, standardised: np.ndarray) -> np.ndarray:
+        """Member ``member``'s standardised outputs (…, 3) through its output map (as they are without one)."""
+        if self.output_maps is None:
+            return standardised
+        return standardised * self.output_maps[member, :, 0] + self.output_maps[member, :, 1]
+
+    def slopes(self, member: int) -> np.ndarray:
+        """(3,) how much member ``member``'s output map stretches each output: a σ scales by it."""
+        return np.ones(len(LABEL_COLUMNS)) if self.output_maps is None else self.output_maps[member, :, 0]
 
     @property
     def first(self) -> ApogeeNet:
@@ -65,17 +86,23 @@ class Predictor:
 
     def predict(self, flux: np.ndarray, batch_size: int = 16) -> pd.DataFrame:
         """TEFF [K], LOGG, FE_H for prepared raw flux (n, 8575) (bad pixels already 0): the
-        members' mean."""
+        members' mean (each through its output map)."""
+        outputs = self.member_outputs(flux, batch_size)
+        mapped = np.mean([self.mapped(j, out) for j, out in enumerate(outputs)], axis=0)
+        return pd.DataFrame(mapped * self.table1.std + self.table1.mean, columns=list(LABEL_COLUMNS))
+
+    def member_outputs(self, flux: np.ndarray, batch_size: int = 16) -> np.ndarray:
+        """Each member's standardised outputs (members, n, 3) for prepared raw flux (n, 8575),
+        before any output map."""
         flux = np.atleast_2d(flux)
         device = next(self.first.parameters()).device
-        out = np.zeros((len(flux), 3), np.float64)
+        out = np.zeros((len(self.members), len(flux), 3), np.float64)
         with torch.inference_mode():
             for start in range(0, len(flux), 64 * batch_size):  # bounds the memory of the features
                 block = scale_flux(torch.from_numpy(flux[start:start + 64 * batch_size]).to(device), self.flux_scale)
-                for net in self.members:
-                    out[start:start + len(block)] += net.eval().forward_chunked(block, batch_size).double().cpu().numpy()
-        physical = out / len(self.members) * self.table1.std + self.table1.mean
-        return pd.DataFrame(physical, columns=list(LABEL_COLUMNS))
+                for j, net in enumerate(self.members):
+                    out[j, start:start + len(block)] = net.eval().forward_chunked(block, batch_size).double().cpu().numpy()
+        return out
 
     def to(self, device: str | torch.device) -> Predictor:
         """Move the networks to ``device`` (e.g. :func:`apogeenet.dataset.best_device`); returns self."""
@@ -91,6 +118,8 @@ class Predictor:
                  "provenance": dict(self.provenance), "systematics": self.systematics}
         if self.domain is not None:
             extra["domain"] = self.domain.to_dict()
+        if self.output_maps is not None:
+            extra["output_maps"] = self.output_maps.tolist()
         networks = {"model": weights[0]} if len(weights) == 1 else {"members": weights}
         return save_weights({**networks, "table1": self.table1.to_dict(), "flux_scale": self.flux_scale,
                              "architecture": "ApogeeNet-AppendixB", "n_outputs": 3, **extra}, path)
@@ -115,14 +144,17 @@ class Predictor:
             flux_scale = saved.get("flux_scale", 1.0)
             provenance = saved.get("provenance", {})
             systematics = saved.get("systematics", {})
+            output_maps = saved.get("output_maps")
+            if output_maps is not None and not (isinstance(output_maps, list) and len(output_maps) == len(members)):
+                raise ValueError(f"output_maps must be a list of one map per member ({len(members)})")
             _check_contents(table1, flux_scale, calibrations, domain)
             _check_provenance(provenance)
             _check_systematics(systematics)
+            return cls([net.to(device).eval() for net in members], table1, flux_scale, calibrations, domain,
+                       provenance, systematics, output_maps)
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
             raise ModelFileError(f"{path}: not an apogeenet model.pt ({type(exc).__name__}: "
                                  f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
-        return cls([net.to(device).eval() for net in members], table1, flux_scale, calibrations, domain, provenance,
-                   systematics)
 
 
 MAX_PROVENANCE = 32

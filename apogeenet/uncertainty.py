@@ -41,7 +41,7 @@ import torch
 from apogeenet.config import ErrorReference, PredictParams, Uncertainty
 from apogeenet.errors import InputError
 from apogeenet.io.apstar import good_pixels
-from apogeenet.kernels import gradient_network
+from apogeenet.kernels import gradient_network, one_thread
 from apogeenet.model import HIDDEN_SIZE, flux_divisor, prepare_flux
 from apogeenet.noise import normal_noise, star_streams
 from apogeenet.serving import Predictor
@@ -163,7 +163,7 @@ def mc_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, keys: 
             total, within, groups = np.zeros((m, 3)), np.zeros((m, 3)), 0
             for j, (net, draws) in enumerate(zip(members, draws_of)):
                 out, penultimate = net.forward_chunks(inputs(block, draws))
-                out = out.double().cpu().numpy() * std + mu
+                out = predictor.mapped(j, out.double().cpu().numpy()) * std + mu
                 single[j, block] = out[:m]
                 if j == 0:
                     hidden[block] = penultimate[:m].cpu().numpy()
@@ -200,7 +200,8 @@ def delta_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, key
     "Inference, uncertainties and the catalog", has the agreement and the speed). The flux unit is
     held fixed at the spectrum's: one pixel's noise hardly moves the median of 8 575, although
     locally the median pixel carries it all. An ensemble's σ² is the mean of its members' (each
-    member's gradient is its own), its prediction the members' mean.
+    member's gradient is its own, scaled by the slope of its output map), its prediction the
+    members' mean.
     """
     members, device, prepared, pixel_sigma, streams = _on_device(predictor, flux, error, keys, cfg.seed,
                                                                  cfg.error_cap, cfg.error_reference)
@@ -211,7 +212,8 @@ def delta_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, key
     for j, net in enumerate(members):
         member_variance = _delta_member(net, predictor.flux_scale, prepared, pixel_sigma, streams, cfg,
                                         single[j], hidden if j == 0 else None)
-        variance += member_variance / len(members)
+        single[j] = predictor.mapped(j, single[j])
+        variance += member_variance * predictor.slopes(j) ** 2 / len(members)
     single = single * std + mu
     prediction = single.mean(axis=0)
     return MCResult(prediction, prediction.copy(), np.sqrt(np.clip(variance, 0, None)) * std, hidden,
@@ -229,11 +231,17 @@ def _delta_member(model, flux_scale, prepared: torch.Tensor, pixel_sigma: torch.
     variance = np.empty((n, 3))
     for rows in torch.arange(n, device=prepared.device).split(chunk):
         unit = flux_divisor(prepared[rows], flux_scale)
-        x, sigma = (prepared[rows] / unit).requires_grad_(True), pixel_sigma[rows] / unit  # the network's units
+        x, sigma = prepared[rows] / unit, pixel_sigma[rows] / unit  # the network's units
+        m = len(rows)
+        padded = torch.cat([x, x.new_zeros(chunk - m, x.shape[1])]) if m < chunk else x  # one batch size on a
+        padded.requires_grad_(True)                       # CPU: oneDNN's backward of one row rounds otherwise
         with torch.enable_grad(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-            out, penultimate = network(x)
-            gradient = torch.stack([torch.autograd.grad(out[:, k].sum(), x, retain_graph=k < 2)[0]  # rows are
-                                    for k in range(3)])                                        # independent
+            out, penultimate, features = network(padded)
+            out, penultimate = out[:m], penultimate[:m]
+            with one_thread(padded.device):  # the head backwards on one thread: the same bits in any process
+                heads = [torch.autograd.grad(out[:, k].sum(), features, retain_graph=True)[0] for k in range(3)]
+            gradient = torch.stack([torch.autograd.grad(features, padded, head, retain_graph=k < 2)[0][:m]
+                                    for k, head in enumerate(heads)])                  # rows are independent
         picked = slice(int(rows[0]), int(rows[-1]) + 1)
         prediction[picked] = out.detach().double().cpu().numpy()
         if hidden is not None:

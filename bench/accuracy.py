@@ -12,7 +12,8 @@ split) the same N training stars — a fixed random order of the training split,
 proportion — train all models; the dev split picks ridge's penalty and stops APOGEE Net (the
 ``train.profile`` of params.yaml, its ``members`` unless ``--members``); the test split is scored
 against the truth. Seed s trains members s, s + 1, …; ``single`` is member s alone, ``ensemble``
-their mean. Ridge and The Cannon do not depend on the seed. Each fit's scores are kept in
+their mean, each with the output maps ``apogeenet calibrate`` fits on the dev split
+(:mod:`apogeenet.output_maps`; their fit is in ``output_maps``). Ridge and The Cannon do not depend on the seed. Each fit's scores are kept in
 ``--work/accuracy-partial.json`` as it ends, so an interrupted run continues where it stopped.
 
 The JSON holds each cell's RMS per model, size and seed, their mean and spread (half the range
@@ -32,6 +33,7 @@ import yaml
 from benchio import emit
 
 from apogeenet.baselines import fit_cannon, fit_ridge, normalised_spectra
+from apogeenet.calibrate_model import fit_member_maps
 from apogeenet.config import load_params
 from apogeenet.evaluate import GROUPS, PARAMETERS
 from apogeenet.io.tables import read_truth
@@ -133,6 +135,7 @@ def main() -> None:
     baseline_inputs = None
     results: dict[str, dict] = {m: {} for m in MODELS}
     seconds: dict[str, dict] = {m: {} for m in MODELS}
+    output_maps: dict[int, dict] = {}
     sizes = []
     for n in args.sizes:
         train = subset(data, n)
@@ -144,12 +147,17 @@ def main() -> None:
                 fits = train_ensemble(data, train, dev, profile.model_copy(update={"seed": seed}),
                                       args.work / f"ck-{size}-{recipe}-s{seed}", progress=True)
                 models = {"single": [fits[0].model], "ensemble": [f.model for f in fits]}
-                return {name: scores(data, truth, test, Predictor(nets, data.table1, data.flux_scale)
-                                     .predict(data.prepared(test)).to_numpy()) for name, nets in models.items()}
-            found = kept(f"networks/{size}/{recipe}/{seed}", networks)
+                found = {}
+                for name, nets in models.items():  # each with its output maps, as `apogeenet calibrate` fits them
+                    predictor = Predictor(nets, data.table1, data.flux_scale)
+                    found["maps/" + name] = fit_member_maps(predictor, data, dev)
+                    found[name] = scores(data, truth, test, predictor.predict(data.prepared(test)).to_numpy())
+                return found
+            found = kept(f"networks/{size}/{recipe}-mapped/{seed}", networks)
             for name in ("single", "ensemble"):
                 results[name].setdefault(size, {})[seed] = found["rms"][name]
                 seconds[name].setdefault(size, {})[seed] = found["seconds"]
+            output_maps.setdefault(size, {})[seed] = found["rms"]["maps/ensemble"]
         if baseline_inputs is None and any(f"{m}/{size}" not in partial for m in ("ridge", "cannon")):
             baseline_inputs = normalised_spectra(data, cfg.baselines.continuum_length, progress=True)
 
@@ -174,6 +182,7 @@ def main() -> None:
               "members": profile.members, "max_epochs": profile.max_epochs, "loss": str(profile.loss), "seeds": args.seeds,
               "device": "cuda" if torch.cuda.is_available() else "cpu", "training_sizes": sizes,
               "rms_vs_truth": results, "summary": summarise(results, sizes, args.seeds), "seconds": seconds,
+              "output_maps": output_maps,
               **checks(results, sizes, args.seeds)}
     if args.plot:
         plot(report, args.plot)

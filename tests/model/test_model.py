@@ -75,3 +75,51 @@ def test_the_fused_stack_and_its_fallback_give_the_plain_convolutions(monkeypatc
     atol = float(U32 * accumulation_factor(model.features) * plain.abs().max())  # float32 sums (tolerances.py)
     for other in (fused, fallback):
         torch.testing.assert_close(other, plain, rtol=0, atol=atol)
+
+
+@pytest.mark.floats
+def test_a_spectrums_outputs_are_the_same_bits_whatever_batch_it_came_in():
+    """The catalog of a Dask shard must equal one process's byte for byte: the inference path's
+    outputs, activations and input gradients (the delta method) of a spectrum may not depend on
+    how many others share its batch or where it sits in it (on an Intel Sapphire Rapids a plain
+    matrix product of fewer than 64 rows rounds differently)."""
+    from apogeenet.kernels import HEAD_ROWS
+
+    torch.manual_seed(3)
+    net = ApogeeNet(3).eval()
+    x = torch.from_numpy(np.random.default_rng(5).uniform(0.5, 1.5, (HEAD_ROWS + 40, 8575)).astype(np.float32))
+    with torch.inference_mode():
+        whole = net.forward_chunks(x.split(16))
+        for start, stop in ((0, 1), (7, 8), (3, 40), (10, HEAD_ROWS + 20), (1, HEAD_ROWS + 1)):
+            part = net.forward_chunks(x[start:stop].split(5))
+            for got, expected in zip(part, whole):
+                assert torch.equal(got, expected[start:stop]), (start, stop)
+
+
+@pytest.mark.floats
+@pytest.mark.parametrize("method", ["monte_carlo", "delta"])
+def test_a_spectrums_catalog_numbers_are_the_same_bits_whatever_block_it_came_in(method):
+    """Prediction and σ of the Monte Carlo and of the delta method (its input gradients included)
+    for a spectrum alone or among others, on all threads or on one: bit for bit the same."""
+    from factories import TABLE1
+
+    from apogeenet.config import PredictParams
+    from apogeenet.serving import Predictor
+    from apogeenet.uncertainty import predict_arrays, seed_keys
+
+    torch.manual_seed(4)
+    predictor = Predictor(ApogeeNet(3).eval(), TABLE1, None)
+    flux = np.random.default_rng(6).uniform(50, 150, (12, 8575)).astype(np.float32)
+    error, keys = (0.02 * flux).astype(np.float32), seed_keys([f"2M{i}" for i in range(12)])
+    cfg = PredictParams(uncertainty=method, draws=8, forward_batch=8)
+    whole = predict_arrays(predictor, flux, error, keys, cfg)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # as in a Dask worker
+        parts = {(start, stop): predict_arrays(predictor, flux[start:stop], error[start:stop], keys[start:stop], cfg)
+                 for start, stop in ((0, 1), (9, 10), (3, 12))}
+    finally:
+        torch.set_num_threads(threads)
+    for (start, stop), part in parts.items():
+        for name in ("prediction", "sigma", "hidden"):
+            np.testing.assert_array_equal(getattr(part, name), getattr(whole, name)[start:stop], err_msg=name)
