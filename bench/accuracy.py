@@ -13,7 +13,9 @@ proportion — train all models; the dev split picks ridge's penalty and stops A
 ``train.profile`` of params.yaml, its ``members`` unless ``--members``); the test split is scored
 against the truth. Seed s trains members s, s + 1, …; ``single`` is member s alone, ``ensemble``
 their mean, each with the output maps ``apogeenet calibrate`` fits on the dev split
-(:mod:`apogeenet.output_maps`; their fit is in ``output_maps``). Ridge and The Cannon do not depend on the seed. Each fit's scores are kept in
+(:mod:`apogeenet.output_maps`; their fit is in ``output_maps``), and both also without them
+(``*_unmapped``, the paper's raw outputs). ``--from-checkpoints`` scores the members an earlier
+run left under ``--work`` instead of training them again. Ridge and The Cannon do not depend on the seed. Each fit's scores are kept in
 ``--work/accuracy-partial.json`` as it ends, so an interrupted run continues where it stopped.
 
 The JSON holds each cell's RMS per model, size and seed, their mean and spread (half the range
@@ -41,6 +43,21 @@ from apogeenet.labels.catalog import LABEL_COLUMNS
 from apogeenet.serving import Predictor
 
 MODELS = ("single", "ensemble", "ridge", "cannon")
+UNMAPPED = ("single_unmapped", "ensemble_unmapped")
+"""The same networks without their output maps (the paper's raw outputs)."""
+
+
+def trained_members(directory: Path, members: int) -> list:
+    """The best weights of an earlier run's members under ``directory`` (``--from-checkpoints``)."""
+    from apogeenet.model import ApogeeNet
+    from apogeenet.train import member_directory
+    from apogeenet.weights import load_weights
+
+    nets = []
+    for k in range(members):
+        nets.append(ApogeeNet(len(LABEL_COLUMNS)))
+        nets[-1].load_state_dict(load_weights(member_directory(directory, k, members) / "best.pt")["model"])
+    return [net.eval() for net in nets]
 
 
 def project(work: Path, n_stars: int):
@@ -109,6 +126,8 @@ def main() -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--plot", type=Path)
+    parser.add_argument("--from-checkpoints", action="store_true",
+                        help="score the members an earlier run left under --work instead of training them")
     args = parser.parse_args()
     if args.device == "cpu":
         torch.cuda.is_available = lambda: False  # train_model picks the device itself
@@ -133,8 +152,8 @@ def main() -> None:
         return partial[key]
 
     baseline_inputs = None
-    results: dict[str, dict] = {m: {} for m in MODELS}
-    seconds: dict[str, dict] = {m: {} for m in MODELS}
+    results: dict[str, dict] = {m: {} for m in MODELS + UNMAPPED}
+    seconds: dict[str, dict] = {m: {} for m in MODELS + UNMAPPED}
     output_maps: dict[int, dict] = {}
     sizes = []
     for n in args.sizes:
@@ -144,17 +163,22 @@ def main() -> None:
         data.flux_scale = data.median_flux(train) if profile.flux_unit is FluxUnit.CONSTANT else None
         for seed in args.seeds:
             def networks(seed=seed):
-                fits = train_ensemble(data, train, dev, profile.model_copy(update={"seed": seed}),
-                                      args.work / f"ck-{size}-{recipe}-s{seed}", progress=True)
-                models = {"single": [fits[0].model], "ensemble": [f.model for f in fits]}
+                directory = args.work / f"ck-{size}-{recipe}-s{seed}"
+                if args.from_checkpoints:
+                    nets = trained_members(directory, profile.members)
+                else:
+                    nets = [f.model for f in train_ensemble(data, train, dev, profile.model_copy(update={"seed": seed}),
+                                                            directory, progress=True)]
                 found = {}
-                for name, nets in models.items():  # each with its output maps, as `apogeenet calibrate` fits them
-                    predictor = Predictor(nets, data.table1, data.flux_scale)
-                    found["maps/" + name] = fit_member_maps(predictor, data, dev)
-                    found[name] = scores(data, truth, test, predictor.predict(data.prepared(test)).to_numpy())
+                for name, members in {"single": nets[:1], "ensemble": nets}.items():
+                    predictor = Predictor(members, data.table1, data.flux_scale)
+                    test_flux = data.prepared(test)
+                    found[name + "_unmapped"] = scores(data, truth, test, predictor.predict(test_flux).to_numpy())
+                    found["maps/" + name] = fit_member_maps(predictor, data, dev)  # as `apogeenet calibrate` does
+                    found[name] = scores(data, truth, test, predictor.predict(test_flux).to_numpy())
                 return found
-            found = kept(f"networks/{size}/{recipe}-mapped/{seed}", networks)
-            for name in ("single", "ensemble"):
+            found = kept(f"networks/{size}/{recipe}-mapped-and-not/{seed}", networks)
+            for name in ("single", "ensemble", "single_unmapped", "ensemble_unmapped"):
                 results[name].setdefault(size, {})[seed] = found["rms"][name]
                 seconds[name].setdefault(size, {})[seed] = found["seconds"]
             output_maps.setdefault(size, {})[seed] = found["rms"]["maps/ensemble"]
@@ -182,7 +206,7 @@ def main() -> None:
               "members": profile.members, "max_epochs": profile.max_epochs, "loss": str(profile.loss), "seeds": args.seeds,
               "device": "cuda" if torch.cuda.is_available() else "cpu", "training_sizes": sizes,
               "rms_vs_truth": results, "summary": summarise(results, sizes, args.seeds), "seconds": seconds,
-              "output_maps": output_maps,
+              "output_maps": output_maps, "from_checkpoints": args.from_checkpoints,
               **checks(results, sizes, args.seeds)}
     if args.plot:
         plot(report, args.plot)
@@ -205,9 +229,13 @@ def checks(results: dict, sizes: list[int], seeds: list[int]) -> dict:
     """The bars of the issue: where the ensemble is ahead of both baselines (per size and seed),
     and which cells are worse at the largest size than at the one before beyond the seed spread."""
     cells = [c for c, v in results["ensemble"][sizes[0]][seeds[0]].items() if np.isfinite(v)]  # 4 groups × 3
-    ahead = {size: {seed: [c for c in cells if results["ensemble"][size][seed][c]
-                           < min(results[b][size][seed][c] for b in ("ridge", "cannon"))] for seed in seeds}
-             for size in sizes}
+
+    def ahead_of_baselines(model: str) -> dict:
+        return {size: {seed: [c for c in cells if results[model][size][seed][c]
+                              < min(results[b][size][seed][c] for b in ("ridge", "cannon"))] for seed in seeds}
+                for size in sizes}
+    ahead = ahead_of_baselines("ensemble")
+    unmapped = ahead_of_baselines("ensemble_unmapped") if results.get("ensemble_unmapped") else {}
     summary = summarise(results, sizes, seeds)["ensemble"]
     worse = []
     if len(sizes) > 1:
@@ -215,6 +243,8 @@ def checks(results: dict, sizes: list[int], seeds: list[int]) -> dict:
         worse = [c for c in cells if last[c]["mean"] - before[c]["mean"] > last[c]["spread"] + before[c]["spread"]]
     return {"ensemble_ahead": ahead, "ensemble_ahead_counts": {size: {seed: len(v) for seed, v in by_seed.items()}
                                                                for size, by_seed in ahead.items()},
+            "unmapped_ahead_counts": {size: {seed: len(v) for seed, v in by_seed.items()}
+                                      for size, by_seed in unmapped.items()},
             "cells": len(cells), "worse_at_largest": worse}
 
 

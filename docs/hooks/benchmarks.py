@@ -69,9 +69,14 @@ def _accuracy(result: dict) -> str:
     ahead = "; ".join(f"N = {size}: " + ", ".join(f"seed {seed} {len(cells)}"
                                                   for seed, cells in result["ensemble_ahead"][size].items())
                       for size in sizes)
+    maps = result.get("output_maps", {})
+    kept = "; ".join(f"N = {size}: " + ", ".join(
+        f"seed {seed} " + ("/".join(p for p in ("teff", "logg", "fe_h") if fit.get(f"output_map/{p}/kept")) or "none")
+        for seed, fit in maps[size].items()) for size in sizes if size in maps)
     return (f"Test RMS against the truth (mean over seeds {result['seeds']}; ensemble / first member / ridge / "
             f"The Cannon) at {', '.join(sizes)} training spectra. Cells where the ensemble is ahead of both "
-            f"baselines: {ahead}.\n\n" + _table(["cell", *(f"N = {s}" for s in sizes)], rows))
+            f"baselines: {ahead}." + (f" Output maps kept: {kept}." if kept else "") + "\n\n"
+            + _table(["cell", *(f"N = {s}" for s in sizes)], rows))
 
 
 RENDERERS = {"limit": _limit, "calibration": _calibration, "accuracy": _accuracy}
