@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator, model_validator
@@ -550,9 +550,10 @@ class CalibrationParams(_Section):
 
     model: str | None = None
     """The model to calibrate (model.pt or an MLflow URI); null: the adapted ``paths.adapted``."""
-    output_maps: bool = True
-    """Fit a straight line per member and parameter on the dev labels where it helps on held-out
-    dev stars; false: the networks' outputs as they are (the paper)."""
+    output_maps: tuple[Literal["teff", "logg", "fe_h"], ...] = ("teff",)
+    """The parameters whose outputs may pass through a straight line per member fitted on the dev
+    labels (kept where it helps held-out dev stars); []: the networks' outputs as they are (the
+    paper). Teff alone by default: log g lines follow the M dwarfs' biased label scale (docs)."""
 
     reference: CalibrationReference = CalibrationReference.AUTO
     """What the residuals are measured against."""

@@ -47,11 +47,12 @@ def _ensemble_sse(outputs: np.ndarray, targets: np.ndarray, lines: np.ndarray) -
     return float(np.sum((mean - targets) ** 2))
 
 
-def fit_output_maps(outputs: np.ndarray, targets: np.ndarray, half: np.ndarray
-                    ) -> tuple[np.ndarray, dict[str, float]]:
+def fit_output_maps(outputs: np.ndarray, targets: np.ndarray, half: np.ndarray,
+                    parameters: tuple[str, ...] = ("teff", "logg", "fe_h")) -> tuple[np.ndarray, dict[str, float]]:
     """The maps (members, 3, 2) for ``outputs`` (members, n, 3), the dev stars' standardised
     outputs before any map, and their standardised labels ``targets`` (n, 3; NaN where a star has
-    none), ``half`` (n,) True for one half of the dev split; and metrics per parameter: ``kept``
+    none), ``half`` (n,) True for one half of the dev split, for the ``parameters`` named (the
+    others keep slope 1, intercept 0); and metrics per parameter: ``kept``
     (1 or 0), the cross-fitted dev RMS (standardised) ``rms_before``/``rms_after`` and each
     member's slope."""
     outputs, targets, half = np.asarray(outputs, np.float64), np.asarray(targets, np.float64), np.asarray(half, bool)
@@ -60,6 +61,8 @@ def fit_output_maps(outputs: np.ndarray, targets: np.ndarray, half: np.ndarray
     metrics: dict[str, float] = {}
     for k, column in enumerate(LABEL_COLUMNS):
         name = column.lower()
+        if name not in parameters:
+            continue
         known = np.isfinite(targets[:, k]) & np.all(np.isfinite(outputs[:, :, k]), axis=0)
         folds = [known & half, known & ~half]
         if min(int(f.sum()) for f in folds) < MIN_STARS_PER_HALF:

@@ -174,10 +174,12 @@ def main() -> None:
                     predictor = Predictor(members, data.table1, data.flux_scale)
                     test_flux = data.prepared(test)
                     found[name + "_unmapped"] = scores(data, truth, test, predictor.predict(test_flux).to_numpy())
-                    found["maps/" + name] = fit_member_maps(predictor, data, dev)  # as `apogeenet calibrate` does
+                    found["maps/" + name] = fit_member_maps(predictor, data, dev,  # as `apogeenet calibrate` does
+                                                            cfg.calibration.output_maps)
                     found[name] = scores(data, truth, test, predictor.predict(test_flux).to_numpy())
                 return found
-            found = kept(f"networks/{size}/{recipe}-mapped-and-not/{seed}", networks)
+            maps = "-".join(cfg.calibration.output_maps) or "none"
+            found = kept(f"networks/{size}/{recipe}-maps-{maps}/{seed}", networks)
             for name in ("single", "ensemble", "single_unmapped", "ensemble_unmapped"):
                 results[name].setdefault(size, {})[seed] = found["rms"][name]
                 seconds[name].setdefault(size, {})[seed] = found["seconds"]

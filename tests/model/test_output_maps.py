@@ -115,3 +115,15 @@ def test_the_maps_travel_with_the_model_file_and_a_bad_map_is_refused(network, s
         torch.save({**saved, "output_maps": maps}, tmp_path / name)
         with pytest.raises(ModelFileError, match="not an apogeenet model.pt.*(output maps|output_maps|could not convert)"):
             Predictor.load(tmp_path / name)
+
+
+def test_only_the_parameters_named_are_mapped():
+    """calibration.output_maps names the parameters (Teff alone by default): the others keep their
+    raw outputs even where a line would have helped."""
+    outputs, targets, half, _ = _dev()
+    outputs[1, :, 1] = 0.7 * targets[:, 1]  # a shrunken log g that a line would stretch back
+    maps, metrics = fit_output_maps(outputs, targets, half, ("teff",))
+    assert metrics["output_map/teff/kept"] == 1 and not any(k.startswith(("output_map/logg", "output_map/fe_h"))
+                                                            for k in metrics)
+    np.testing.assert_array_equal(maps[:, 1:], identity_maps(2)[:, 1:])
+    assert fit_output_maps(outputs, targets, half, ("teff", "logg"))[1]["output_map/logg/kept"] == 1
