@@ -57,7 +57,6 @@ def fit_output_maps(outputs: np.ndarray, targets: np.ndarray, half: np.ndarray,
     member's slope."""
     outputs, targets, half = np.asarray(outputs, np.float64), np.asarray(targets, np.float64), np.asarray(half, bool)
     maps = identity_maps(len(outputs))
-    unchanged = np.array([1.0, 0.0])
     metrics: dict[str, float] = {}
     for k, column in enumerate(LABEL_COLUMNS):
         name = column.lower()
@@ -71,7 +70,7 @@ def fit_output_maps(outputs: np.ndarray, targets: np.ndarray, half: np.ndarray,
         before = after = 0.0
         for fit_on, judge_on in (folds, folds[::-1]):
             lines = _lines(outputs[:, fit_on, k], targets[fit_on, k])
-            before += _ensemble_sse(outputs[:, judge_on, k], targets[judge_on, k], np.tile(unchanged, (len(outputs), 1)))
+            before += _ensemble_sse(outputs[:, judge_on, k], targets[judge_on, k], maps[:, k])
             after += _ensemble_sse(outputs[:, judge_on, k], targets[judge_on, k], lines)
         lines = _lines(outputs[:, known, k], targets[known, k])
         kept = after < before and bool(np.all(lines[:, 0] > 0))

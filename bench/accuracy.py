@@ -169,10 +169,9 @@ def main() -> None:
                 else:
                     nets = [f.model for f in train_ensemble(data, train, dev, profile.model_copy(update={"seed": seed}),
                                                             directory, progress=True)]
-                found = {}
+                found, test_flux = {}, data.prepared(test)
                 for name, members in {"single": nets[:1], "ensemble": nets}.items():
                     predictor = Predictor(members, data.table1, data.flux_scale)
-                    test_flux = data.prepared(test)
                     found[name + "_unmapped"] = scores(data, truth, test, predictor.predict(test_flux).to_numpy())
                     found["maps/" + name] = fit_member_maps(predictor, data, dev,  # as `apogeenet calibrate` does
                                                             cfg.calibration.output_maps)
