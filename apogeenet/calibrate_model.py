@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from apogeenet.calibration import PARAMETERS, TooFewStars, fit_calibration
-from apogeenet.config import CalibrationParams, CalibrationReference, PredictParams, Uncertainty
+from apogeenet.config import CalibrationParams, CalibrationReference, PredictParams, Uncertainty, per_parameter
 from apogeenet.domain import fit_domain
 from apogeenet.errors import InputError
 from apogeenet.output_maps import fit_output_maps
@@ -23,15 +23,17 @@ MAP_BLOCK = 2048
 """Dev spectra read at a time to fit the output maps."""
 
 
-def fit_member_maps(predictor, data, dev: np.ndarray, parameters: tuple[str, ...]) -> dict[str, float]:
+def fit_member_maps(predictor, data, dev: np.ndarray, params: CalibrationParams) -> dict[str, float]:
     """Fit each member's output map on the dev stars ``dev`` (positions into ``data``, a
     :class:`apogeenet.dataset.LabelledSpectra`) against their labels, attach the maps to
     ``predictor`` and return the fit's metrics (:func:`apogeenet.output_maps.fit_output_maps`, for
-    the ``parameters`` named)."""
+    the parameters ``params.output_maps`` names, with its ``map_huber_delta``)."""
     outputs = np.concatenate([predictor.member_outputs(data.prepared(dev[start:start + MAP_BLOCK]))
                               for start in range(0, len(dev), MAP_BLOCK)], axis=1)
     half = seed_keys(data.catalog["APOGEE_ID"].to_numpy()[dev]) % 2 == 0
-    predictor.output_maps, metrics = fit_output_maps(outputs, data.targets[dev], half, parameters)
+    predictor.output_maps, metrics = fit_output_maps(outputs, data.targets[dev], half, predictor.table1,
+                                                     params.output_maps, None if params.map_huber_delta is None
+                                                     else per_parameter(params.map_huber_delta))
     return metrics
 
 
@@ -58,7 +60,7 @@ def calibrate_predictor(predictor, data, predict: PredictParams, params: Calibra
     reference = known[list(PARAMETERS)].to_numpy(float)
     sources = data.catalog["SOURCE"].to_numpy()[dev]
     predictor.output_maps = None
-    metrics = fit_member_maps(predictor, data, dev, params.output_maps) if params.output_maps else {}
+    metrics = fit_member_maps(predictor, data, dev, params) if params.output_maps else {}
     for method in params.methods:
         result = predict_store(predictor, data.store, predict.model_copy(update={"uncertainty": method}),
                                rows=data.rows[dev])

@@ -41,7 +41,7 @@ from apogeenet.kiel import in_yso_polygon
 from apogeenet.labels.catalog import LABEL_COLUMNS, SOURCES
 
 __all__ = ["PARAMETERS", "REGIONS", "SigmaCalibration", "TooFewStars", "fit_calibration", "fit_missing_error",
-           "prediction_regions"]
+           "prediction_regions", "region_index"]
 
 PARAMETERS = LABEL_COLUMNS
 REGIONS = ("payne", "young", "cool_dwarf")
@@ -58,6 +58,16 @@ def prediction_regions(prediction: np.ndarray) -> np.ndarray:
     payne = (teff > 4000.0) | (logg < 3.5)
     young = ~payne & in_yso_polygon(teff, logg)
     return np.where(payne, "payne", np.where(young, "young", "cool_dwarf"))
+
+
+def region_index(prediction: np.ndarray) -> np.ndarray:
+    """Position in :data:`REGIONS` of each prediction's region (…, 3: TEFF, LOGG, FE_H)."""
+    prediction = np.asarray(prediction, float)
+    names = prediction_regions(prediction.reshape(-1, len(PARAMETERS)))
+    index = np.zeros(len(names), int)
+    for r, region in enumerate(REGIONS):
+        index[names == region] = r
+    return index.reshape(prediction.shape[:-1])
 
 
 def _label_sources(sources, n: int) -> np.ndarray:

@@ -35,6 +35,15 @@ class _Section(BaseModel):
 
 
 Seed = Annotated[int, Field(ge=0, lt=2**32)]
+Positive = Annotated[float, Field(gt=0)]
+HuberDelta = Positive | tuple[Positive, Positive, Positive]
+"""Where a Huber loss turns linear, in Table 1 standard deviations: one for all three parameters,
+or [Teff, log g, [Fe/H]]."""
+
+
+def per_parameter(delta: HuberDelta) -> tuple[float, float, float]:
+    """A :data:`HuberDelta` as (Teff, log g, [Fe/H])."""
+    return tuple(delta) if isinstance(delta, tuple) else (float(delta),) * 3
 """A random seed: numpy and torch take any integer in [0, 2³²)."""
 MAX_PARAMS_BYTES = 1 << 20
 """A params.yaml is a few kB; a larger file is refused before it is parsed."""
@@ -350,8 +359,9 @@ class TrainProfile(_Section):
     """The training loss on the standardised labels: ``mse`` (eq. 4) or ``huber`` (quadratic
     within ``huber_delta``, linear beyond, so a skewed tail of label errors — the photometric YSO
     Teff — moves the prediction less). The dev loss (early stopping, model choice) stays eq. 4."""
-    huber_delta: float = Field(1.0, gt=0)
-    """Where ``huber`` turns linear, in Table 1 standard deviations."""
+    huber_delta: HuberDelta = 1.0
+    """Where ``huber`` turns linear, in Table 1 standard deviations: one number, or [Teff, log g,
+    [Fe/H]] (each parameter's label noise differs: a δ far below it makes the loss a median's)."""
     engine: Engine = Engine.FAST
     """How the steps run: ``fast`` (on a CPU the kernels of apogeenet/train_kernels.py, fused
     optimiser steps, the training split read once into memory) or ``eager`` (the Conv1d stack with
@@ -378,7 +388,7 @@ class TrainParams(_Section):
         "demo": TrainProfile(optimizer=Optimizer.ADAM, learning_rate=1e-3, batch_size=32, max_epochs=20,
                              patience=8, grad_clip=1.0, schedule=Schedule.ONECYCLE,
                              flux_unit=FluxUnit.PER_SPECTRUM, augment=Augment.NOISE, members=2,
-                             loss=Loss.HUBER, huber_delta=0.25),
+                             loss=Loss.HUBER, huber_delta=(0.25, 0.25, 1.0)),
     }
 
     @model_validator(mode="after")
@@ -406,7 +416,7 @@ class AdaptParams(_Section):
     max_rounds: int = Field(6, ge=1)
     seed: Seed = 1
     training: AdaptTraining = AdaptTraining(learning_rate=2e-5, batch_size=32, max_epochs=20, patience=5,
-                                            grad_clip=1.0, loss=Loss.HUBER, huber_delta=0.25)
+                                            grad_clip=1.0, loss=Loss.HUBER, huber_delta=(0.25, 0.25, 1.0))
     """How each round trains (its ``patience`` is the early stopping inside a round); the flux unit
     is the starting model's (``flux_unit`` stays null)."""
     stop_on: StopOn = StopOn.GROUPS
@@ -553,7 +563,11 @@ class CalibrationParams(_Section):
     output_maps: tuple[Literal["teff", "logg", "fe_h"], ...] = ("teff",)
     """The parameters whose outputs may pass through a straight line per member fitted on the dev
     labels (kept where it helps held-out dev stars); []: the networks' outputs as they are (the
-    paper). Teff alone by default: log g lines follow the M dwarfs' biased label scale (docs)."""
+    paper). Teff alone by default: log g lines follow the M dwarfs' biased label scale (docs).
+    Each member has one line per region of its output (Payne regime, young stars, cool main sequence)."""
+    map_huber_delta: HuberDelta | None = (0.25, 0.25, 1.0)
+    """The lines minimise a Huber loss linear beyond this many Table 1 σ, as the demo profile
+    trains (the skewed YSO label tail pulls them no more than it pulled the network); null: least squares."""
 
     reference: CalibrationReference = CalibrationReference.AUTO
     """What the residuals are measured against."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 
-from apogeenet.serving import Predictor
+from apogeenet.serving import REGIONS, Predictor
 from apogeenet.mlflow_store import MODEL_NAME
 from apogeenet.weights import MODEL_FILE, ModelFileError
 
@@ -69,8 +69,9 @@ def version_description(predictor: Predictor, dev_loss: float) -> str:
                   if p.get("labels_sha256") else ""))
     calibrated = ", ".join(sorted(predictor.calibrations)) or "none (every catalog row UNCALIBRATED)"
     maps = predictor.output_maps
-    mapped = [name for k, name in enumerate(("Teff", "log g", "[Fe/H]"))
-              if maps is not None and not (np.all(maps[:, k, 0] == 1) and np.all(maps[:, k, 1] == 0))]
+    mapped = [f"{name} ({region.replace('_', ' ')})" for k, name in enumerate(("Teff", "log g", "[Fe/H]"))
+              for r, region in enumerate(REGIONS)
+              if maps is not None and not (np.all(maps[:, r, k, 0] == 1) and np.all(maps[:, r, k, 1] == 0))]
     return (f"An ensemble of {len(predictor.members)} APOGEE Net network(s), {trained}. Dev loss {dev_loss:.4g} "
             f"(standardised MSE). Output maps fitted on dev: {', '.join(mapped) or 'none'}. "
             f"Sigma calibration: {calibrated}. Systematic terms of the label scale are "

@@ -8,8 +8,8 @@ A model is a deep ensemble of one or more networks (``members``, trained from di
 ``train.profiles.*.members``): its prediction is the members' mean, the spread of their
 predictions the model's own error (:mod:`apogeenet.uncertainty`). One member is the paper's
 single network; a file of one member is written as before (``model``), several as ``members``.
-Each member's outputs may pass through a straight line fitted on the dev split
-(:mod:`apogeenet.output_maps`) before they are averaged.
+Each member's outputs may pass through straight lines fitted on the dev split, one per region of
+the output (:mod:`apogeenet.output_maps`), before they are averaged.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from apogeenet.calibration import SigmaCalibration
+from apogeenet.calibration import REGIONS, SigmaCalibration, region_index
 from apogeenet.domain import DomainReference
 from apogeenet.labels.catalog import LABEL_COLUMNS, Normalisation
 from apogeenet.model import HIDDEN_SIZE, ApogeeNet, scale_flux
@@ -53,7 +53,7 @@ class Predictor:
     error, stars], where a truth measured it (:func:`apogeenet.calibrate_model.label_systematics`):
     a systematic term of every prediction the model learned from those labels, kept apart from σ."""
     output_maps: np.ndarray | None = None
-    """(members, 3, 2): each member's standardised output k becomes slope · output + intercept
+    """(members, regions, 3, 2): each member's standardised output k in region r becomes slope · output + intercept
     (:mod:`apogeenet.output_maps`, fitted by ``apogeenet calibrate``); None: the outputs as they are."""
 
     def __post_init__(self) -> None:
@@ -64,20 +64,31 @@ class Predictor:
             raise ValueError(f"an ensemble of 1 to {MAX_MEMBERS} networks, not {len(self.members)}")
         if self.output_maps is not None:
             self.output_maps = np.asarray(self.output_maps, np.float64)
-            if self.output_maps.shape != (len(self.members), len(LABEL_COLUMNS), 2) \
+            if self.output_maps.ndim == 3:  # a map of one line for every region (models of before regions)
+                self.output_maps = np.repeat(self.output_maps[:, None], len(REGIONS), axis=1)
+            if self.output_maps.shape != (len(self.members), len(REGIONS), len(LABEL_COLUMNS), 2) \
                     or not np.all(np.isfinite(self.output_maps)) or not np.all(self.output_maps[..., 0] > 0):
-                raise ValueError(f"output maps must be finite (members, 3, 2) with positive slopes, "
-                                 f"not of shape {self.output_maps.shape}")
+                raise ValueError(f"output maps must be finite (members, {len(REGIONS)} regions, 3, 2) with "
+                                 f"positive slopes, not of shape {self.output_maps.shape}")
+
+    def _lines(self, member: int, standardised: np.ndarray) -> np.ndarray:
+        """(…, 3, 2) the line of member ``member``'s map for the region of each of its outputs (…, 3)."""
+        return self.output_maps[member][region_index(standardised * self.table1.std + self.table1.mean)]
 
     def mapped(self, member: int, standardised: np.ndarray) -> np.ndarray:
-        """Member ``member``'s standardised outputs (…, 3) through its output map (as they are without one)."""
+        """Member ``member``'s standardised outputs (…, 3) through its output map, each by the line
+        of its own region (as they are without a map)."""
         if self.output_maps is None:
             return standardised
-        return standardised * self.output_maps[member, :, 0] + self.output_maps[member, :, 1]
+        lines = self._lines(member, standardised)
+        return standardised * lines[..., 0] + lines[..., 1]
 
-    def slopes(self, member: int) -> np.ndarray:
-        """(3,) how much member ``member``'s output map stretches each output: a σ scales by it."""
-        return np.ones(len(LABEL_COLUMNS)) if self.output_maps is None else self.output_maps[member, :, 0]
+    def slopes(self, member: int, standardised: np.ndarray) -> np.ndarray:
+        """(…, 3) how much member ``member``'s output map stretches each of its outputs
+        ``standardised`` (…, 3) where they are: a σ there scales by it."""
+        if self.output_maps is None:
+            return np.ones(np.shape(standardised))
+        return self._lines(member, standardised)[..., 0]
 
     @property
     def first(self) -> ApogeeNet:

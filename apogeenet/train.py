@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from apogeenet.config import Augment, Engine, Loss, Optimizer, Schedule, TrainProfile
+from apogeenet.config import Augment, Engine, Loss, Optimizer, Schedule, TrainProfile, per_parameter
 from apogeenet.dataset import LabelledSpectra, StagedSplit, best_device, standardised_mse
 from apogeenet.errors import UserFacingError
 from apogeenet.model import ApogeeNet
@@ -236,7 +236,7 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
     if saved is None and init_state is not None:  # the starting point is the best so far
         state.update(best_dev_loss=measure(model), best_epoch=-1)
         save_weights({"model": model.state_dict(), "config": config, "epoch": -1}, best_path)
-    loss_fn = nn.HuberLoss(delta=cfg.huber_delta) if cfg.loss is Loss.HUBER else nn.MSELoss()
+    loss_fn = _loss_function(cfg)
     while state["epoch"] < cfg.max_epochs and state["bad_epochs"] < cfg.patience:
         started = time.perf_counter()
         model.train()
@@ -286,6 +286,22 @@ def train_model(data: LabelledSpectra, train_positions: np.ndarray, dev_position
             on_epoch(record)
     model.load_state_dict(load_weights(best_path)["model"])
     return TrainResult(model.cpu(), state["best_dev_loss"], state["best_epoch"], state["history"])
+
+
+def _loss_function(cfg: TrainProfile) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Eq. 4's MSE, or the Huber loss with one δ, or with a δ per parameter: δ_k² · huber₁(r / δ_k),
+    which is huber_δk(r) term by term (quadratic within δ_k, linear beyond)."""
+    if cfg.loss is not Loss.HUBER:
+        return nn.MSELoss()
+    deltas = per_parameter(cfg.huber_delta)
+    if len(set(deltas)) == 1:
+        return nn.HuberLoss(delta=deltas[0])
+    unit = nn.HuberLoss(delta=1.0, reduction="none")
+
+    def huber(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        delta = prediction.new_tensor(deltas)
+        return torch.mean(unit(prediction / delta, target / delta) * delta ** 2)
+    return huber
 
 
 def _diverged(which: str, loss: float, epoch: int, cfg: TrainProfile) -> TrainingDiverged:

@@ -212,8 +212,8 @@ def delta_predict(predictor: Predictor, flux: np.ndarray, error: np.ndarray, key
     for j, net in enumerate(members):
         member_variance = _delta_member(net, predictor.flux_scale, prepared, pixel_sigma, streams, cfg,
                                         single[j], hidden if j == 0 else None)
+        variance += member_variance * predictor.slopes(j, single[j]) ** 2 / len(members)
         single[j] = predictor.mapped(j, single[j])
-        variance += member_variance * predictor.slopes(j) ** 2 / len(members)
     single = single * std + mu
     prediction = single.mean(axis=0)
     return MCResult(prediction, prediction.copy(), np.sqrt(np.clip(variance, 0, None)) * std, hidden,

@@ -114,7 +114,7 @@ def main() -> None:
 
     import torch
 
-    from apogeenet.config import FluxUnit, Loss
+    from apogeenet.config import FluxUnit, Loss, per_parameter
     from apogeenet.train import train_ensemble
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -138,8 +138,10 @@ def main() -> None:
     profile = cfg.train.active()
     if args.members:
         profile = profile.model_copy(update={"members": args.members})
-    recipe = f"{profile.members}x{profile.max_epochs}" + (
-        "" if profile.loss is Loss.MSE else f"-{profile.loss}{profile.huber_delta:g}")  # names fits and checkpoints
+    deltas = per_parameter(profile.huber_delta)
+    recipe = f"{profile.members}x{profile.max_epochs}" + (  # names fits and checkpoints
+        "" if profile.loss is Loss.MSE else
+        f"-{profile.loss}" + ("-".join(f"{d:g}" for d in deltas) if len(set(deltas)) > 1 else f"{deltas[0]:g}"))
     partial_file = args.work / "accuracy-partial.json"
     partial = json.loads(partial_file.read_text()) if partial_file.exists() else {}
 
@@ -174,10 +176,11 @@ def main() -> None:
                     predictor = Predictor(members, data.table1, data.flux_scale)
                     found[name + "_unmapped"] = scores(data, truth, test, predictor.predict(test_flux).to_numpy())
                     found["maps/" + name] = fit_member_maps(predictor, data, dev,  # as `apogeenet calibrate` does
-                                                            cfg.calibration.output_maps)
+                                                            cfg.calibration)
                     found[name] = scores(data, truth, test, predictor.predict(test_flux).to_numpy())
                 return found
-            maps = "-".join(cfg.calibration.output_maps) or "none"
+            maps = "-".join(cfg.calibration.output_maps) + f"-regions-huber{cfg.calibration.map_huber_delta}" \
+                if cfg.calibration.output_maps else "none"
             found = kept(f"networks/{size}/{recipe}-maps-{maps}/{seed}", networks)
             for name in ("single", "ensemble", "single_unmapped", "ensemble_unmapped"):
                 results[name].setdefault(size, {})[seed] = found["rms"][name]

@@ -296,3 +296,22 @@ def test_a_huber_loss_is_pulled_less_by_a_label_outlier(small, tmp_path):
             clean, dirty = (net(flux) for net in runs)
         moved[loss] = float((dirty - clean).abs().max())
     assert moved["mse"] > 10 * moved["huber"] > 0, moved
+
+
+def test_a_huber_delta_per_parameter_is_each_parameters_huber_loss():
+    """``huber_delta: [Teff, log g, [Fe/H]]`` is, column by column, the Huber loss of that column's
+    δ (quadratic within δ_k, linear beyond); one δ for all is torch's own HuberLoss."""
+    from apogeenet.train import _loss_function
+
+    generator = torch.Generator().manual_seed(5)
+    prediction, target = torch.randn(64, 3, generator=generator), torch.randn(64, 3, generator=generator)
+    deltas = (0.25, 0.5, 1.0)
+    per_column = torch.stack([torch.nn.HuberLoss(delta=d, reduction="none")(prediction[:, k], target[:, k])
+                              for k, d in enumerate(deltas)], dim=1).mean()
+    loss = _loss_function(TrainProfile(loss="huber", huber_delta=deltas))(prediction, target)
+    # float32 sums of 192 terms taken in other orders (and δ² · h₁(r/δ) rounding apart from h_δ(r)):
+    # within n ε of each other
+    torch.testing.assert_close(loss, per_column, rtol=prediction.numel() * torch.finfo(torch.float32).eps, atol=0)
+    assert isinstance(_loss_function(TrainProfile(loss="huber", huber_delta=(0.3,) * 3)), torch.nn.HuberLoss)
+    with pytest.raises(ValueError):
+        TrainProfile(loss="huber", huber_delta=(0.25, -1.0, 1.0))
