@@ -385,7 +385,7 @@ class TrainParams(_Section):
     profile: str = "demo"
     profiles: dict[str, TrainProfile] = {
         "paper": TrainProfile(optimizer=Optimizer.SGD, learning_rate=1e-3, max_epochs=1000),
-        "demo": TrainProfile(optimizer=Optimizer.ADAM, learning_rate=1e-3, batch_size=32, max_epochs=20,
+        "demo": TrainProfile(optimizer=Optimizer.ADAM, learning_rate=1e-3, batch_size=32, max_epochs=30,
                              patience=8, grad_clip=1.0, schedule=Schedule.ONECYCLE,
                              flux_unit=FluxUnit.PER_SPECTRUM, augment=Augment.NOISE, members=2,
                              loss=Loss.HUBER, huber_delta=(0.25, 0.25, 1.0)),
