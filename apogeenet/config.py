@@ -35,6 +35,12 @@ class _Section(BaseModel):
 
 
 Seed = Annotated[int, Field(ge=0, lt=2**32)]
+"""A random seed: numpy and torch take any integer in [0, 2³²)."""
+MAX_PARAMS_BYTES = 1 << 20
+"""A params.yaml is a few kB; a larger file is refused before it is parsed."""
+MAX_PATH_CHARS = 4096
+"""PATH_MAX on Linux: a longer path cannot be opened anyway."""
+DASK_SCHEMES = ("tcp", "tls", "ucx", "ws", "wss", "inproc")
 Positive = Annotated[float, Field(gt=0)]
 HuberDelta = Positive | tuple[Positive, Positive, Positive]
 """Where a Huber loss turns linear, in Table 1 standard deviations: one for all three parameters,
@@ -44,12 +50,6 @@ or [Teff, log g, [Fe/H]]."""
 def per_parameter(delta: HuberDelta) -> tuple[float, float, float]:
     """A :data:`HuberDelta` as (Teff, log g, [Fe/H])."""
     return tuple(delta) if isinstance(delta, tuple) else (float(delta),) * 3
-"""A random seed: numpy and torch take any integer in [0, 2³²)."""
-MAX_PARAMS_BYTES = 1 << 20
-"""A params.yaml is a few kB; a larger file is refused before it is parsed."""
-MAX_PATH_CHARS = 4096
-"""PATH_MAX on Linux: a longer path cannot be opened anyway."""
-DASK_SCHEMES = ("tcp", "tls", "ucx", "ws", "wss", "inproc")
 
 
 class Optimizer(StrEnum):

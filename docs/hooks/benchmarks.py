@@ -71,7 +71,8 @@ def _accuracy(result: dict) -> str:
                       for size in sizes)
     maps = result.get("output_maps", {})
     kept = "; ".join(f"N = {size}: " + ", ".join(
-        f"seed {seed} " + ("/".join(p for p in ("teff", "logg", "fe_h") if fit.get(f"output_map/{p}/kept")) or "none")
+        f"seed {seed} " + (", ".join(" ".join(key.split("/")[1:-1]) for key, kept in fit.items()
+                                     if key.endswith("/kept") and kept) or "none")
         for seed, fit in maps[size].items()) for size in sizes if size in maps)
     return (f"Test RMS against the truth (mean over seeds {result['seeds']}; ensemble / first member / ridge / "
             f"The Cannon) at {', '.join(sizes)} training spectra. Cells where the ensemble is ahead of both "
