@@ -65,7 +65,7 @@ def calibrate_predictor(predictor, data, predict: PredictParams, params: Calibra
         result = predict_store(predictor, data.store, predict.model_copy(update={"uncertainty": method}),
                                rows=data.rows[dev])
         fit = functools.partial(fit_calibration, result.prediction, reference=reference, method=str(method),
-                                reference_name="truth" if use_truth else "labels", sources=sources,
+                                reference_name="truth" if use_truth else "labels", sources=sources, floor=result.sigma,
                                 clip=params.clip, min_stars=params.min_stars)
         try:
             fitted = fit(result.total_sigma)

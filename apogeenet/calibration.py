@@ -3,19 +3,23 @@
 The Monte-Carlo σ of §3.5 propagates only the pixel noise; the network's own error (finite
 training set, label noise it learned, regions of parameter space it covers thinly) is not in it,
 so on a test split the σ is too small (the paper saw a factor ≈ 4; astra ships
-σ = 1.25 σ_raw + 10 K; README, "Calibrated uncertainties", has this project's figures). The model of the missing error, per parameter and per region of the
-prediction:
+σ = 1.25 σ_raw + 10 K; README, "Calibrated uncertainties", has this project's figures). The
+model of the missing error, per parameter and per region of the prediction:
 
-    σ_cal² = a² σ² + b²
+    σ_cal² = max(a² σ² + b², σ_pixel²)
 
-fitted on the dev split only: the ratio of a to b by a Gaussian likelihood of the residuals
-(prediction − reference) with an iterative ``clip``·σ_cal clip and the variance of the clipped
-Gaussian restored, the level so that the median |z| is 0.6745 as for N(0, 1). The residuals are
-heavier-tailed than a Gaussian (the network's error is not only noise), so a likelihood alone,
-even clipped, sets σ by the shoulders and leaves the core of z too narrow; the median sets it by
-the core, which is what "68 % within 1σ" asks (README, "Calibrated uncertainties"). The reference is the survey's truth when it
-has one (the synthetic survey) or else the labels (then σ_cal is the error against the label
-scale, label noise included).
+σ is the method's σ (an ensemble's: with the members' spread), σ_pixel the method's pixel-noise σ
+alone. The floor holds because the members share the pixels: no model of the other errors makes
+the error smaller than the noise propagated through the network, so a calibrated σ is never below
+the paper's own σ, whatever a the dev split's bright stars allow (a faint file predicted later
+keeps its noise). a and b are fitted on the dev split only: their ratio by a Gaussian likelihood
+of the residuals (prediction − reference) with an iterative ``clip``·σ_cal clip and the variance
+of the clipped Gaussian restored, the level so that the median |z| is 0.6745 as for N(0, 1). The
+residuals are heavier-tailed than a Gaussian (the network's error is not only noise), so a
+likelihood alone, even clipped, sets σ by the shoulders and leaves the core of z too narrow; the
+median sets it by the core, which is what "68 % within 1σ" asks (README, "Calibrated
+uncertainties"). The reference is the survey's truth when it has one (the synthetic survey) or
+else the labels (then σ_cal is the error against the label scale, label noise included).
 
 Regions: a star with a label source (PAYNE, MSTAR, YSO: the procedure of §2.2–2.4 its labels
 come from, decided by its photometry, membership and Payne parameters, not by the label values)
@@ -34,13 +38,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import minimize
+from scipy.optimize import brentq, minimize
 from scipy.stats import norm
 
 from apogeenet.kiel import in_yso_polygon
 from apogeenet.labels.catalog import LABEL_COLUMNS, SOURCES
 
-__all__ = ["PARAMETERS", "REGIONS", "SigmaCalibration", "TooFewStars", "fit_calibration", "fit_missing_error",
+__all__ = ["PARAMETERS", "REGIONS", "SigmaCalibration", "TooFewStars", "calibrated_sigma", "fit_calibration",
+           "fit_missing_error",
            "prediction_regions", "region_index"]
 
 PARAMETERS = LABEL_COLUMNS
@@ -76,30 +81,58 @@ def _label_sources(sources, n: int) -> np.ndarray:
     return np.where(np.isin(given, SOURCES), given, "")
 
 
-def fit_missing_error(residual: np.ndarray, sigma: np.ndarray, *, clip: float = 2.5,
-                      iterations: int = 30) -> tuple[float, float]:
-    """(a, b) of σ_cal² = a² σ² + b²: their ratio by maximum likelihood of the residuals inside
-    ±clip σ_cal, their level such that the median |residual| / σ_cal is 0.6745, as for N(0, 1)."""
+def calibrated_sigma(sigma: np.ndarray, a: float, b: float, floor: np.ndarray | None = None) -> np.ndarray:
+    """σ_cal = √(a² σ² + b²), never below ``floor`` (the pixel-noise σ; None: no floor)."""
+    out = np.sqrt(a ** 2 * np.square(sigma) + b ** 2)
+    return out if floor is None else np.fmax(out, floor)
+
+
+def fit_missing_error(residual: np.ndarray, sigma: np.ndarray, *, floor: np.ndarray | None = None,
+                      clip: float = 2.5, iterations: int = 30) -> tuple[float, float]:
+    """(a, b) of σ_cal = max(√(a² σ² + b²), floor) (:func:`calibrated_sigma`): the ratio of a to b by
+    maximum likelihood of the residuals inside ±clip σ_cal, their level such that the median
+    |residual| / σ_cal is 0.6745, as for N(0, 1) (where the floor alone already exceeds that, a = b = 0)."""
     residual, sigma = np.asarray(residual, float), np.asarray(sigma, float)
     restore = 1.0 - 2.0 * clip * norm.pdf(clip) / (2.0 * norm.cdf(clip) - 1.0)  # variance of N(0,1) in ±clip
     scale = float(np.median(np.abs(residual))) or 1.0
     r, s = residual / scale, sigma / scale  # fit in units of the typical residual
+    f = None if floor is None else np.asarray(floor, float) / scale
     keep = np.ones(len(r), bool)
     x = np.array([0.0, 0.0])
     for _ in range(iterations):
-        def negative_log_likelihood(x, r=r[keep], s=s[keep]):
-            variance = (np.exp(2 * x[0]) * s ** 2 + np.exp(2 * x[1])) * restore
+        def negative_log_likelihood(x, r=r[keep], s=s[keep], f=None if f is None else f[keep]):
+            variance = calibrated_sigma(s, *np.exp(x), f) ** 2 * restore
             return 0.5 * np.sum(np.log(variance) + r ** 2 / variance)
 
         x = minimize(negative_log_likelihood, x, method="Nelder-Mead",
                      options={"xatol": 1e-7, "fatol": 1e-10, "maxiter": 4000}).x
-        inside = np.abs(r) < clip * np.sqrt(np.exp(2 * x[0]) * s ** 2 + np.exp(2 * x[1]))
+        inside = np.abs(r) < clip * calibrated_sigma(s, *np.exp(x), f)
         if np.array_equal(inside, keep) or inside.sum() < 3:
             break
         keep = inside
     a, b = np.exp(x)
-    level = np.median(np.abs(r) / np.sqrt(a ** 2 * s ** 2 + b ** 2)) / norm.ppf(0.75)
+    level = _level(np.abs(r), np.sqrt(a ** 2 * s ** 2 + b ** 2), f)
     return float(a * level), float(b * level * scale)
+
+
+def _level(r: np.ndarray, shape: np.ndarray, floor: np.ndarray | None) -> float:
+    """The factor L with median(r / max(L · shape, floor)) = 0.6745 (0 where the floor alone gives
+    less; non-increasing in L, so bisection on log L)."""
+    target = norm.ppf(0.75)
+    unfloored = float(np.median(r / shape)) / target
+    if floor is None:
+        return unfloored
+
+    def excess(log_level: float) -> float:
+        return float(np.median(r / np.fmax(np.exp(log_level) * shape, floor))) - target
+
+    high = np.log(unfloored)
+    low = high - 30.0  # the floor binds for every star down there
+    if excess(high) >= 0:  # the floor does not move the median
+        return unfloored
+    if excess(low) <= 0:
+        return 0.0
+    return float(np.exp(brentq(excess, low, high, xtol=1e-12)))
 
 
 @dataclass
@@ -110,9 +143,11 @@ class SigmaCalibration:
     reference: str
     terms: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
-    def apply(self, prediction: np.ndarray, sigma: np.ndarray, sources=None) -> np.ndarray:
-        """Calibrated σ (n, 3) for predictions and method σ (each (n, 3)) of stars with label
-        ``sources`` (PAYNE, MSTAR, YSO; anything else or None: none); NaN σ stays NaN. A star
+    def apply(self, prediction: np.ndarray, sigma: np.ndarray, sources=None,
+              floor: np.ndarray | None = None) -> np.ndarray:
+        """Calibrated σ (n, 3) for predictions and σ (each (n, 3); an ensemble's: the total of
+        pixel noise and spread) of stars with label ``sources`` (PAYNE, MSTAR, YSO; anything else
+        or None: none), never below ``floor`` (n, 3: the pixel-noise σ); NaN σ stays NaN. A star
         without a source, or whose source has no fit of its own, takes its prediction region's
         fit, then the fit of all dev stars."""
         by_source, by_prediction = _label_sources(sources, len(prediction)), prediction_regions(prediction)
@@ -123,7 +158,7 @@ class SigmaCalibration:
             rows = fitted == region
             for k, name in enumerate(PARAMETERS):
                 a, b, _ = self.terms[str(region)][name]
-                out[rows, k] = np.sqrt(a ** 2 * sigma[rows, k] ** 2 + b ** 2)
+                out[rows, k] = calibrated_sigma(sigma[rows, k], a, b, None if floor is None else floor[rows, k])
         return out
 
     def to_dict(self) -> dict:
@@ -137,10 +172,11 @@ class SigmaCalibration:
 
 
 def fit_calibration(prediction: np.ndarray, sigma: np.ndarray, reference: np.ndarray, *, method: str,
-                    reference_name: str, sources=None, clip: float = 2.5, min_stars: int = 20) -> SigmaCalibration:
+                    reference_name: str, sources=None, floor: np.ndarray | None = None, clip: float = 2.5,
+                    min_stars: int = 20) -> SigmaCalibration:
     """The missing-error model from dev-split predictions, their σ and reference values (each
-    (n, 3)) and the stars' label ``sources``: one fit per source and per prediction region with at
-    least ``min_stars`` usable stars, and one of all (``all``)."""
+    (n, 3)), the pixel-noise σ ``floor`` (n, 3; None: none) and the stars' label ``sources``: one fit
+    per source and per prediction region with at least ``min_stars`` usable stars, and one of all (``all``)."""
     by_source = _label_sources(sources, len(prediction))
     by_prediction = prediction_regions(prediction)
     calibration = SigmaCalibration(method, reference_name)
@@ -151,7 +187,8 @@ def fit_calibration(prediction: np.ndarray, sigma: np.ndarray, reference: np.nda
             ok = rows & np.isfinite(reference[:, k]) & np.isfinite(sigma[:, k]) & (sigma[:, k] > 0)
             if ok.sum() < min_stars:
                 break
-            a, b = fit_missing_error(prediction[ok, k] - reference[ok, k], sigma[ok, k], clip=clip)
+            a, b = fit_missing_error(prediction[ok, k] - reference[ok, k], sigma[ok, k], clip=clip,
+                                     floor=None if floor is None else floor[ok, k])
             terms[name] = [a, b, float(ok.sum())]
         else:
             calibration.terms[region] = terms

@@ -139,7 +139,8 @@ def build_catalog(index: pd.DataFrame, prediction: np.ndarray, sigma: np.ndarray
     empty = np.asarray(n_good_pixels) == 0  # no usable pixel: the network's number means nothing
     prediction, sigma, model_sigma = (np.where(empty[:, None], np.nan, a) for a in (prediction, sigma, model_sigma))
     total = total_sigma(sigma, model_sigma)
-    calibrated = total if calibration is None else calibration.apply(prediction, total, frame["DATA_TYPE"].to_numpy())
+    calibrated = (total if calibration is None
+                  else calibration.apply(prediction, total, frame["DATA_TYPE"].to_numpy(), floor=sigma))
     for k, name in enumerate(LABEL_COLUMNS):
         frame[name] = prediction[:, k]
         frame[f"{name}_ERR"] = calibrated[:, k]

@@ -19,8 +19,8 @@ from apogeenet.calibration import PARAMETERS
 from apogeenet.evaluate import robust_sigma
 from apogeenet.uncertainty import predict_store
 
-__all__ = ["BAR_MIN_STARS", "BAR_ROBUST_SIGMA", "BAR_WITHIN_1SIGMA", "calibration_bar",
-           "calibration_markdown", "calibration_report", "calibration_table", "exact_sigma_pass_rate", "meets_bar",
+__all__ = ["BAR_MIN_STARS", "BAR_ROBUST_SIGMA", "BAR_WITHIN_1SIGMA", "calibration_bar", "calibration_markdown",
+           "calibration_report", "calibration_table", "exact_sigma_pass_rate", "inside_bar", "meets_bar",
            "judging_references", "rescaling_meets_bar", "split_uncertainties", "write_calibration", "z_histogram_plot"]
 
 
@@ -33,7 +33,8 @@ def split_uncertainties(predictor, data, predict, split: str = "test") -> pd.Dat
     result = predict_store(predictor, data.store, predict, rows=data.rows[positions])
     calibration = predictor.calibrations.get(str(predict.uncertainty))
     catalog = data.catalog.iloc[positions].reset_index(drop=True)
-    calibrated = (calibration.apply(result.prediction, result.total_sigma, catalog["SOURCE"].to_numpy())
+    calibrated = (calibration.apply(result.prediction, result.total_sigma, catalog["SOURCE"].to_numpy(),
+                                    floor=result.sigma)
                   if calibration else result.total_sigma)
     frame = pd.DataFrame({"APOGEE_ID": catalog["APOGEE_ID"],
                           "SNR": data.store.index["snr"].to_numpy(float)[data.rows[positions]],
@@ -53,22 +54,26 @@ BAR_MIN_STARS = 50                # ... in every label group with at least this 
 def meets_bar(z: np.ndarray) -> bool:
     """The bar on one cell's z: robust σ within 1 ± 0.15 and 60–76 % of |z| < 1."""
     z = np.asarray(z, float)
-    return bool(z.size and _inside_bar(robust_sigma(z), np.mean(np.abs(z) < 1)))
+    return bool(z.size and inside_bar(robust_sigma(z), np.mean(np.abs(z) < 1)))
 
 
-def _inside_bar(robust, within, tolerance: float = BAR_ROBUST_SIGMA,
-                within_1sigma: tuple[float, float] = BAR_WITHIN_1SIGMA):
+def inside_bar(robust, within, tolerance: float = BAR_ROBUST_SIGMA,
+               within_1sigma: tuple[float, float] = BAR_WITHIN_1SIGMA):
     """The bar's two halves on a robust σ of z and a fraction with |z| < 1 (numbers or Series)."""
     lo, hi = within_1sigma
     return (abs(robust - 1) <= tolerance) & (within >= lo) & (within <= hi)
 
 
 @cache  # a pure function of its arguments: evaluate and predict ask it for the same sizes per reference
-def exact_sigma_pass_rate(n: int, *, trials: int = 2000, seed: int = 0) -> float:
+def exact_sigma_pass_rate(n: int, *, fitted_on: int | None = None, trials: int = 2000, seed: int = 0) -> float:
     """How often a σ exactly right (z drawn from N(0, 1)) meets the bar on a cell of ``n`` stars:
     the bar's tolerance is about one standard error of the robust σ for 60 stars (a fixed seed,
-    so the figure is reproducible; ±0.01 from the number of trials)."""
-    draws = np.random.default_rng(seed).standard_normal((trials, n))
+    so the figure is reproducible; ±0.01 from the number of trials). ``fitted_on``: the σ right in
+    shape but its level fitted, as the calibration's, by the median |z| of that many other stars."""
+    rng = np.random.default_rng(seed)
+    draws = rng.standard_normal((trials, n))
+    if fitted_on:
+        draws /= np.median(np.abs(rng.standard_normal((trials, fitted_on))), axis=1, keepdims=True) / norm.ppf(0.75)
     return float(np.mean([meets_bar(z) for z in draws]))
 
 
@@ -149,7 +154,7 @@ def calibration_bar(report: pd.DataFrame, *, min_cell_stars: int = BAR_MIN_STARS
     σ gives a robust σ of z within 1 ± ``robust_sigma`` and a fraction within 1σ inside
     ``within_1sigma`` (the calibration bar; groups, not the pooled ``all`` row)."""
     groups = report[(report.index.get_level_values("group") != "all") & (report["n"] >= min_cell_stars)]
-    return _inside_bar(groups["z_robust_sigma"], groups["frac_within_1sigma"], robust_sigma,
+    return inside_bar(groups["z_robust_sigma"], groups["frac_within_1sigma"], robust_sigma,
                        within_1sigma).rename("met")
 
 

@@ -137,6 +137,9 @@ def test_the_catalog_calibrates_the_total_and_keeps_both_parts():
     calibrated = build_catalog(index, prediction, sigma, None, model_sigma=model_sigma, calibration=calibration,
                                **common)
     np.testing.assert_allclose(calibrated["TEFF_ERR"], np.sqrt(4 * np.array([50.0, 100.0]) ** 2 + 30.0 ** 2))
+    blind = SigmaCalibration("monte_carlo", "truth", {"all": dict.fromkeys(PARAMETERS, [0.0, 10.0, 9.0])})
+    floored = build_catalog(index, prediction, sigma, None, model_sigma=model_sigma, calibration=blind, **common)
+    np.testing.assert_array_equal(floored["TEFF_ERR"], sigma[:, 0])  # never below the pixel noise (a = 0 fits)
     one_network = build_catalog(index, prediction, sigma, None, **common)
     assert one_network["TEFF_ERR_MODEL"].isna().all()
     np.testing.assert_array_equal(one_network["TEFF_ERR"], sigma[:, 0])

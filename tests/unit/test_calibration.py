@@ -6,9 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy.stats import norm
 from factories import TABLE1
 
-from apogeenet.calibration import TooFewStars, fit_calibration, fit_missing_error, prediction_regions
+from apogeenet.calibration import (TooFewStars, calibrated_sigma, fit_calibration, fit_missing_error,
+                                   prediction_regions)
 from apogeenet.domain import fit_domain
 from apogeenet.model import ApogeeNet
 from apogeenet.reliability import (calibration_bar, calibration_markdown, calibration_report, exact_sigma_pass_rate,
@@ -30,6 +32,36 @@ def test_the_missing_error_model_is_recovered_and_outliers_do_not_inflate_it():
     a_t, b_t = fit_missing_error(heavy, sigma)
     z = heavy / np.sqrt(a_t ** 2 * sigma ** 2 + b_t ** 2)
     assert np.median(np.abs(z)) == pytest.approx(0.6745, rel=1e-3)  # the core matches N(0, 1)
+
+
+def test_a_calibrated_sigma_never_falls_below_the_pixel_noise_it_propagates():
+    """A dev split of bright stars whose σ says nothing of their error fits a ≈ 0; a faint star
+    must still get at least its own pixel-noise σ, not the bright stars' b."""
+    rng = np.random.default_rng(5)
+    sigma = rng.uniform(1.0, 10.0, 400)           # high S/N: pixel noise far below the model's error
+    residual = rng.standard_normal(400) * (60.0 - 3.0 * sigma)  # ... which does not grow with it
+    a_free, b_free = fit_missing_error(residual, sigma)
+    assert calibrated_sigma(np.array([900.0]), a_free, b_free)[0] < 100.0  # without the floor: the bright stars' σ
+    a, b = fit_missing_error(residual, sigma, floor=sigma)
+    z = residual / calibrated_sigma(sigma, a, b, sigma)
+    assert np.median(np.abs(z)) == pytest.approx(norm.ppf(0.75), rel=1e-9)
+    faint = np.array([900.0, 20.0])
+    calibrated = calibrated_sigma(faint, a, b, faint)
+    assert calibrated[0] >= 900.0 and calibrated[1] == pytest.approx(b, rel=0.05) and b > 30.0
+    floored = fit_calibration(np.zeros((400, 3)), np.tile(sigma[:, None], 3), -np.tile(residual[:, None], 3),
+                              method="monte_carlo", reference_name="truth", floor=np.tile(sigma[:, None], 3))
+    dwarf = np.array([[3300.0, 4.9, 0.0]])
+    assert (floored.apply(dwarf, np.array([[900.0, 900.0, 900.0]]), floor=np.array([[900.0, 800.0, 700.0]]))
+            >= [[900.0, 800.0, 700.0]]).all()
+
+
+def test_a_floor_that_alone_overcovers_leaves_the_pixel_noise_as_sigma():
+    rng = np.random.default_rng(6)
+    sigma = rng.uniform(20.0, 40.0, 300)
+    residual = rng.standard_normal(300) * 0.5 * sigma  # the pixel σ is twice the whole error
+    a, b = fit_missing_error(residual, sigma, floor=sigma)
+    assert (a, b) == (0.0, 0.0)
+    np.testing.assert_array_equal(calibrated_sigma(sigma, a, b, sigma), sigma)
 
 
 def test_regions_follow_the_papers_cuts():
@@ -142,6 +174,8 @@ def test_the_bar_is_noisy_for_sixty_stars_and_firm_for_a_thousand():
     assert not meets_bar(1.3 * np.random.default_rng(3).standard_normal(20000))
     assert 0.52 < exact_sigma_pass_rate(58) < 0.72
     assert exact_sigma_pass_rate(1000, trials=300) > 0.98
+    fitted = exact_sigma_pass_rate(348, fitted_on=348, trials=1000)  # the level's own error costs cells
+    assert 0.85 < fitted < exact_sigma_pass_rate(348, trials=1000) - 0.04
     assert exact_sigma_pass_rate.__wrapped__(58) == exact_sigma_pass_rate(58)  # a fixed seed, not the cache:
     # the report is reproducible
 
