@@ -10,7 +10,7 @@ import functools
 import numpy as np
 import pandas as pd
 
-from apogeenet.calibration import PARAMETERS, TooFewStars, fit_calibration
+from apogeenet.calibration import PARAMETERS, TooFewStars, fit_calibration, sigma_floor
 from apogeenet.config import CalibrationParams, CalibrationReference, PredictParams, Uncertainty, per_parameter
 from apogeenet.domain import fit_domain
 from apogeenet.errors import InputError
@@ -65,7 +65,8 @@ def calibrate_predictor(predictor, data, predict: PredictParams, params: Calibra
         result = predict_store(predictor, data.store, predict.model_copy(update={"uncertainty": method}),
                                rows=data.rows[dev])
         fit = functools.partial(fit_calibration, result.prediction, reference=reference, method=str(method),
-                                reference_name="truth" if use_truth else "labels", sources=sources, floor=result.sigma,
+                                reference_name="truth" if use_truth else "labels", sources=sources,
+                                floor=sigma_floor(result.sigma, result.model_sigma, len(predictor.members)),
                                 clip=params.clip, min_stars=params.min_stars)
         try:
             fitted = fit(result.total_sigma)
@@ -74,7 +75,7 @@ def calibrate_predictor(predictor, data, predict: PredictParams, params: Calibra
             continue
         predictor.calibrations[str(method)] = fitted
         metrics[f"sigma_calibration/{method}/fitted"] = 1
-        fits = {"": fitted, "_pixel_only": fit(result.sigma) if len(predictor.members) > 1 else None}
+        fits = {"": fitted, "_pixel_only": fit(result.sigma, floor=result.sigma) if len(predictor.members) > 1 else None}
         for suffix, calibration in fits.items():
             for region, terms in (calibration.terms.items() if calibration else ()):
                 for name, (a, b, _) in terms.items():

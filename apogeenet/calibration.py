@@ -6,13 +6,15 @@ so on a test split the σ is too small (the paper saw a factor ≈ 4; astra ship
 σ = 1.25 σ_raw + 10 K; README, "Calibrated uncertainties", has this project's figures). The
 model of the missing error, per parameter and per region of the prediction:
 
-    σ_cal² = max(a² σ² + b², σ_pixel²)
+    σ_cal² = max(a² σ² + b², σ_pixel² + σ_model² / K)
 
-σ is the method's σ (an ensemble's: with the members' spread), σ_pixel the method's pixel-noise σ
-alone. The floor holds because the members share the pixels: no model of the other errors makes
-the error smaller than the noise propagated through the network, so a calibrated σ is never below
-the paper's own σ, whatever a the dev split's bright stars allow (a faint file predicted later
-keeps its noise). a and b are fitted on the dev split only: their ratio by a Gaussian likelihood
+σ is the method's σ (an ensemble's: with the members' spread σ_model), σ_pixel the method's
+pixel-noise σ alone, K the members. The floor (:func:`sigma_floor`) is what the model's own parts
+guarantee: the members share the pixels, so their mean keeps the whole pixel noise, and it errs
+by at least the standard error of a mean of K members. No model of the other errors makes a
+star's error smaller, so a calibrated σ is never below the paper's own σ nor blind to members
+that disagree, whatever a the dev split's bright, in-domain stars allow (a faint or
+out-of-domain file predicted later keeps its noise and its disagreement). a and b are fitted on the dev split only: their ratio by a Gaussian likelihood
 of the residuals (prediction − reference) with an iterative ``clip``·σ_cal clip and the variance
 of the clipped Gaussian restored, the level so that the median |z| is 0.6745 as for N(0, 1). The
 residuals are heavier-tailed than a Gaussian (the network's error is not only noise), so a
@@ -45,7 +47,7 @@ from apogeenet.kiel import in_yso_polygon
 from apogeenet.labels.catalog import LABEL_COLUMNS, SOURCES
 
 __all__ = ["PARAMETERS", "REGIONS", "SigmaCalibration", "TooFewStars", "calibrated_sigma", "fit_calibration",
-           "fit_missing_error",
+           "fit_missing_error", "sigma_floor",
            "prediction_regions", "region_index"]
 
 PARAMETERS = LABEL_COLUMNS
@@ -81,8 +83,15 @@ def _label_sources(sources, n: int) -> np.ndarray:
     return np.where(np.isin(given, SOURCES), given, "")
 
 
+def sigma_floor(sigma: np.ndarray, model_sigma: np.ndarray | None = None, members: int = 1) -> np.ndarray:
+    """√(σ² + σ_model² / K): the pixel-noise σ of a mean of K members and the standard error of that
+    mean from their spread (None or NaN spread: one network, σ alone)."""
+    spread = np.zeros_like(sigma) if model_sigma is None else np.where(np.isfinite(model_sigma), model_sigma, 0.0)
+    return np.sqrt(np.square(sigma) + np.square(spread) / members)
+
+
 def calibrated_sigma(sigma: np.ndarray, a: float, b: float, floor: np.ndarray | None = None) -> np.ndarray:
-    """σ_cal = √(a² σ² + b²), never below ``floor`` (the pixel-noise σ; None: no floor)."""
+    """σ_cal = √(a² σ² + b²), never below ``floor`` (:func:`sigma_floor`; None: no floor)."""
     out = np.sqrt(a ** 2 * np.square(sigma) + b ** 2)
     return out if floor is None else np.fmax(out, floor)
 
@@ -147,7 +156,7 @@ class SigmaCalibration:
               floor: np.ndarray | None = None) -> np.ndarray:
         """Calibrated σ (n, 3) for predictions and σ (each (n, 3); an ensemble's: the total of
         pixel noise and spread) of stars with label ``sources`` (PAYNE, MSTAR, YSO; anything else
-        or None: none), never below ``floor`` (n, 3: the pixel-noise σ); NaN σ stays NaN. A star
+        or None: none), never below ``floor`` (n, 3: :func:`sigma_floor`); NaN σ stays NaN. A star
         without a source, or whose source has no fit of its own, takes its prediction region's
         fit, then the fit of all dev stars."""
         by_source, by_prediction = _label_sources(sources, len(prediction)), prediction_regions(prediction)
@@ -175,7 +184,7 @@ def fit_calibration(prediction: np.ndarray, sigma: np.ndarray, reference: np.nda
                     reference_name: str, sources=None, floor: np.ndarray | None = None, clip: float = 2.5,
                     min_stars: int = 20) -> SigmaCalibration:
     """The missing-error model from dev-split predictions, their σ and reference values (each
-    (n, 3)), the pixel-noise σ ``floor`` (n, 3; None: none) and the stars' label ``sources``: one fit
+    (n, 3)), their ``floor`` (n, 3, :func:`sigma_floor`; None: none) and the stars' label ``sources``: one fit
     per source and per prediction region with at least ``min_stars`` usable stars, and one of all (``all``)."""
     by_source = _label_sources(sources, len(prediction))
     by_prediction = prediction_regions(prediction)

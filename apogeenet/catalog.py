@@ -44,7 +44,7 @@ from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
 
 from apogeenet.atomic import atomic_path, atomic_paths
-from apogeenet.calibration import SigmaCalibration
+from apogeenet.calibration import SigmaCalibration, sigma_floor
 from apogeenet.kiel import YSO_POLYGON, in_yso_polygon
 from apogeenet.plotting import SOURCE_COLOURS, pyplot, save
 from apogeenet.labels.catalog import LABEL_COLUMNS
@@ -115,12 +115,14 @@ def build_catalog(index: pd.DataFrame, prediction: np.ndarray, sigma: np.ndarray
                   bounds: dict[str, tuple[float, float]], n_good_pixels: np.ndarray,
                   min_good_pixels: int, calibration: SigmaCalibration | None = None,
                   domain_distance: np.ndarray | None = None, domain_threshold: float = np.inf,
-                  max_sigma: dict[str, float] | None = None, model_sigma: np.ndarray | None = None) -> pd.DataFrame:
+                  max_sigma: dict[str, float] | None = None, model_sigma: np.ndarray | None = None,
+                  members: int = 1) -> pd.DataFrame:
     """Table 4 rows for the store ``index`` (apogee_id, ra, dec, snr) with predictions, the
-    method's σ and the ensemble's spread ``model_sigma`` (each (n, 3): TEFF, LOGG, FE_H; None or
-    NaN: one network), the σ of ``calibration`` on their total (by each star's label source,
-    :mod:`apogeenet.calibration`; without one the total itself), each spectrum's count of good
-    pixels and out-of-domain distance, labels joined by APOGEE_ID, flags and the §4.1 columns."""
+    method's σ and the spread ``model_sigma`` of an ensemble of ``members`` (each (n, 3): TEFF,
+    LOGG, FE_H; None or NaN: one network), the σ of ``calibration`` on their total (by each star's
+    label source, never below :func:`apogeenet.calibration.sigma_floor`; without one the total
+    itself), each spectrum's count of good pixels and out-of-domain distance, labels joined by
+    APOGEE_ID, flags and the §4.1 columns."""
     index = index.reset_index(drop=True)
     frame = pd.DataFrame({"APOGEE_ID": index["apogee_id"].to_numpy(), "RA": index["ra"].to_numpy(float),
                           "DEC": index["dec"].to_numpy(float), "SNR": index["snr"].to_numpy(float),
@@ -140,7 +142,8 @@ def build_catalog(index: pd.DataFrame, prediction: np.ndarray, sigma: np.ndarray
     prediction, sigma, model_sigma = (np.where(empty[:, None], np.nan, a) for a in (prediction, sigma, model_sigma))
     total = total_sigma(sigma, model_sigma)
     calibrated = (total if calibration is None
-                  else calibration.apply(prediction, total, frame["DATA_TYPE"].to_numpy(), floor=sigma))
+                  else calibration.apply(prediction, total, frame["DATA_TYPE"].to_numpy(),
+                                                  floor=sigma_floor(sigma, model_sigma, members)))
     for k, name in enumerate(LABEL_COLUMNS):
         frame[name] = prediction[:, k]
         frame[f"{name}_ERR"] = calibrated[:, k]

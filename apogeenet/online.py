@@ -61,7 +61,8 @@ def score(predictor: Predictor, spectra: pd.DataFrame, settings: dict | None = N
                           calibration=predictor.calibrations.get(str(predict.uncertainty)),
                           domain_distance=(predictor.domain.distance(result.hidden) if predictor.domain else None),
                           domain_threshold=predictor.domain.threshold if predictor.domain else np.inf,
-                          max_sigma=predict.max_sigma, model_sigma=result.model_sigma)
+                          max_sigma=predict.max_sigma, model_sigma=result.model_sigma,
+                          members=len(predictor.members))
     frame["FLAGS"] = (frame["FLAGS"] & ~FLAG_BITS["DUPLICATE"]).astype(np.int64)  # a request is not a survey
     frame["FLAG_NAMES"] = flag_names(frame["FLAGS"].to_numpy())
     frame["N_GOOD_PIXELS"] = frame["N_GOOD_PIXELS"].astype(np.int64)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from apogeenet.calibration import PARAMETERS
+from apogeenet.calibration import PARAMETERS, sigma_floor
 from apogeenet.evaluate import robust_sigma
 from apogeenet.uncertainty import predict_store
 
@@ -34,7 +34,7 @@ def split_uncertainties(predictor, data, predict, split: str = "test") -> pd.Dat
     calibration = predictor.calibrations.get(str(predict.uncertainty))
     catalog = data.catalog.iloc[positions].reset_index(drop=True)
     calibrated = (calibration.apply(result.prediction, result.total_sigma, catalog["SOURCE"].to_numpy(),
-                                    floor=result.sigma)
+                                    floor=sigma_floor(result.sigma, result.model_sigma, len(predictor.members)))
                   if calibration else result.total_sigma)
     frame = pd.DataFrame({"APOGEE_ID": catalog["APOGEE_ID"],
                           "SNR": data.store.index["snr"].to_numpy(float)[data.rows[positions]],

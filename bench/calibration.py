@@ -34,7 +34,7 @@ import pandas as pd
 from accuracy import project
 from benchio import emit
 
-from apogeenet.calibration import PARAMETERS, fit_calibration
+from apogeenet.calibration import PARAMETERS, fit_calibration, sigma_floor
 from apogeenet.io.tables import read_truth
 from apogeenet.labels.catalog import SOURCES
 from apogeenet.calibrate_model import calibrate_predictor
@@ -45,14 +45,16 @@ from apogeenet.pipeline import train
 from apogeenet.uncertainty import total_sigma
 
 
-def resplit_cells(frame, truth, resplits: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def resplit_cells(frame, truth, resplits: int, members: int,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(resplits, 9) each group × parameter cell's robust σ of z, fraction of |z| < 1 and whether
     they meet the bar, when the calibration is fitted on one random half of ``frame``'s dev + test
     rows (Table 4 columns: the σ calibrated is the total of *_ERR_MC and an ensemble's
-    *_ERR_MODEL, never below *_ERR_MC) and judged on the other, each group's dev and test sizes kept."""
+    *_ERR_MODEL of ``members``, never below their :func:`~apogeenet.calibration.sigma_floor`) and
+    judged on the other, each group's dev and test sizes kept."""
     prediction = frame[list(PARAMETERS)].to_numpy(float)
-    pixel = frame[[f"{p}_ERR_MC" for p in PARAMETERS]].to_numpy(float)
-    sigma = total_sigma(pixel, frame[[f"{p}_ERR_MODEL" for p in PARAMETERS]].to_numpy(float))
+    pixel, spread = (frame[[f"{p}_ERR_{part}" for p in PARAMETERS]].to_numpy(float) for part in ("MC", "MODEL"))
+    sigma, floor = total_sigma(pixel, spread), sigma_floor(pixel, spread, members)
     reference = truth.reindex(frame["APOGEE_ID"])[list(PARAMETERS)].to_numpy(float)
     groups, test = frame["DATA_TYPE"].to_numpy(), (frame["DATA_SET"] == "test").to_numpy()
     present = sources_in(frame)
@@ -64,8 +66,8 @@ def resplit_cells(frame, truth, resplits: int, seed: int = 0) -> tuple[np.ndarra
             rows = np.flatnonzero(groups == group)
             judged[rng.choice(rows, int(test[rows].sum()), replace=False)] = True
         fitted = fit_calibration(prediction[~judged], sigma[~judged], reference[~judged], method="resplit",
-                                 reference_name="truth", sources=groups[~judged], floor=pixel[~judged])
-        z = (prediction - reference) / fitted.apply(prediction, sigma, groups, floor=pixel)
+                                 reference_name="truth", sources=groups[~judged], floor=floor[~judged])
+        z = (prediction - reference) / fitted.apply(prediction, sigma, groups, floor=floor)
         cells = [z[judged & (groups == group), k] for group in present for k in range(len(PARAMETERS))]
         robust[trial] = [robust_sigma(cell) for cell in cells]
         within[trial] = [np.mean(np.abs(cell) < 1) for cell in cells]
@@ -94,7 +96,8 @@ def main() -> None:
     sizes = frames["test"].groupby("DATA_TYPE").size()
     present = sources_in(frames["test"])
     cells = [f"{g}/{p}" for g in present for p in PARAMETERS]
-    robust, within, met = resplit_cells(pd.concat(frames.values(), ignore_index=True), truth, args.resplits)
+    robust, within, met = resplit_cells(pd.concat(frames.values(), ignore_index=True), truth, args.resplits,
+                                        len(predictor.members))
     averaged = inside_bar(robust.mean(axis=0), within.mean(axis=0))
     exact = [exact_sigma_pass_rate(int(sizes[g])) for g in present for _ in PARAMETERS]
     dev_sizes = frames["dev"].groupby("DATA_TYPE").size()

@@ -85,7 +85,7 @@ def _catalog(cfg: Params, planned: ShardPlan) -> StageResult:
                           n_good_pixels=index["n_good_pixels"].to_numpy(), min_good_pixels=p.min_good_pixels,
                           calibration=calibration, domain_distance=distance, model_sigma=model_sigma,
                           domain_threshold=predictor.domain.threshold if predictor.domain else np.inf,
-                          max_sigma=p.max_sigma)
+                          max_sigma=p.max_sigma, members=len(predictor.members))
     meta = header_meta(cfg.predict.model, p, predictor, version=registry_version(cfg.predict.model),
                        weights_sha256=file_sha256(planned.model))
     metrics, summary = write_products(frame, out_dir, meta, truth=read_truth(cfg.paths.truth), source=planned.store,

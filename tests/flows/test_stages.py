@@ -76,14 +76,16 @@ def test_predict_writes_table4_catalog_and_products(trained, tmp_path):
                  "z_histograms.png", "summary.md"):
         assert (out / name).stat().st_size > 0
     # the calibrated σ is the model's stored fit applied to the total of the Monte-Carlo σ and the
-    # spread of the ensemble's two members (apogeenet.calibration)
+    # spread of the ensemble's two members, never below the pixel σ with the spread's standard error
+    # of the two members' mean
     predictor = Predictor.load(model)
     assert set(predictor.calibrations) == {"monte_carlo", "delta"} and predictor.domain is not None
     assert len(predictor.members) == 2 and (catalog[["TEFF_ERR_MODEL", "LOGG_ERR_MODEL", "FE_H_ERR_MODEL"]] > 0).all().all()
     values = catalog[["TEFF", "LOGG", "FE_H"]].to_numpy()
-    total = np.hypot(catalog[["TEFF_ERR_MC", "LOGG_ERR_MC", "FE_H_ERR_MC"]].to_numpy(),
-                     catalog[["TEFF_ERR_MODEL", "LOGG_ERR_MODEL", "FE_H_ERR_MODEL"]].to_numpy())
-    expected = predictor.calibrations["monte_carlo"].apply(values, total, catalog["DATA_TYPE"].to_numpy())
+    pixel = catalog[["TEFF_ERR_MC", "LOGG_ERR_MC", "FE_H_ERR_MC"]].to_numpy()
+    spread = catalog[["TEFF_ERR_MODEL", "LOGG_ERR_MODEL", "FE_H_ERR_MODEL"]].to_numpy()
+    expected = predictor.calibrations["monte_carlo"].apply(values, np.hypot(pixel, spread), catalog["DATA_TYPE"].to_numpy(),
+                                                           floor=np.sqrt(pixel ** 2 + spread ** 2 / 2))
     np.testing.assert_allclose(catalog[["TEFF_ERR", "LOGG_ERR", "FE_H_ERR"]].to_numpy(), expected, rtol=1e-12)
     assert np.isfinite(catalog["DOMAIN_DIST"]).all()
     assert ((catalog["FLAGS"] & 16) > 0).tolist() == (catalog["DOMAIN_DIST"] > predictor.domain.threshold).tolist()

@@ -11,7 +11,7 @@ import torch
 from factories import TABLE1, labelled_store
 from tolerances import output_atol, sigma_atol
 
-from apogeenet.calibration import PARAMETERS, SigmaCalibration
+from apogeenet.calibration import PARAMETERS, SigmaCalibration, sigma_floor
 from apogeenet.catalog import build_catalog
 from apogeenet.config import PredictParams, TrainProfile, Uncertainty
 from apogeenet.model import ApogeeNet, flux_divisor
@@ -138,8 +138,10 @@ def test_the_catalog_calibrates_the_total_and_keeps_both_parts():
                                **common)
     np.testing.assert_allclose(calibrated["TEFF_ERR"], np.sqrt(4 * np.array([50.0, 100.0]) ** 2 + 30.0 ** 2))
     blind = SigmaCalibration("monte_carlo", "truth", {"all": dict.fromkeys(PARAMETERS, [0.0, 10.0, 9.0])})
-    floored = build_catalog(index, prediction, sigma, None, model_sigma=model_sigma, calibration=blind, **common)
-    np.testing.assert_array_equal(floored["TEFF_ERR"], sigma[:, 0])  # never below the pixel noise (a = 0 fits)
+    floored = build_catalog(index, prediction, sigma, None, model_sigma=model_sigma, calibration=blind, members=2,
+                            **common)  # a fit with a = 0 still keeps the pixel noise and the members' disagreement:
+    np.testing.assert_allclose(floored["TEFF_ERR"], np.sqrt(sigma[:, 0] ** 2 + model_sigma[:, 0] ** 2 / 2))  # 41, 82 > b
+    np.testing.assert_array_equal(sigma_floor(sigma, np.full_like(sigma, np.nan), 2), sigma)  # one network: σ
     one_network = build_catalog(index, prediction, sigma, None, **common)
     assert one_network["TEFF_ERR_MODEL"].isna().all()
     np.testing.assert_array_equal(one_network["TEFF_ERR"], sigma[:, 0])
