@@ -14,14 +14,16 @@ guarantee: the members share the pixels, so their mean keeps the whole pixel noi
 by at least the standard error of a mean of K members. No model of the other errors makes a
 star's error smaller, so a calibrated σ is never below the paper's own σ nor blind to members
 that disagree, whatever a the dev split's bright, in-domain stars allow (a faint or
-out-of-domain file predicted later keeps its noise and its disagreement). a and b are fitted on the dev split only: their ratio by a Gaussian likelihood
-of the residuals (prediction − reference) with an iterative ``clip``·σ_cal clip and the variance
-of the clipped Gaussian restored, the level so that the median |z| is 0.6745 as for N(0, 1). The
-residuals are heavier-tailed than a Gaussian (the network's error is not only noise), so a
-likelihood alone, even clipped, sets σ by the shoulders and leaves the core of z too narrow; the
-median sets it by the core, which is what "68 % within 1σ" asks (README, "Calibrated
-uncertainties"). The reference is the survey's truth when it has one (the synthetic survey) or
-else the labels (then σ_cal is the error against the label scale, label noise included).
+out-of-domain file predicted later keeps its noise and its disagreement).
+
+a and b are fitted on the dev split only: their ratio by a Gaussian likelihood of the residuals
+(prediction − reference) with an iterative ``clip``·σ_cal clip and the variance of the clipped
+Gaussian restored, the level so that the median |z| is 0.6745 as for N(0, 1). The residuals are
+heavier-tailed than a Gaussian (the network's error is not only noise), so a likelihood alone,
+even clipped, sets σ by the shoulders and leaves the core of z too narrow; the median sets it by
+the core, which is what "68 % within 1σ" asks (README, "Calibrated uncertainties"). The
+reference is the survey's truth when it has one (the synthetic survey) or else the labels (then
+σ_cal is the error against the label scale, label noise included).
 
 Regions: a star with a label source (PAYNE, MSTAR, YSO: the procedure of §2.2–2.4 its labels
 come from, decided by its photometry, membership and Payne parameters, not by the label values)
@@ -47,8 +49,7 @@ from apogeenet.kiel import in_yso_polygon
 from apogeenet.labels.catalog import LABEL_COLUMNS, SOURCES
 
 __all__ = ["PARAMETERS", "REGIONS", "SigmaCalibration", "TooFewStars", "calibrated_sigma", "fit_calibration",
-           "fit_missing_error", "sigma_floor",
-           "prediction_regions", "region_index"]
+           "fit_missing_error", "prediction_regions", "region_index", "sigma_floor"]
 
 PARAMETERS = LABEL_COLUMNS
 REGIONS = ("payne", "young", "cool_dwarf")
