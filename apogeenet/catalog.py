@@ -26,8 +26,9 @@ records the model (its registry version, the SHA-256 of its weights) and what it
 σ: ``*_ERR_MC`` is the method's (pixel noise: the §3.5 Monte Carlo, or the delta method; header
 ``SIGMA``), ``*_ERR_MODEL`` the spread of an ensemble's members (the model's own error; NaN for a
 single network), ``*_ERR`` the calibrated total (:mod:`apogeenet.calibration`: the fit of the
-error both miss, applied to √(ERR_MC² + ERR_MODEL²)); a model without a calibration for the
-method gives ``*_ERR`` = that total (header ``SIGCAL`` 'none'). The clean view keeps ``FLAGS == 0``. §4.1 products: ``YSO_CANDIDATE`` inside the (Teff, log g)
+error both miss, applied to √(ERR_MC² + ERR_MODEL²), never below √(ERR_MC² + ERR_MODEL²/K) for K
+members); a model without a calibration for the method gives ``*_ERR`` = that total (header
+``SIGCAL`` 'none'). The clean view keeps ``FLAGS == 0``. §4.1 products: ``YSO_CANDIDATE`` inside the (Teff, log g)
 triangle (2200, 4.4), (4500, 3.9), (3200, 1.7), and ``AGE_BIN`` from log g for those
 (< 3.6, 3.6–3.8, 3.8–4.0, 4.0–4.2, > 4.2 dex ↔ ≲ 1, 1–2, 2–3, 3–5, ≳ 5 Myr).
 """
