@@ -49,13 +49,21 @@ def _limit(result: dict) -> str:
 
 def _calibration(result: dict) -> str:
     cells = result["resplit_cell_pass_rate"]
+    averaged = result.get("resplit_cell_mean", {})  # files from before these fields have none
     rows = [[cell, f"{result['test_cells'][cell]['z_robust_sigma']:.2f}",
              f"{result['test_cells'][cell]['frac_within_1sigma']:.0%}", f"{rate:.0%}",
+             (f"{averaged[cell]['z_robust_sigma']:.2f}, {averaged[cell]['frac_within_1sigma']:.0%}"
+              if cell in averaged else "—"),
              f"{result['systematic_over_sigma'].get(cell, float('nan')):+.2f}"] for cell, rate in cells.items()]
+    ceiling = result.get("resplit_cells_met_mean_of_fitted_exact_sigma")
     return (f"{result['n_stars']} stars, {result.get('members', 1)} member(s): test split **{result['bar_cells_met']} "
             f"of 9** cells meet the bar; over {result['resplits']} re-splits **{result['resplit_cells_met_mean']:.2f} "
-            f"of 9** on average (a σ exactly right: {result['bar_cells_expected_of_exact_sigma']:.1f}).\n\n"
-            + _table(["cell", "robust σ of z", "within 1σ", "re-splits passing", "systematic / σ"], rows))
+            f"of 9** on average (a σ exactly right: {result['bar_cells_expected_of_exact_sigma']:.1f}"
+            + (f"; right in shape, its level fitted on the dev half: {ceiling:.2f}" if ceiling is not None else "")
+            + ")" + (f", and the re-split averages of each cell meet it in **{result['resplit_mean_cells_met']} of 9**"
+                     if "resplit_mean_cells_met" in result else "") + ".\n\n"
+            + _table(["cell", "robust σ of z", "within 1σ", "re-splits passing", "re-split average",
+                      "systematic / σ"], rows))
 
 
 def _accuracy(result: dict) -> str:
