@@ -130,7 +130,7 @@ def _level(r: np.ndarray, shape: np.ndarray, floor: np.ndarray | None) -> float:
     less; non-increasing in L, so bisection on log L)."""
     target = norm.ppf(0.75)
     unfloored = float(np.median(r / shape)) / target
-    if floor is None:
+    if floor is None or unfloored <= 0:  # no floor, or residuals mostly zero: nothing to solve
         return unfloored
 
     def excess(log_level: float) -> float:

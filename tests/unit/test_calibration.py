@@ -62,6 +62,7 @@ def test_a_floor_that_alone_overcovers_leaves_the_pixel_noise_as_sigma():
     a, b = fit_missing_error(residual, sigma, floor=sigma)
     assert (a, b) == (0.0, 0.0)
     np.testing.assert_array_equal(calibrated_sigma(sigma, a, b, sigma), sigma)
+    assert fit_missing_error(np.zeros(50), np.ones(50), floor=np.ones(50)) == (0.0, 0.0)  # no error at all
 
 
 def test_regions_follow_the_papers_cuts():
