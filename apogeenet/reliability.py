@@ -155,7 +155,7 @@ def calibration_bar(report: pd.DataFrame, *, min_cell_stars: int = BAR_MIN_STARS
     ``within_1sigma`` (the calibration bar; groups, not the pooled ``all`` row)."""
     groups = report[(report.index.get_level_values("group") != "all") & (report["n"] >= min_cell_stars)]
     return inside_bar(groups["z_robust_sigma"], groups["frac_within_1sigma"], robust_sigma,
-                       within_1sigma).rename("met")
+                      within_1sigma).rename("met")
 
 
 def judging_references(frame: pd.DataFrame, truth: pd.DataFrame | None) -> dict[str, pd.DataFrame]:
