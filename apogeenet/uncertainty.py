@@ -38,6 +38,7 @@ import hashlib
 import numpy as np
 import torch
 
+from apogeenet.calibration import sigma_floor
 from apogeenet.config import ErrorReference, PredictParams, Uncertainty
 from apogeenet.errors import InputError
 from apogeenet.io.apstar import good_pixels
@@ -93,8 +94,8 @@ class MCResult:
 
 def total_sigma(sigma: np.ndarray, model_sigma: np.ndarray) -> np.ndarray:
     """σ of pixel noise and of the model together, √(σ² + σ_model²) (σ alone where σ_model is NaN:
-    one network); NaN where σ is."""
-    return np.sqrt(np.square(sigma) + np.square(np.where(np.isfinite(model_sigma), model_sigma, 0.0)))
+    one network); NaN where σ is: the calibration's floor with the spread at full weight."""
+    return sigma_floor(sigma, model_sigma, members=1)
 
 
 def _member_spread(single: np.ndarray) -> np.ndarray:
