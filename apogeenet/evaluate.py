@@ -20,7 +20,7 @@ from apogeenet.labels.catalog import LABEL_COLUMNS, SPLITS, Normalisation
 from apogeenet.plotting import SOURCE_COLOURS, pyplot, save
 
 __all__ = ["COMPARISON_FILE", "EVALUATION_FILES", "METRICS_FILE", "PREDICTIONS_FILE", "QUALITY_FILE", "TABLES_FILE", "GROUPS", "PAPER_TABLE3", "PARAMETERS", "adaptation_effect",
-           "adaptation_markdown", "comparison_markdown", "comparison_table", "evaluation_tables", "headline_metrics", "kiel_plot", "label_vs_prediction_plot",
+           "adaptation_markdown", "comparison_markdown", "comparison_metrics", "comparison_table", "evaluation_tables", "headline_metrics", "kiel_plot", "label_vs_prediction_plot",
            "metrics_from_tables", "predictions_frame", "quality_bar", "quality_markdown", "quality_metrics",
            "robust_sigma", "tables_markdown", "truth_metrics", "write_assessment", "write_evaluation"]
 
@@ -366,13 +366,43 @@ def comparison_table(frames: dict[str, pd.DataFrame], truth: pd.DataFrame | None
     return table
 
 
-def comparison_markdown(table: pd.DataFrame, split: str = "test") -> str:
-    """The model × group × parameter table as a person reads it."""
+def _reference(table: pd.DataFrame) -> str:
+    """What a comparison table judges against: the truth when it has it, else the labels."""
+    return "truth" if any(column.endswith(" vs truth") for column in table.columns) else "labels"
+
+
+def comparison_metrics(table: pd.DataFrame, model: str = "apogeenet") -> dict[str, float]:
+    """How ``model`` fares against every other model of a :func:`comparison_table`, against the
+    truth when the table has it (else the labels): ``comparison/wins`` of ``comparison/pairs``
+    (cell × baseline; the demo's 24), and per cell ``comparison/<group>/<parameter>_ratio``, its
+    RMS over the best other model's (below 1: ahead). Empty without another model."""
+    against = _reference(table)
+    judged = table[[c for c in table.columns if c.endswith(f" vs {against}")]]
+    ours, others = judged[f"{model} vs {against}"], judged.drop(columns=f"{model} vs {against}")
+    measured = ours.notna() & others.notna().all(axis=1)
+    if others.empty or not measured.any():
+        return {}
+    ours, others = ours[measured], others[measured]
+    metrics = {f"comparison/{group}/{parameter}_ratio": float(ours[(group, parameter)] / others.loc[(group, parameter)].min())
+               for group, parameter in ours.index}
+    return metrics | {"comparison/wins": int(others.gt(ours, axis=0).to_numpy().sum()), "comparison/pairs": int(others.size)}
+
+
+def comparison_markdown(table: pd.DataFrame, split: str = "test", model: str = "apogeenet") -> str:
+    """The model × group × parameter table as a person reads it, under how many comparisons
+    ``model`` wins and its closest cell."""
     shown = table.copy()
     for column in shown.columns.drop("best"):
         shown[column] = [f"{v:.0f}" if p == "teff" else f"{v:.3f}" for (_, p), v in shown[column].items()]
-    return (f"Models side by side ({split} split, RMS; Teff in K, log g and [Fe/H] in dex)\n\n"
-            + shown.reset_index(names=["group", "parameter"]).to_markdown(index=False) + "\n")
+    text = f"Models side by side ({split} split, RMS; Teff in K, log g and [Fe/H] in dex)\n\n"
+    if found := comparison_metrics(table, model):
+        ratios = {key: value for key, value in found.items() if key.endswith("_ratio")}
+        closest = max(ratios, key=ratios.get)
+        text += (f"{model} is ahead in {found['comparison/wins']} of {found['comparison/pairs']} comparisons "
+                 f"against the {_reference(table)} (cell × other model); its closest cell: "
+                 f"{closest.removeprefix('comparison/').removesuffix('_ratio')} at {ratios[closest]:.2f} "
+                 "of the best other model's RMS\n\n")
+    return text + shown.reset_index(names=["group", "parameter"]).to_markdown(index=False) + "\n"
 
 
 def write_assessment(frame: pd.DataFrame, table1: Normalisation, out_dir: Path, *, cfg, model: str,
@@ -401,6 +431,7 @@ def write_assessment(frame: pd.DataFrame, table1: Normalisation, out_dir: Path, 
     comparison = comparison_table({"apogeenet": frame, **(others or {})}, truth)
     comparison.to_csv(out_dir / "comparison.csv")
     (out_dir / COMPARISON_FILE).write_text(comparison_markdown(comparison))
+    metrics |= comparison_metrics(comparison)
     metrics, _ = write_evaluation(frame, table1, out_dir, extra_metrics=metrics)
     failed = [k for k in ("quality/passed", "adaptation/passed") if metrics.get(k) == 0]
     report += "\n" + (f"checks failed: {', '.join(failed)}" if failed else "all checks passed")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -96,6 +97,9 @@ def test_evaluate_flow_puts_the_network_beside_the_baselines(trained, prefect_ha
     assert (root / "evaluation" / "flow" / "quality.md").read_text().startswith("Quality bar of")
     comparison = pd.read_csv(root / "evaluation" / "flow" / "comparison.csv")
     assert {"apogeenet vs truth", "ridge vs truth", "cannon vs truth"} <= set(comparison.columns)
+    ratios = np.array([v for k, v in metrics.items() if k.startswith("comparison/") and k.endswith("_ratio")])
+    assert len(ratios) == 12 and metrics["comparison/pairs"] == 24  # a cell ahead wins both, one behind loses one
+    assert 2 * (ratios < 1).sum() <= metrics["comparison/wins"] <= 24 - (ratios > 1).sum()
     runs = _runs(uri, "evaluate").set_index("tags.mlflow.runName")
     assert set(runs.index) == {"apogeenet", "ridge", "cannon"}  # one run per model, side by side
     headline = sorted(c for c in runs.columns if c.startswith("metrics."))[:24]  # what MLflow's compare lists first

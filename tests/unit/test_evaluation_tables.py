@@ -87,3 +87,21 @@ def test_a_group_without_test_stars_is_not_judged_and_breaks_nothing(tmp_path):
     assert comparison.loc[("yso", "teff"), "best"] == "" and comparison.loc[("payne", "teff"), "best"] == "apogeenet"
     # only the sources present are groups: no "table" group without TABLE stars
     assert {g for g, _ in bar.index} == {"full", "payne", "mstar", "yso"}
+
+
+def test_the_comparison_counts_each_cell_against_each_baseline_and_names_the_closest():
+    """12 cells × 2 baselines: APOGEE Net 0.1 σ off in Payne and YSO, 0.3 σ in MSTAR; ridge 0.2 σ
+    everywhere, The Cannon 0.4 σ: it loses the 3 MSTAR cells to ridge only (21 of 24)."""
+    from apogeenet.evaluate import comparison_markdown, comparison_metrics, comparison_table
+
+    frames = {"apogeenet": _frame({"PAYNE": 0.1, "MSTAR": 0.3, "YSO": 0.1}),
+              "ridge": _frame({"PAYNE": 0.2, "MSTAR": 0.2, "YSO": 0.2}),
+              "cannon": _frame({"PAYNE": 0.4, "MSTAR": 0.4, "YSO": 0.4})}
+    found = comparison_metrics(comparison_table(frames, None))
+    assert (found["comparison/wins"], found["comparison/pairs"]) == (21, 24)
+    assert found["comparison/mstar/logg_ratio"] == pytest.approx(1.5)
+    assert found["comparison/payne/teff_ratio"] == pytest.approx(0.5)
+    assert found["comparison/full/fe_h_ratio"] == pytest.approx(np.sqrt((0.01 + 0.09 + 0.01) / 3) / 0.2)
+    assert "ahead in 21 of 24 comparisons against the labels" in comparison_markdown(comparison_table(frames, None))
+    assert "closest cell: mstar/teff at 1.50" in comparison_markdown(comparison_table(frames, None))
+    assert comparison_metrics(comparison_table({"apogeenet": frames["apogeenet"]}, None)) == {}
