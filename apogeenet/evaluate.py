@@ -371,34 +371,34 @@ def _reference(table: pd.DataFrame) -> str:
     return "truth" if any(column.endswith(" vs truth") for column in table.columns) else "labels"
 
 
-def comparison_metrics(table: pd.DataFrame, model: str = "apogeenet") -> dict[str, float]:
-    """How ``model`` fares against every other model of a :func:`comparison_table`, against the
-    truth when the table has it (else the labels): ``comparison/wins`` of ``comparison/pairs``
+def comparison_metrics(table: pd.DataFrame, ours: str = "apogeenet") -> dict[str, float]:
+    """How model ``ours`` fares against every other model of a :func:`comparison_table`, against
+    the truth when the table has it (else the labels): ``comparison/wins`` of ``comparison/pairs``
     (cell × baseline; the demo's 24), and per cell ``comparison/<group>/<parameter>_ratio``, its
     RMS over the best other model's (below 1: ahead). Empty without another model."""
     against = _reference(table)
     judged = table[[c for c in table.columns if c.endswith(f" vs {against}")]]
-    ours, others = judged[f"{model} vs {against}"], judged.drop(columns=f"{model} vs {against}")
-    measured = ours.notna() & others.notna().all(axis=1)
+    rms, others = judged[f"{ours} vs {against}"], judged.drop(columns=f"{ours} vs {against}")
+    measured = rms.notna() & others.notna().all(axis=1)
     if others.empty or not measured.any():
         return {}
-    ours, others = ours[measured], others[measured]
-    metrics = {f"comparison/{group}/{parameter}_ratio": float(ours[(group, parameter)] / others.loc[(group, parameter)].min())
-               for group, parameter in ours.index}
-    return metrics | {"comparison/wins": int(others.gt(ours, axis=0).to_numpy().sum()), "comparison/pairs": int(others.size)}
+    rms, others = rms[measured], others[measured]
+    metrics = {f"comparison/{group}/{parameter}_ratio": float(rms[(group, parameter)] / others.loc[(group, parameter)].min())
+               for group, parameter in rms.index}
+    return metrics | {"comparison/wins": int(others.gt(rms, axis=0).to_numpy().sum()), "comparison/pairs": int(others.size)}
 
 
-def comparison_markdown(table: pd.DataFrame, split: str = "test", model: str = "apogeenet") -> str:
+def comparison_markdown(table: pd.DataFrame, split: str = "test", ours: str = "apogeenet") -> str:
     """The model × group × parameter table as a person reads it, under how many comparisons
-    ``model`` wins and its closest cell."""
+    model ``ours`` wins and its closest cell."""
     shown = table.copy()
     for column in shown.columns.drop("best"):
         shown[column] = [f"{v:.0f}" if p == "teff" else f"{v:.3f}" for (_, p), v in shown[column].items()]
     text = f"Models side by side ({split} split, RMS; Teff in K, log g and [Fe/H] in dex)\n\n"
-    if found := comparison_metrics(table, model):
+    if found := comparison_metrics(table, ours):
         ratios = {key: value for key, value in found.items() if key.endswith("_ratio")}
         closest = max(ratios, key=ratios.get)
-        text += (f"{model} is ahead in {found['comparison/wins']} of {found['comparison/pairs']} comparisons "
+        text += (f"{ours} is ahead in {found['comparison/wins']} of {found['comparison/pairs']} comparisons "
                  f"against the {_reference(table)} (cell × other model); its closest cell: "
                  f"{closest.removeprefix('comparison/').removesuffix('_ratio')} at {ratios[closest]:.2f} "
                  "of the best other model's RMS\n\n")
