@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+KERNEL_SETTINGS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY", "NPY_DISABLE_CPU_FEATURES")
+"""Environment variables that make oneDNN, MKL, PyTorch and NumPy pick other kernels than the CPU
+offers (how a figure is measured as on another CPU): recorded when set."""
+
 
 def machine() -> dict:
     """When, where and how a figure was measured: the ``recorded`` block of every bench JSON
@@ -29,7 +33,8 @@ def machine() -> dict:
     return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"), "cpu": cpu,
             "cores": os.cpu_count(), "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "",
             "torch": torch.__version__, "commit": commit,
-            "command": " ".join(["python", "/".join(Path(sys.argv[0]).parts[-2:]), *sys.argv[1:]])}
+            "command": " ".join(["python", "/".join(Path(sys.argv[0]).parts[-2:]), *sys.argv[1:]]),
+            **({"kernels": kernels} if (kernels := {k: os.environ[k] for k in KERNEL_SETTINGS if k in os.environ}) else {})}
 
 
 def emit(result: dict, out: Path | None) -> None:

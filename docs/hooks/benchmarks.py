@@ -27,7 +27,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def _recorded(result: dict) -> str:
     r = result.get("recorded", {})
     where = r.get("gpu") or f"{r.get('cpu', '?')}, {r.get('cores', '?')} cores"
-    return (f"*{r.get('date', '?')} · {where} · torch {r.get('torch', '?')} · commit {r.get('commit') or '?'} · "
+    kernels = "".join(f" · {name}={value}" for name, value in r.get("kernels", {}).items())
+    return (f"*{r.get('date', '?')} · {where}{kernels} · torch {r.get('torch', '?')} · commit {r.get('commit') or '?'} · "
             f"`{r.get('command', '?')}`*")
 
 
