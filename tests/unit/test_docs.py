@@ -32,3 +32,4 @@ def test_the_documentation_site_builds_strictly(tmp_path):
         recorded = json.loads(path.read_text())["recorded"]
         assert re.fullmatch(r"\d{4}-\d\d-\d\d", recorded["date"]) and recorded["cpu"] and recorded["command"]
         assert path.stem in page and recorded["date"] in page  # each result on the generated page, dated
+        assert all(f"{name}={value}" in page for name, value in recorded.get("kernels", {}).items())  # kernels held back
