@@ -344,6 +344,11 @@ def headline_metrics(metrics: dict[str, float], split: str = "test") -> dict[str
     return out
 
 
+def _reference(table: pd.DataFrame) -> str:
+    """What a comparison table judges against: the truth when it has it, else the labels."""
+    return "truth" if any(column.endswith(" vs truth") for column in table.columns) else "labels"
+
+
 def comparison_table(frames: dict[str, pd.DataFrame], truth: pd.DataFrame | None, split: str = "test") -> pd.DataFrame:
     """Test RMS of each model (APOGEE Net and the baselines, by name) per group and parameter,
     against the labels and, with ``truth``, against the truth; ``best`` names the model closest
@@ -358,17 +363,12 @@ def comparison_table(frames: dict[str, pd.DataFrame], truth: pd.DataFrame | None
             columns[f"{name} vs truth"] = pd.Series({(g, p): true.get(f"{split}/{g}/{p}_scatter_truth", np.nan)
                                                      for g, p in scatter.index})
     table = pd.DataFrame(columns)
-    against = "truth" if truth is not None else "labels"
+    against = _reference(table)
     judged = table[[f"{name} vs {against}" for name in frames]]
     measured = judged.notna().any(axis=1)  # a group without test stars has no best model
     table["best"] = ""
     table.loc[measured, "best"] = judged[measured].idxmin(axis=1).str.removesuffix(f" vs {against}")
     return table
-
-
-def _reference(table: pd.DataFrame) -> str:
-    """What a comparison table judges against: the truth when it has it, else the labels."""
-    return "truth" if any(column.endswith(" vs truth") for column in table.columns) else "labels"
 
 
 def comparison_metrics(table: pd.DataFrame, ours: str = "apogeenet") -> dict[str, float]:
@@ -388,14 +388,17 @@ def comparison_metrics(table: pd.DataFrame, ours: str = "apogeenet") -> dict[str
     return metrics | {"comparison/wins": int(others.gt(rms, axis=0).to_numpy().sum()), "comparison/pairs": int(others.size)}
 
 
-def comparison_markdown(table: pd.DataFrame, split: str = "test", ours: str = "apogeenet") -> str:
+def comparison_markdown(table: pd.DataFrame, split: str = "test", ours: str = "apogeenet",
+                        found: dict[str, float] | None = None) -> str:
     """The model × group × parameter table as a person reads it, under how many comparisons
-    model ``ours`` wins and its closest cell."""
+    model ``ours`` wins and its closest cell (``found``: its :func:`comparison_metrics`, when
+    already computed)."""
     shown = table.copy()
     for column in shown.columns.drop("best"):
         shown[column] = [f"{v:.0f}" if p == "teff" else f"{v:.3f}" for (_, p), v in shown[column].items()]
     text = f"Models side by side ({split} split, RMS; Teff in K, log g and [Fe/H] in dex)\n\n"
-    if found := comparison_metrics(table, ours):
+    found = comparison_metrics(table, ours) if found is None else found
+    if found:
         ratios = {key: value for key, value in found.items() if key.endswith("_ratio")}
         closest = max(ratios, key=ratios.get)
         text += (f"{ours} is ahead in {found['comparison/wins']} of {found['comparison/pairs']} comparisons "
@@ -430,9 +433,11 @@ def write_assessment(frame: pd.DataFrame, table1: Normalisation, out_dir: Path, 
     (out_dir / QUALITY_FILE).write_text(report + "\n")
     comparison = comparison_table({"apogeenet": frame, **(others or {})}, truth)
     comparison.to_csv(out_dir / "comparison.csv")
-    (out_dir / COMPARISON_FILE).write_text(comparison_markdown(comparison))
-    metrics |= comparison_metrics(comparison)
+    found = comparison_metrics(comparison)
+    side_by_side = comparison_markdown(comparison, found=found)
+    (out_dir / COMPARISON_FILE).write_text(side_by_side)
+    metrics |= found
     metrics, _ = write_evaluation(frame, table1, out_dir, extra_metrics=metrics)
     failed = [k for k in ("quality/passed", "adaptation/passed") if metrics.get(k) == 0]
     report += "\n" + (f"checks failed: {', '.join(failed)}" if failed else "all checks passed")
-    return metrics, report + "\n\n" + comparison_markdown(comparison), not failed
+    return metrics, report + "\n\n" + side_by_side, not failed

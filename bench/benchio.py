@@ -30,11 +30,13 @@ def machine() -> dict:
         pass
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()
-    return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"), "cpu": cpu,
-            "cores": os.cpu_count(), "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "",
-            "torch": torch.__version__, "commit": commit,
-            "command": " ".join(["python", "/".join(Path(sys.argv[0]).parts[-2:]), *sys.argv[1:]]),
-            **({"kernels": kernels} if (kernels := {k: os.environ[k] for k in KERNEL_SETTINGS if k in os.environ}) else {})}
+    recorded = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"), "cpu": cpu,
+                "cores": os.cpu_count(), "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "",
+                "torch": torch.__version__, "commit": commit,
+                "command": " ".join(["python", "/".join(Path(sys.argv[0]).parts[-2:]), *sys.argv[1:]])}
+    if kernels := {name: os.environ[name] for name in KERNEL_SETTINGS if name in os.environ}:
+        recorded["kernels"] = kernels
+    return recorded
 
 
 def emit(result: dict, out: Path | None) -> None:
